@@ -1,0 +1,246 @@
+// The public REST API (fastify over TLS, HTTP/2 with HTTP/1.1 fallback): verdicts, subjects, the log, proofs,
+// exports, status, health and metrics. Every route declares its schemas; every error is {code, message}.
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { ApiError, sendError } from './errors.ts';
+import { buildOpenApi, collectRoutes } from './openapi.ts';
+import type { NodeService, SwarmService } from '../swarm/service.ts';
+
+export interface ApiServerOptions {
+  node: NodeService;
+  tls: { key: string; cert: string } | null;
+  logger: Logger | false;
+  /** Upper bound on a request body: a verdict JWS is at most 16 KiB. */
+  bodyLimit?: number;
+  /** How long a POST waits for its verdict to commit before answering 504 (the verdict may still commit). */
+  commitTimeoutMs?: number;
+}
+
+const errorSchema = {
+  type: 'object',
+  description: 'an error',
+  properties: { code: { type: 'string' }, message: { type: 'string' }, status: { type: 'integer' } },
+  required: ['code', 'message'],
+};
+
+const voteSchema = {
+  type: 'object',
+  properties: {
+    org: { type: 'string' },
+    agent: { type: 'string' },
+    verdict: { type: 'string' },
+    reason: { type: 'string' },
+    iat: { type: 'integer' },
+    index: { type: 'integer' },
+    jwsHash: { type: 'string' },
+  },
+};
+
+const subjectSchema = {
+  type: ['object', 'null'],
+  properties: {
+    swarm: { type: 'string' },
+    subject: { type: 'string' },
+    votes: { type: 'array', items: voteSchema },
+    decision: {
+      type: ['object', 'null'],
+      properties: { value: { type: 'string' }, index: { type: 'integer' }, votes: { type: 'integer' } },
+    },
+  },
+};
+
+const submitResultSchema = {
+  type: 'object',
+  description: 'the verdict and where it stands',
+  properties: {
+    status: { type: 'string', enum: ['accepted', 'committed', 'duplicate', 'decided-already', 'rejected'] },
+    swarm: { type: 'string' },
+    jwsHash: { type: 'string' },
+    index: { type: ['integer', 'null'] },
+    entryHash: { type: ['string', 'null'] },
+    subject: subjectSchema,
+    reason: { type: 'string' },
+    replies: { type: 'integer' },
+  },
+};
+
+const swarmParams = { type: 'object', properties: { swarm: { type: 'string', maxLength: 64 } }, required: ['swarm'] };
+
+function swarmOf(node: NodeService, id: string): SwarmService {
+  const swarm = node.swarm(id);
+  if (!swarm) throw new ApiError(404, 'UNKNOWN_SWARM', `swarm ${JSON.stringify(id)} is not hosted by this node (hosted: ${node.swarmIds().join(', ') || 'none'})`);
+  return swarm;
+}
+
+export async function createApiServer(options: ApiServerOptions): Promise<FastifyInstance> {
+  const { node } = options;
+  const commitTimeoutMs = options.commitTimeoutMs ?? 30_000;
+  const app = (options.tls
+    ? Fastify({ http2: true, https: { allowHTTP1: true, key: options.tls.key, cert: options.tls.cert }, logger: options.logger || false, bodyLimit: options.bodyLimit ?? 64 * 1024 } as any)
+    : Fastify({ logger: options.logger || false, bodyLimit: options.bodyLimit ?? 64 * 1024 })) as unknown as FastifyInstance;
+  const routes = collectRoutes(app);
+
+  app.setErrorHandler((error, request, reply) => sendError(request, reply, error));
+  app.setNotFoundHandler((request, reply) =>
+    sendError(request, reply, new ApiError(404, 'NOT_FOUND', `no route ${request.method} ${request.url}; see /docs`)),
+  );
+  // A bare compact JWS may be posted as application/jose, as RFC 7515 registers it.
+  app.addContentTypeParser(['application/jose', 'text/plain'], { parseAs: 'string' }, (_request, body, done) => {
+    done(null, { jws: String(body).trim() });
+  });
+
+  app.post(
+    '/v1/swarms/:swarm/verdicts',
+    {
+      schema: {
+        summary: 'submit a signed verdict (compact JWS)',
+        description: 'Answers once the verdict is committed and applied on this node, or on acceptance with ?wait=false.',
+        tags: ['verdicts'],
+        params: swarmParams,
+        querystring: { type: 'object', properties: { wait: { type: 'boolean', default: true } } },
+        body: { type: 'object', properties: { jws: { type: 'string', minLength: 1, maxLength: 16384 } }, required: ['jws'], additionalProperties: false },
+        response: { 200: submitResultSchema, 202: submitResultSchema, '4xx': errorSchema, '5xx': errorSchema },
+      },
+    },
+    async (request, reply) => {
+      const { swarm: swarmId } = request.params as { swarm: string };
+      const { wait } = request.query as { wait: boolean };
+      const { jws } = request.body as { jws: string };
+      const result = await swarmOf(node, swarmId).submitVerdict(jws, { wait, timeoutMs: commitTimeoutMs });
+      return reply.code(result.status === 'accepted' ? 202 : 200).send(result);
+    },
+  );
+
+  app.get(
+    '/v1/swarms/:swarm/subjects/*',
+    {
+      schema: {
+        summary: "a subject's verdicts so far and its decision, if any",
+        tags: ['verdicts'],
+        params: { type: 'object', properties: { swarm: { type: 'string' }, '*': { type: 'string' } }, required: ['swarm'] },
+        response: { 200: subjectSchema, '4xx': errorSchema },
+      },
+    },
+    async (request) => {
+      const params = request.params as { swarm: string; '*': string };
+      const subjectId = params['*'];
+      const swarm = swarmOf(node, params.swarm);
+      if (!subjectId) throw new ApiError(400, 'INVALID_REQUEST', 'name a subject: /v1/swarms/{swarm}/subjects/{subject}');
+      const subject = swarm.subject(subjectId);
+      if (!subject) throw new ApiError(404, 'UNKNOWN_SUBJECT', `no verdict on subject ${JSON.stringify(subjectId)} in swarm ${params.swarm} yet`);
+      return subject;
+    },
+  );
+
+  app.get(
+    '/v1/swarms/:swarm/log',
+    {
+      schema: {
+        summary: 'committed log entries, oldest first',
+        tags: ['log'],
+        params: swarmParams,
+        querystring: {
+          type: 'object',
+          properties: { from: { type: 'integer', minimum: 1, default: 1 }, limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 } },
+        },
+      },
+    },
+    async (request) => {
+      const { swarm } = request.params as { swarm: string };
+      const { from, limit } = request.query as { from: number; limit: number };
+      return { swarm, entries: await swarmOf(node, swarm).log(from, limit) };
+    },
+  );
+
+  app.get(
+    '/v1/swarms/:swarm/checkpoints',
+    { schema: { summary: 'signed checkpoints (tree size, root, node signatures)', tags: ['audit'], params: swarmParams } },
+    async (request) => {
+      const { swarm } = request.params as { swarm: string };
+      return { swarm, checkpoints: swarmOf(node, swarm).checkpoints() };
+    },
+  );
+
+  app.get(
+    '/v1/swarms/:swarm/proofs/inclusion',
+    {
+      schema: {
+        summary: 'RFC 6962 inclusion proof of one entry in the tree of a given size (default: latest checkpoint)',
+        tags: ['audit'],
+        params: swarmParams,
+        querystring: { type: 'object', properties: { index: { type: 'integer', minimum: 1 }, size: { type: 'integer', minimum: 1 } }, required: ['index'] },
+      },
+    },
+    async (request) => {
+      const { swarm } = request.params as { swarm: string };
+      const { index, size } = request.query as { index: number; size?: number };
+      return swarmOf(node, swarm).inclusionProof(index, size ?? null);
+    },
+  );
+
+  app.get(
+    '/v1/swarms/:swarm/proofs/consistency',
+    {
+      schema: {
+        summary: 'RFC 6962 consistency proof between two tree sizes',
+        tags: ['audit'],
+        params: swarmParams,
+        querystring: { type: 'object', properties: { from: { type: 'integer', minimum: 0 }, to: { type: 'integer', minimum: 0 } }, required: ['from', 'to'] },
+      },
+    },
+    async (request) => {
+      const { swarm } = request.params as { swarm: string };
+      const { from, to } = request.query as { from: number; to: number };
+      return swarmOf(node, swarm).consistencyProof(from, to);
+    },
+  );
+
+  app.get(
+    '/v1/swarms/:swarm/export',
+    {
+      schema: {
+        summary: 'the log (or a range) as JSON Lines with its checkpoints: everything `conclave audit` needs',
+        tags: ['audit'],
+        params: swarmParams,
+        querystring: { type: 'object', properties: { from: { type: 'integer', minimum: 1, default: 1 }, to: { type: 'integer', minimum: 1 } } },
+      },
+    },
+    async (request, reply) => {
+      const { swarm: swarmId } = request.params as { swarm: string };
+      const { from, to } = request.query as { from: number; to?: number };
+      const swarm = swarmOf(node, swarmId);
+      const lines = swarm.exportLines(from, to ?? null);
+      async function* stream(): AsyncGenerator<string> {
+        for await (const line of lines) yield `${line}\n`;
+      }
+      return reply.type('application/x-ndjson').send(stream());
+    },
+  );
+
+  app.get(
+    '/v1/swarms/:swarm/status',
+    { schema: { summary: "this node's view of one swarm", tags: ['status'], params: swarmParams } },
+    async (request) => swarmOf(node, (request.params as { swarm: string }).swarm).status(),
+  );
+
+  app.get('/v1/status', { schema: { summary: 'this node: org, swarms with role, term, leader, indexes, peers', tags: ['status'] } }, async () => ({
+    org: node.org,
+    federation: node.federation,
+    swarms: node.swarmIds().map((id) => node.swarm(id)!.status()),
+    peers: node.peerHealth(),
+  }));
+
+  app.get('/healthz', { schema: { summary: 'the process is up', tags: ['status'] } }, async () => ({ ok: true }));
+  app.get('/readyz', { schema: { summary: 'every swarm knows a leader / primary and storage is open', tags: ['status'] } }, async (_request, reply) => {
+    const ready = node.ready();
+    return reply.code(ready ? 200 : 503).send({ ready });
+  });
+  app.get('/metrics', { schema: { summary: 'Prometheus metrics', tags: ['status'] } }, async (_request, reply) =>
+    reply.type(node.metricsContentType).send(await node.metricsText()),
+  );
+  let openApi: Record<string, unknown> | null = null;
+  const docs = async () => (openApi ??= buildOpenApi(routes, { title: 'Conclave node API', version: '1' }));
+  app.get('/docs', { schema: { hide: true } }, docs);
+  app.get('/docs/openapi.json', { schema: { hide: true } }, docs);
+  return app;
+}

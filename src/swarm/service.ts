@@ -1,0 +1,102 @@
+// What a running swarm offers the public API: the one boundary between api/ and the consensus drivers.
+import type { ConsensusMode } from '../config/types.ts';
+
+export interface VoteView {
+  org: string;
+  agent: string;
+  verdict: string;
+  reason: string;
+  iat: number;
+  index: number;
+  jwsHash: string;
+}
+
+export interface DecisionView {
+  value: string;
+  index: number;
+  votes: number;
+}
+
+export interface SubjectView {
+  swarm: string;
+  subject: string;
+  votes: VoteView[];
+  decision: DecisionView | null;
+}
+
+/** The answer to a submitted verdict. */
+export interface SubmitResult {
+  /** accepted: proposed but not yet committed (wait=false); committed: in the log and applied here. */
+  status: 'accepted' | 'committed' | 'duplicate' | 'decided-already' | 'rejected';
+  swarm: string;
+  jwsHash: string;
+  index: number | null;
+  entryHash: string | null;
+  subject: SubjectView | null;
+  reason?: string;
+  /** pbft: how many replicas reported this same result (final once >= f+1). */
+  replies?: number;
+}
+
+export interface LogEntryView {
+  index: number;
+  term: number;
+  mode: ConsensusMode;
+  hash: string;
+  prev: string;
+  kind: string;
+  proposer: string | null;
+  verdicts: number;
+  data: string;
+}
+
+export interface PeerProgressView {
+  org: string;
+  match: number;
+  next: number;
+  state: string;
+  active: boolean;
+}
+
+export interface SwarmStatusView {
+  swarm: string;
+  mode: ConsensusMode;
+  members: string[];
+  role: string;
+  term: number;
+  leader: string | null;
+  commitIndex: number;
+  appliedIndex: number;
+  lastIndex: number;
+  peers: PeerProgressView[];
+}
+
+export interface CheckpointView {
+  [key: string]: unknown;
+  size: number;
+  root: string;
+}
+
+export interface SwarmService {
+  readonly id: string;
+  submitVerdict(jws: string, options: { wait: boolean; timeoutMs: number }): Promise<SubmitResult>;
+  subject(subject: string): SubjectView | null;
+  log(from: number, limit: number): Promise<LogEntryView[]>;
+  status(): SwarmStatusView;
+  checkpoints(): CheckpointView[];
+  inclusionProof(index: number, size: number | null): Promise<unknown>;
+  consistencyProof(size1: number, size2: number): Promise<unknown>;
+  /** JSON Lines of the audit export format (docs/audit-format.md), one string per line. */
+  exportLines(from: number, to: number | null): AsyncIterable<string>;
+}
+
+export interface NodeService {
+  readonly org: string;
+  readonly federation: string;
+  swarm(id: string): SwarmService | undefined;
+  swarmIds(): string[];
+  ready(): boolean;
+  peerHealth(): unknown[];
+  metricsText(): Promise<string>;
+  metricsContentType: string;
+}
