@@ -1,0 +1,352 @@
+// Drives one Raft core for one swarm: ticks it, feeds it peer messages, persists each Ready (one synced batch)
+// before sending what depends on it, applies committed entries in order, forwards proposals to the leader.
+import { RaftCore } from '../consensus/raft/raft.ts';
+import { decodeMessages, encodeMessages } from '../consensus/raft/codec.ts';
+import type { ConfChange, Entry, Message, RaftInitialState, RaftStatus, Ready, Snapshot } from '../consensus/raft/types.ts';
+import type { Logger } from 'pino';
+
+/** Durable log storage for one swarm (storage/RaftLogStore has this shape). */
+export interface RaftDurableLog {
+  load(): Promise<Omit<RaftInitialState, 'applied'> & { conf: RaftInitialState['conf'] }>;
+  persistReady(ready: Pick<Ready, 'hardState' | 'entries' | 'snapshot' | 'compactedTo'>): Promise<void>;
+}
+
+/** The node-to-node channel as this driver needs it (transport/ client pool + server handlers). */
+export interface SwarmLink {
+  send(to: string, swarm: string, channel: string, messages: Uint8Array[]): void;
+  call(to: string, swarm: string, channel: string, body: Uint8Array, timeoutMs: number): Promise<Uint8Array>;
+}
+
+/** The replicated state machine fed by committed entries. */
+export interface Applier {
+  /** Applies one committed entry; entries arrive exactly once each, in index order, after restore(). */
+  apply(entry: Entry): Promise<void>;
+  /** The state as of the last applied entry, for a Raft snapshot. */
+  snapshot(): Uint8Array;
+  /** Replaces the state with a snapshot taken at `index`. */
+  restore(data: Uint8Array, index: number, term: number): Promise<void>;
+}
+
+export interface RaftSwarmOptions {
+  swarm: string;
+  self: string;
+  voters: string[];
+  log: RaftDurableLog;
+  link: SwarmLink;
+  applier: Applier;
+  logger: Logger;
+  /** Milliseconds per logical tick. Election timeout = electionTick ticks (randomized up to 2x). */
+  tickMs?: number;
+  electionTick?: number;
+  heartbeatTick?: number;
+  /** Take a snapshot and compact the log after this many applied entries. */
+  snapshotEvery?: number;
+  rand?: () => number;
+  onStatus?: (status: RaftStatus) => void;
+}
+
+export class SwarmError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+interface IndexWaiter {
+  term: number;
+  resolve: () => void;
+  reject: (error: Error) => void;
+}
+
+const PROPOSE_CHANNEL = 'raft-propose';
+const RAFT_CHANNEL = 'raft';
+
+export class RaftSwarm {
+  readonly swarm: string;
+  private core!: RaftCore;
+  private timer: NodeJS.Timeout | null = null;
+  private scheduled = false;
+  private running = false;
+  private stopped = false;
+  private appliedIndex = 0;
+  private appliedSinceSnapshot = 0;
+  /** Proposals waiting for their index to be applied here, keyed by index. */
+  private readonly waiters = new Map<number, IndexWaiter[]>();
+  private readonly appliedTerms = new Map<number, number>();
+  private readonly readWaiters = new Map<string, (index: number) => void>();
+  private readSeq = 0;
+  private loopError: Error | null = null;
+
+  constructor(private readonly options: RaftSwarmOptions) {
+    this.swarm = options.swarm;
+  }
+
+  async start(): Promise<void> {
+    const stored = await this.options.log.load();
+    const applied = stored.snapshot ? stored.snapshot.index : 0;
+    if (stored.snapshot) await this.options.applier.restore(stored.snapshot.data, stored.snapshot.index, stored.snapshot.term);
+    this.appliedIndex = applied;
+    const conf = stored.snapshot?.conf ?? (stored.conf.voters.length ? stored.conf : { voters: [...this.options.voters], learners: [] });
+    this.core = new RaftCore(
+      {
+        id: this.options.self,
+        electionTick: this.options.electionTick ?? 10,
+        heartbeatTick: this.options.heartbeatTick ?? 1,
+        rand: this.options.rand ?? Math.random,
+        maxInflightMsgs: 256,
+        maxSizePerMsg: 1024 * 1024,
+      },
+      { hardState: stored.hardState, snapshot: stored.snapshot, entries: stored.entries, conf, applied },
+    );
+    const tickMs = this.options.tickMs ?? 100;
+    this.timer = setInterval(() => {
+      this.core.tick();
+      this.schedule();
+    }, tickMs);
+    this.timer.unref();
+    this.schedule();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    for (const [, list] of this.waiters) for (const waiter of list) waiter.reject(new SwarmError(503, 'NODE_STOPPING', 'the node is shutting down'));
+    this.waiters.clear();
+    while (this.running) await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+
+  status(): RaftStatus {
+    return this.core.status();
+  }
+
+  get applied(): number {
+    return this.appliedIndex;
+  }
+
+  /** Raft messages from an authenticated peer org; a message claiming another sender is dropped. */
+  receive(fromOrg: string, batch: Uint8Array[]): { accepted: number; dropped: number } {
+    let accepted = 0;
+    let dropped = 0;
+    for (const bytes of batch) {
+      let messages: Message[];
+      try {
+        messages = decodeMessages(bytes);
+      } catch {
+        dropped++;
+        continue;
+      }
+      for (const message of messages) {
+        if (message.from !== fromOrg || message.to !== this.options.self) {
+          dropped++;
+          continue;
+        }
+        this.core.step(message);
+        accepted++;
+      }
+    }
+    if (accepted) this.schedule();
+    return { accepted, dropped };
+  }
+
+  /** Proposes bytes; resolves with (index, term) once that entry is applied on this node. */
+  async propose(data: Uint8Array, timeoutMs: number): Promise<{ index: number; term: number }> {
+    const deadline = Date.now() + timeoutMs;
+    let attempt = 0;
+    for (;;) {
+      if (this.stopped) throw new SwarmError(503, 'NODE_STOPPING', 'the node is shutting down');
+      const placed = await this.place(data, deadline);
+      if (placed) {
+        const remaining = deadline - Date.now();
+        const applied = await this.waitApplied(placed.index, placed.term, Math.max(remaining, 1));
+        if (applied) return placed;
+        // Our entry lost its place (a new leader overwrote it): propose again. The state machine makes a
+        // re-proposed verdict idempotent, so a proposal that did commit after all is harmless.
+      }
+      if (Date.now() >= deadline) throw new SwarmError(504, 'COMMIT_TIMEOUT', `swarm ${this.swarm}: not committed within ${timeoutMs} ms (no leader, or no quorum); it may still commit — resubmitting is safe`);
+      attempt++;
+      await new Promise((resolve) => setTimeout(resolve, Math.min(20 * 2 ** attempt, 500)));
+    }
+  }
+
+  /** Puts the proposal into the leader's log; null when there is no leader right now. */
+  private async place(data: Uint8Array, deadline: number): Promise<{ index: number; term: number } | null> {
+    const result = this.core.propose(data);
+    if (result.ok) {
+      this.schedule();
+      return { index: result.index, term: result.term };
+    }
+    if (result.code === 'NOT_LEADER' && result.leader && result.leader !== this.options.self) {
+      try {
+        const answer = await this.options.link.call(result.leader, this.swarm, PROPOSE_CHANNEL, data, Math.max(deadline - Date.now(), 1));
+        const placed = JSON.parse(Buffer.from(answer).toString('utf8')) as { index?: number; term?: number };
+        if (typeof placed.index === 'number' && typeof placed.term === 'number') return { index: placed.index, term: placed.term };
+      } catch (error) {
+        this.options.logger.debug({ err: error, leader: result.leader }, 'forwarding a proposal to the leader failed');
+      }
+    }
+    return null;
+  }
+
+  /** A follower forwarded a proposal: place it if we lead; answer where it went. */
+  async handleForwardedProposal(data: Uint8Array): Promise<Uint8Array> {
+    const result = this.core.propose(data);
+    if (!result.ok) return Buffer.from(JSON.stringify({ error: result.code, leader: result.leader }));
+    this.schedule();
+    return Buffer.from(JSON.stringify({ index: result.index, term: result.term }));
+  }
+
+  /** Waits until `index` is applied here; false when the entry applied there has another term (ours was lost). */
+  private waitApplied(index: number, term: number, timeoutMs: number): Promise<boolean> {
+    if (index <= this.appliedIndex) {
+      const appliedTerm = this.appliedTerms.get(index);
+      return Promise.resolve(appliedTerm === undefined || appliedTerm === term);
+    }
+    return new Promise<boolean>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const list = this.waiters.get(index);
+        if (list) this.waiters.set(index, list.filter((w) => w !== waiter));
+        resolve(false);
+      }, timeoutMs);
+      const waiter: IndexWaiter = {
+        term,
+        resolve: () => {
+          clearTimeout(timer);
+          resolve(this.appliedTerms.get(index) === term);
+        },
+        reject: (error) => {
+          clearTimeout(timer);
+          reject(error);
+        },
+      };
+      const list = this.waiters.get(index) ?? [];
+      list.push(waiter);
+      this.waiters.set(index, list);
+    });
+  }
+
+  /** Linearizable read barrier (ReadIndex): resolves once this node has applied everything committed before the call. */
+  async readBarrier(timeoutMs: number): Promise<number> {
+    const ctx = `${this.options.self}:${++this.readSeq}`;
+    const index = await new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.readWaiters.delete(ctx);
+        reject(new SwarmError(503, 'NO_QUORUM', `swarm ${this.swarm}: the leader could not confirm a quorum within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.readWaiters.set(ctx, (readIndex) => {
+        clearTimeout(timer);
+        resolve(readIndex);
+      });
+      this.core.readIndex(Buffer.from(ctx));
+      this.schedule();
+    });
+    if (index > this.appliedIndex) await this.waitApplied(index, this.appliedTerms.get(index) ?? -1, timeoutMs).catch(() => false);
+    return index;
+  }
+
+  proposeConfChange(change: ConfChange): ReturnType<RaftCore['proposeConfChange']> {
+    const result = this.core.proposeConfChange(change);
+    this.schedule();
+    return result;
+  }
+
+  transferLeadership(to: string): void {
+    this.core.transferLeadership(to);
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.stopped) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      void this.runReady();
+    });
+  }
+
+  /** The persist → send → apply loop; one at a time, so entries are applied strictly in order. */
+  private async runReady(): Promise<void> {
+    if (this.running || this.loopError) return;
+    this.running = true;
+    try {
+      while (!this.stopped && this.core.hasReady()) {
+        const ready = this.core.ready();
+        // Durable first: vote, term and entries must be on disk before any message that depends on them.
+        if (ready.hardState || ready.entries.length || ready.snapshot || ready.compactedTo !== null) {
+          await this.options.log.persistReady(ready);
+        }
+        this.send(ready.messages);
+        if (ready.snapshot) await this.installSnapshot(ready.snapshot);
+        for (const entry of ready.committed) await this.applyEntry(entry);
+        for (const readState of ready.readStates) {
+          const waiter = this.readWaiters.get(Buffer.from(readState.ctx).toString('utf8'));
+          if (waiter) {
+            this.readWaiters.delete(Buffer.from(readState.ctx).toString('utf8'));
+            waiter(readState.index);
+          }
+        }
+        this.core.advance(ready);
+        this.maybeCompact();
+        this.options.onStatus?.(this.core.status());
+      }
+    } catch (error) {
+      // A failed fsync leaves us unsure of what is durable: stop acting rather than risk acknowledging a lie.
+      this.loopError = error as Error;
+      this.options.logger.fatal({ err: error, swarm: this.swarm }, 'storage or apply failed; this swarm stops here');
+      if (this.timer) clearInterval(this.timer);
+    } finally {
+      this.running = false;
+    }
+    if (!this.stopped && !this.loopError && this.core.hasReady()) this.schedule();
+  }
+
+  private send(messages: Message[]): void {
+    const byPeer = new Map<string, Message[]>();
+    for (const message of messages) {
+      const list = byPeer.get(message.to) ?? [];
+      list.push(message);
+      byPeer.set(message.to, list);
+    }
+    for (const [peer, list] of byPeer) this.options.link.send(peer, this.swarm, RAFT_CHANNEL, [encodeMessages(list)]);
+  }
+
+  private async installSnapshot(snapshot: Snapshot): Promise<void> {
+    await this.options.applier.restore(snapshot.data, snapshot.index, snapshot.term);
+    this.appliedIndex = snapshot.index;
+    this.appliedSinceSnapshot = 0;
+    this.appliedTerms.set(snapshot.index, snapshot.term);
+    this.wakeWaitersUpTo(snapshot.index);
+  }
+
+  private async applyEntry(entry: Entry): Promise<void> {
+    if (entry.index <= this.appliedIndex) return;
+    if (entry.index !== this.appliedIndex + 1) throw new Error(`apply gap: ${this.appliedIndex} then ${entry.index}`);
+    await this.options.applier.apply(entry);
+    this.appliedIndex = entry.index;
+    this.appliedSinceSnapshot++;
+    this.appliedTerms.set(entry.index, entry.term);
+    // Remember terms only as long as a waiter could ask about them.
+    this.appliedTerms.delete(entry.index - 100_000);
+    this.wakeWaitersUpTo(entry.index);
+  }
+
+  private wakeWaitersUpTo(index: number): void {
+    for (const [waitIndex, list] of this.waiters) {
+      if (waitIndex > index) continue;
+      this.waiters.delete(waitIndex);
+      for (const waiter of list) waiter.resolve();
+    }
+  }
+
+  private maybeCompact(): void {
+    const every = this.options.snapshotEvery ?? 10_000;
+    if (this.appliedSinceSnapshot < every) return;
+    this.core.compact(this.appliedIndex, this.options.applier.snapshot());
+    this.appliedSinceSnapshot = 0;
+  }
+}
+
+export const RAFT_CHANNELS = { messages: RAFT_CHANNEL, propose: PROPOSE_CHANNEL } as const;
