@@ -48,6 +48,8 @@ export interface MemberConfig {
 
 export interface NodeSelfConfig {
   org: string;
+  /** The node's name as its TLS certificate's SAN states it (`conclave://org/<org>/node/<name>`). */
+  name?: string;
   peerListen: { host: string; port: number };
   apiListen: { host: string; port: number };
   dataDir: string;
