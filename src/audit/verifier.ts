@@ -1,0 +1,479 @@
+// The offline auditor: checks an export line by line against the federation file alone — hash chain, agent JWS and
+// proposal signatures, admin approvals, Merkle roots against signed checkpoints, checkpoint consistency, and every
+// decision recomputed with the DecisionMachine. Pure: no clock, no I/O; progress goes through a callback.
+import type { FederationConfig, SwarmConfig } from '../config/types.ts';
+import { fromHex, toHex } from '../crypto/encoding.ts';
+import { Keyring } from '../verdict/keyring.ts';
+import { parseVerdictJws, VerdictError } from '../verdict/format.ts';
+import { checkVerdictSignature } from '../verdict/verify.ts';
+import { checkAdminApprovals, decodeCommand, verifyProposal, type LogCommand } from '../verdict/proposal.ts';
+import { DecisionMachine, type ApplyOutcome } from '../verdict/machine.ts';
+import { ChainChecker, recordData, recordLeafHash, recordHash, type AuditRecord } from './chain.ts';
+import { checkpointShapeProblem, verifyCheckpoint, type Checkpoint, type CheckpointTrust } from './checkpoint.ts';
+import { readExport, type ExportHeader, type ExportLine, type ReadLine } from './export.ts';
+import { checkConsistency, inclusionProof, MerkleFrontier, rootFromInclusionProof, type SubtreeHasher } from './merkle.ts';
+
+/** Stable codes of everything the auditor can find wrong (docs/audit-format.md, "Verifier error codes"). */
+export const AUDIT_ERROR_CODES = [
+  'MALFORMED_LINE',
+  'MISSING_HEADER',
+  'WRONG_FEDERATION',
+  'UNKNOWN_SWARM',
+  'WRONG_SWARM',
+  'MALFORMED_RECORD',
+  'INDEX_GAP',
+  'INDEX_OUT_OF_ORDER',
+  'TRUNCATED',
+  'CHAIN_BROKEN',
+  'TERM_REGRESSED',
+  'MALFORMED_ENTRY',
+  'UNKNOWN_KEY',
+  'BAD_PROPOSAL_SIGNATURE',
+  'BAD_AGENT_SIGNATURE',
+  'WRONG_ORG_KEY',
+  'MALFORMED_VERDICT',
+  'BAD_ADMIN_APPROVAL',
+  'ROOT_MISMATCH',
+  'CHECKPOINT_MALFORMED',
+  'CHECKPOINT_MISPLACED',
+  'CHECKPOINT_UNSIGNED',
+  'CHECKPOINT_BAD_SIGNATURE',
+  'CHECKPOINT_UNKNOWN_KEY',
+  'CHECKPOINT_NOT_MEMBER',
+  'CHECKPOINT_DUPLICATE_SIGNER',
+  'CHECKPOINT_NO_QUORUM',
+  'INCONSISTENT_CHECKPOINTS',
+  'MALFORMED_PROOF',
+  'DECISION_MISMATCH',
+] as const;
+
+export type AuditErrorCode = (typeof AUDIT_ERROR_CODES)[number];
+
+export interface AuditFailure {
+  code: AuditErrorCode;
+  /** The log index of the first bad entry (for a checkpoint: its size), or null when no entry is concerned. */
+  index: number | null;
+  /** 1-based line of the export where it was found. */
+  line: number | null;
+  message: string;
+}
+
+export interface AuditProgress {
+  entries: number;
+  lastIndex: number;
+  to: number | null;
+}
+
+export interface AuditOptions {
+  federation: FederationConfig;
+  /** Called after every `progressEvery` records (default 10,000); the CLI throttles by time on its side. */
+  onProgress?: (progress: AuditProgress) => void;
+  progressEvery?: number;
+  /** pbft checkpoints must be commit certificates (signed by a PBFT quorum of the swarm's members). */
+  requireCertificates?: boolean;
+}
+
+export interface AuditSummary {
+  ok: boolean;
+  federation: string | null;
+  swarm: string | null;
+  from: number | null;
+  to: number | null;
+  entries: number;
+  verdicts: number;
+  /** Verdicts the decision machine refused when applying (e.g. a value outside the policy); not an audit failure. */
+  rejectedVerdicts: number;
+  subjects: number;
+  decisions: number;
+  decisionsCompared: number;
+  checkpoints: number;
+  certificates: number;
+  consistencyProofs: number;
+  /** Merkle root of the last record (lowercase hex). */
+  root: string | null;
+  /** False when the export starts after index 1: decisions cannot be recomputed without the earlier verdicts. */
+  decisionsRecomputed: boolean;
+  failure: AuditFailure | null;
+}
+
+interface SeenCheckpoint {
+  size: number;
+  root: string;
+  line: number;
+  /** The root computed from the records at this size. */
+  matches: boolean;
+}
+
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/**
+ * Feeds parsed export lines one at a time (push) and yields the summary at the end (finish). Stops at the first
+ * definitive failure; a checkpoint whose root disagrees with the records is held as ROOT_MISMATCH and becomes
+ * INCONSISTENT_CHECKPOINTS when a later signed checkpoint agrees with the records (the log was rewritten after
+ * the first was signed).
+ */
+export class AuditVerifier {
+  private readonly keyring: Keyring;
+  private readonly trust: CheckpointTrust;
+  private header: ExportHeader | null = null;
+  private swarmConfig: SwarmConfig | null = null;
+  private chain: ChainChecker | null = null;
+  private frontier = new MerkleFrontier();
+  private machine: DecisionMachine | null = null;
+  private lastIndex = 0;
+  private pendingDecisions = new Map<string, string>();
+  private pendingDecisionsIndex = 0;
+  private readonly checkpointsBySize = new Map<number, SeenCheckpoint>();
+  private tentative: AuditFailure | null = null;
+  private failure: AuditFailure | null = null;
+  private readonly counts = { entries: 0, verdicts: 0, rejectedVerdicts: 0, decisions: 0, decisionsCompared: 0, checkpoints: 0, certificates: 0, consistencyProofs: 0 };
+  private readonly progressEvery: number;
+
+  constructor(private readonly options: AuditOptions) {
+    this.keyring = Keyring.fromMembers(options.federation.members);
+    this.trust = { keyring: this.keyring };
+    this.progressEvery = options.progressEvery ?? 10_000;
+  }
+
+  get done(): boolean {
+    return this.failure !== null;
+  }
+
+  private fail(code: AuditErrorCode, index: number | null, line: number | null, message: string): void {
+    if (!this.failure) this.failure = { code, index, line, message };
+  }
+
+  /** Feeds one read line (or read error). Returns false once a definitive failure was found. */
+  push(item: ReadLine): boolean {
+    if (this.failure) return false;
+    if ('error' in item) {
+      this.fail('MALFORMED_LINE', this.lastIndex + 1, item.lineNumber, `line ${item.lineNumber}: ${item.error}`);
+      return false;
+    }
+    const { line, lineNumber } = item;
+    if (!this.header) {
+      if (line.type !== 'header') {
+        this.fail('MISSING_HEADER', null, lineNumber, `line ${lineNumber}: the export must begin with a header line`);
+        return false;
+      }
+      this.startHeader(line, lineNumber);
+      return !this.failure;
+    }
+    switch (line.type) {
+      case 'header':
+        this.fail('MALFORMED_LINE', null, lineNumber, `line ${lineNumber}: a second header`);
+        break;
+      case 'record':
+        this.closeDecisions(lineNumber);
+        if (!this.failure) this.onRecord(line, lineNumber);
+        break;
+      case 'decision':
+        this.onDecision(line, lineNumber);
+        break;
+      case 'checkpoint':
+        this.onCheckpoint(line, lineNumber);
+        break;
+      case 'proof':
+        this.onProof(line, lineNumber);
+        break;
+    }
+    return !this.failure;
+  }
+
+  private startHeader(h: ExportHeader, lineNumber: number): void {
+    const fed = this.options.federation;
+    const bad = (why: string): void => this.fail('MALFORMED_LINE', null, lineNumber, `line ${lineNumber}: header ${why}`);
+    if (h.v !== 1) return bad('v must be 1');
+    if (typeof h.swarm !== 'string' || typeof h.federation !== 'string') return bad('needs federation and swarm');
+    if (!Number.isSafeInteger(h.from) || h.from < 1 || !Number.isSafeInteger(h.to) || h.to < h.from - 1) return bad(`has a bad range ${h.from}..${h.to}`);
+    if (typeof h.prev !== 'string' || !/^[0-9a-f]{64}$/.test(h.prev)) return bad('prev must be 64 lowercase hex digits');
+    if (h.federation !== fed.federation) {
+      this.fail('WRONG_FEDERATION', null, lineNumber, `the export is of federation ${JSON.stringify(h.federation)}, the federation file describes ${JSON.stringify(fed.federation)}`);
+      return;
+    }
+    const swarm = fed.swarms.find((s) => s.id === h.swarm);
+    if (!swarm) {
+      this.fail('UNKNOWN_SWARM', null, lineNumber, `swarm ${JSON.stringify(h.swarm)} is not in the federation file`);
+      return;
+    }
+    try {
+      this.frontier = new MerkleFrontier(h.frontier);
+    } catch (error) {
+      return bad(`frontier: ${(error as Error).message}`);
+    }
+    if (this.frontier.size !== h.from - 1) return bad(`frontier has size ${this.frontier.size}, want ${h.from - 1}`);
+    if (h.from === 1 && h.prev !== '0'.repeat(64)) return bad('prev must be 64 zeros when the export starts at index 1');
+    this.header = h;
+    this.swarmConfig = swarm;
+    this.trust.members = swarm.members;
+    this.chain = new ChainChecker(h.federation, h.swarm, h.from === 1 ? null : { index: h.from - 1, hash: h.prev });
+    this.lastIndex = h.from - 1;
+    // Decisions follow from every verdict since index 1: they can be recomputed only from a complete log.
+    this.machine = h.from === 1 ? new DecisionMachine(swarm, this.keyring) : null;
+  }
+
+  private onRecord(line: ExportLine & { type: 'record' }, lineNumber: number): void {
+    const { type: _type, ...rest } = line;
+    const result = this.chain!.next(rest);
+    if ('problem' in result) {
+      const p = result.problem;
+      this.fail(p.code, p.index, lineNumber, `line ${lineNumber}: ${p.message}`);
+      return;
+    }
+    const record = rest as AuditRecord;
+    if (record.index > this.header!.to) {
+      this.fail('MALFORMED_LINE', record.index, lineNumber, `line ${lineNumber}: record ${record.index} is beyond the header's range ..${this.header!.to}`);
+      return;
+    }
+    this.checkEntry(record, lineNumber);
+    if (this.failure) return;
+    this.frontier.appendLeafHash(recordLeafHash(record));
+    this.lastIndex = record.index;
+    this.counts.entries++;
+    if (this.options.onProgress && this.counts.entries % this.progressEvery === 0) {
+      this.options.onProgress({ entries: this.counts.entries, lastIndex: this.lastIndex, to: this.header!.to });
+    }
+  }
+
+  /** Signatures of the entry's command, then the decision machine. */
+  private checkEntry(record: AuditRecord, lineNumber: number): void {
+    const index = record.index;
+    const at = `line ${lineNumber}, entry ${index}`;
+    let cmd: LogCommand;
+    try {
+      cmd = decodeCommand(recordData(record));
+    } catch (error) {
+      this.fail('MALFORMED_ENTRY', index, lineNumber, `${at}: ${(error as Error).message}`);
+      return;
+    }
+    const swarm = this.swarmConfig!;
+    if (cmd.type === 'verdicts') {
+      if (cmd.swarm !== swarm.id) return this.fail('WRONG_SWARM', index, lineNumber, `${at}: the proposal names swarm ${cmd.swarm}`);
+      this.counts.verdicts += cmd.batch.length;
+      for (const [position, jws] of cmd.batch.entries()) {
+        const where = `${at}, verdict ${position}`;
+        try {
+          const parsed = parseVerdictJws(jws);
+          checkVerdictSignature(parsed, this.keyring);
+        } catch (error) {
+          if (!(error instanceof VerdictError)) throw error;
+          const code: AuditErrorCode =
+            error.code === 'UNKNOWN_KID'
+              ? 'UNKNOWN_KEY'
+              : error.code === 'KEY_ORG_MISMATCH'
+                ? 'WRONG_ORG_KEY'
+                : error.code === 'BAD_SIGNATURE'
+                  ? 'BAD_AGENT_SIGNATURE'
+                  : 'MALFORMED_VERDICT';
+          return this.fail(code, index, lineNumber, `${where}: ${error.message}`);
+        }
+      }
+      if (this.keyring.keysOf(cmd.proposer, 'node').length === 0) {
+        return this.fail('UNKNOWN_KEY', index, lineNumber, `${at}: proposer ${JSON.stringify(cmd.proposer)} has no node key in the federation file`);
+      }
+      if (!verifyProposal(cmd, this.keyring)) {
+        return this.fail('BAD_PROPOSAL_SIGNATURE', index, lineNumber, `${at}: the proposal signature does not verify with a node key of ${cmd.proposer}`);
+      }
+    } else if (cmd.type === 'admin') {
+      if (cmd.swarm !== swarm.id) return this.fail('WRONG_SWARM', index, lineNumber, `${at}: the admin command names swarm ${cmd.swarm}`);
+      const check = checkAdminApprovals(cmd, swarm, this.keyring);
+      if (!check.ok) {
+        const why = check.refused.map((r) => `approval ${r.position}: ${r.reason}`).join('; ');
+        return this.fail('BAD_ADMIN_APPROVAL', index, lineNumber, `${at}: ${check.approvers.length} valid approvals of ${check.required} required${why ? ` (${why})` : ''}`);
+      }
+    }
+    if (this.machine) {
+      const outcomes: ApplyOutcome[] = this.machine.apply(index, cmd, { verifyAgentSignatures: record.mode === 'pbft' });
+      this.pendingDecisions = new Map();
+      this.pendingDecisionsIndex = index;
+      for (const outcome of outcomes) {
+        if (outcome.status === 'rejected') this.counts.rejectedVerdicts++;
+        if (outcome.status === 'decision' && outcome.subject !== null && outcome.decision) {
+          this.counts.decisions++;
+          this.pendingDecisions.set(outcome.subject, outcome.decision.value);
+        }
+      }
+    }
+  }
+
+  private onDecision(line: ExportLine & { type: 'decision' }, lineNumber: number): void {
+    if (typeof line.index !== 'number' || typeof line.subject !== 'string' || typeof line.value !== 'string') {
+      this.fail('MALFORMED_LINE', this.lastIndex, lineNumber, `line ${lineNumber}: a decision line has index, subject and value`);
+      return;
+    }
+    if (line.index !== this.lastIndex) {
+      this.fail('MALFORMED_LINE', line.index, lineNumber, `line ${lineNumber}: the decision of entry ${line.index} must follow record ${line.index}, not record ${this.lastIndex}`);
+      return;
+    }
+    if (!this.machine) return; // partial export: nothing to recompute it from
+    this.counts.decisionsCompared++;
+    const recomputed = this.pendingDecisionsIndex === line.index ? this.pendingDecisions.get(line.subject) : undefined;
+    if (recomputed === undefined) {
+      const state = this.machine.subject(line.subject);
+      const actual = state?.decision ? `it was decided ${JSON.stringify(state.decision.value)} at entry ${state.decision.index}` : 'it is undecided there';
+      this.fail('DECISION_MISMATCH', line.index, lineNumber, `line ${lineNumber}: the export claims ${JSON.stringify(line.subject)} was decided ${JSON.stringify(line.value)} at entry ${line.index}, but recomputing the verdicts: ${actual}`);
+      return;
+    }
+    if (recomputed !== line.value) {
+      this.fail('DECISION_MISMATCH', line.index, lineNumber, `line ${lineNumber}: the export claims ${JSON.stringify(line.subject)} was decided ${JSON.stringify(line.value)} at entry ${line.index}; recomputed from the verdicts: ${JSON.stringify(recomputed)}`);
+      return;
+    }
+    this.pendingDecisions.delete(line.subject);
+  }
+
+  /** When the export carries decisions, each decision recomputed at the last record must have been claimed. */
+  private closeDecisions(lineNumber: number): void {
+    if (this.header?.decisions === true && this.machine && this.pendingDecisions.size > 0) {
+      const [subject, value] = [...this.pendingDecisions.entries()].sort((a, b) => compare(a[0], b[0]))[0]!;
+      this.fail('DECISION_MISMATCH', this.pendingDecisionsIndex, lineNumber, `entry ${this.pendingDecisionsIndex} decides ${JSON.stringify(subject)} as ${JSON.stringify(value)} when recomputed, but the export does not claim that decision`);
+    }
+    this.pendingDecisions = new Map();
+  }
+
+  private onCheckpoint(line: ExportLine & { type: 'checkpoint' }, lineNumber: number): void {
+    const { type: _type, ...rest } = line;
+    const cp = rest as Checkpoint;
+    const shape = checkpointShapeProblem(cp);
+    const at = `line ${lineNumber}`;
+    if (shape) return this.fail('CHECKPOINT_MALFORMED', this.lastIndex, lineNumber, `${at}: ${shape}`);
+    if (cp.federation !== this.header!.federation || cp.swarm !== this.header!.swarm) {
+      return this.fail('WRONG_SWARM', cp.size, lineNumber, `${at}: a checkpoint of ${cp.federation}/${cp.swarm} in an export of ${this.header!.federation}/${this.header!.swarm}`);
+    }
+    if (cp.size !== this.lastIndex) {
+      return this.fail('CHECKPOINT_MISPLACED', cp.size, lineNumber, `${at}: a checkpoint of size ${cp.size} must follow record ${cp.size}, not record ${this.lastIndex}`);
+    }
+    const verification = verifyCheckpoint(cp, this.trust);
+    const first = verification.problems[0];
+    if (first) return this.fail(first.code, cp.size, lineNumber, `${at}: ${first.message}`);
+    if (verification.validOrgs.length === 0) return this.fail('CHECKPOINT_UNSIGNED', cp.size, lineNumber, `${at}: no valid signature`);
+    if (cp.mode === 'pbft' && !verification.certificate && this.options.requireCertificates) {
+      return this.fail(
+        'CHECKPOINT_NO_QUORUM',
+        cp.size,
+        lineNumber,
+        `${at}: pbft checkpoint at size ${cp.size} signed by ${verification.validOrgs.length} members (${verification.validOrgs.join(', ')}); a commit certificate needs ${verification.quorum}`,
+      );
+    }
+    this.counts.checkpoints++;
+    if (verification.certificate) this.counts.certificates++;
+    const computed = toHex(this.frontier.root());
+    const seen: SeenCheckpoint = { size: cp.size, root: cp.root, line: lineNumber, matches: computed === cp.root };
+    const same = this.checkpointsBySize.get(cp.size);
+    if (same && same.root !== cp.root) {
+      return this.fail('INCONSISTENT_CHECKPOINTS', cp.size, lineNumber, `${at}: two signed checkpoints of size ${cp.size} with different roots ${same.root} (line ${same.line}) and ${cp.root}: the log forked`);
+    }
+    this.checkpointsBySize.set(cp.size, seen);
+    if (!seen.matches) {
+      if (!this.tentative) {
+        this.tentative = {
+          code: 'ROOT_MISMATCH',
+          index: cp.size,
+          line: lineNumber,
+          message: `${at}: the signed checkpoint of size ${cp.size} has root ${cp.root}, but the records 1..${cp.size} hash to ${computed}`,
+        };
+      }
+      return;
+    }
+    if (this.tentative && this.tentative.code === 'ROOT_MISMATCH') {
+      // A validly signed later head agrees with the records, an earlier signed head does not: the two heads cannot
+      // both describe one append-only log.
+      const old = this.tentative;
+      this.failure = {
+        code: 'INCONSISTENT_CHECKPOINTS',
+        index: old.index,
+        line: old.line,
+        message: `${old.message}; the later checkpoint of size ${cp.size} (line ${lineNumber}) matches the records, so the log was rewritten after the checkpoint of size ${old.index} was signed`,
+      };
+      return;
+    }
+  }
+
+  private onProof(line: ExportLine & { type: 'proof' }, lineNumber: number): void {
+    const at = `line ${lineNumber}`;
+    if (line.kind !== 'consistency' || !Array.isArray(line.hashes) || !line.hashes.every((h) => typeof h === 'string' && /^[0-9a-f]{64}$/.test(h))) {
+      return this.fail('MALFORMED_PROOF', this.lastIndex, lineNumber, `${at}: a proof line is {kind: "consistency", size1, size2, hashes: [64 hex digits...]}`);
+    }
+    const a = this.checkpointsBySize.get(line.size1);
+    const b = this.checkpointsBySize.get(line.size2);
+    if (!a || !b) return this.fail('MALFORMED_PROOF', this.lastIndex, lineNumber, `${at}: a consistency proof between sizes ${line.size1} and ${line.size2} must follow checkpoints of both sizes`);
+    try {
+      checkConsistency(a.size, b.size, fromHex(a.root), fromHex(b.root), line.hashes.map(fromHex));
+      this.counts.consistencyProofs++;
+    } catch (error) {
+      this.fail(
+        'INCONSISTENT_CHECKPOINTS',
+        a.size,
+        lineNumber,
+        `${at}: the signed checkpoints of sizes ${a.size} and ${b.size} are not consistent (${(error as Error).message}): the log was rewritten after size ${a.size}`,
+      );
+    }
+  }
+
+  finish(): AuditSummary {
+    if (!this.failure && !this.header) this.fail('MISSING_HEADER', null, null, 'the export is empty');
+    if (!this.failure && this.header) {
+      this.closeDecisions(0);
+      if (!this.failure && this.lastIndex !== this.header.to) {
+        this.fail('TRUNCATED', this.lastIndex + 1, null, `the header announces records up to ${this.header.to}, the export ends after record ${this.lastIndex}`);
+      }
+    }
+    if (!this.failure && this.tentative) this.failure = this.tentative;
+    if (this.failure && this.tentative && this.failure !== this.tentative && (this.tentative.index ?? 0) <= (this.failure.index ?? Infinity)) {
+      // An earlier checkpoint already disagreed with the records: that is the first bad entry.
+      this.failure = this.tentative;
+    }
+    return {
+      ok: this.failure === null,
+      federation: this.header?.federation ?? null,
+      swarm: this.header?.swarm ?? null,
+      from: this.header?.from ?? null,
+      to: this.header?.to ?? null,
+      ...this.counts,
+      subjects: this.machine?.subjectCount() ?? 0,
+      root: this.header ? toHex(this.frontier.root()) : null,
+      decisionsRecomputed: this.machine !== null,
+      failure: this.failure,
+    };
+  }
+}
+
+/** Verifies a whole export from a byte or text stream. */
+export async function verifyExport(stream: AsyncIterable<Uint8Array | string>, options: AuditOptions): Promise<AuditSummary> {
+  const verifier = new AuditVerifier(options);
+  for await (const item of readExport(stream)) {
+    if (!verifier.push(item)) break;
+  }
+  return verifier.finish();
+}
+
+/** One entry, its inclusion proof and a signed checkpoint: everything needed to check that the entry is in the log. */
+export interface InclusionBundle {
+  record: AuditRecord;
+  /** Lowercase hex hashes, RFC 9162 order. */
+  proof: string[];
+  checkpoint: Checkpoint;
+}
+
+/** Builds an InclusionBundle from a hasher over the log's leaf hashes (e.g. MerkleTree). */
+export function makeInclusionBundle(record: AuditRecord, checkpoint: Checkpoint, hasher: SubtreeHasher): InclusionBundle {
+  return { record, checkpoint, proof: inclusionProof(record.index - 1, checkpoint.size, hasher).map(toHex) };
+}
+
+/** Checks a bundle offline: the checkpoint's signatures, then the record's inclusion under its root. */
+export function verifyInclusionBundle(bundle: InclusionBundle, federation: FederationConfig): AuditFailure | null {
+  const keyring = Keyring.fromMembers(federation.members);
+  const swarm = federation.swarms.find((s) => s.id === bundle.checkpoint.swarm);
+  const verification = verifyCheckpoint(bundle.checkpoint, swarm ? { keyring, members: swarm.members } : { keyring });
+  const first = verification.problems[0];
+  if (first) return { code: first.code, index: bundle.checkpoint.size, line: null, message: first.message };
+  if (verification.validOrgs.length === 0) return { code: 'CHECKPOINT_UNSIGNED', index: bundle.checkpoint.size, line: null, message: 'no valid signature' };
+  try {
+    const root = rootFromInclusionProof(bundle.record.index - 1, bundle.checkpoint.size, recordLeafHash(bundle.record), bundle.proof.map(fromHex));
+    if (toHex(root) !== bundle.checkpoint.root) throw new Error(`the proof leads to root ${toHex(root)}, not ${bundle.checkpoint.root}`);
+  } catch (error) {
+    return { code: 'ROOT_MISMATCH', index: bundle.record.index, line: null, message: `record ${bundle.record.index} (hash ${recordHash(bundle.record)}): ${(error as Error).message}` };
+  }
+  return null;
+}
