@@ -1,0 +1,499 @@
+// Deterministic simulation of a Raft cluster: one seeded PRNG drives a virtual network (drop, duplicate,
+// delay, reorder, partitions), crashes and restarts from durable state, client proposals, membership
+// changes, leadership transfers, compaction and reads; the Raft invariants are checked after every step.
+import { Prng } from '../prng.ts';
+import { SimNode, type ApplyHooks } from './node.ts';
+import type { ConfChange, Entry, Message, RaftConfig, Snapshot } from '../../consensus/raft/types.ts';
+
+export interface RaftSimOptions {
+  nodes?: 3 | 5;
+  /** Steps with faults (3 steps = 1 tick); a liveness phase without faults follows. */
+  steps?: number;
+  /** 'commit-prev-term': every core commits previous-term entries by counting (Figure 8 bug); the run must fail. */
+  broken?: 'commit-prev-term' | null;
+  /** Ticks allowed after faults stop for a leader to commit a new proposal. */
+  livenessTicks?: number;
+  /** Collects a line per notable event (for replaying one seed). */
+  trace?: (line: string) => void;
+}
+
+export interface RaftSeedResult {
+  seed: number;
+  violations: string[];
+  stats: {
+    steps: number;
+    ticks: number;
+    leadersElected: number;
+    maxTerm: number;
+    proposalsAcked: number;
+    maxCommit: number;
+    confChanges: number;
+    transfers: number;
+    compactions: number;
+    snapshotsInstalled: number;
+    crashes: number;
+    readsServed: number;
+  };
+}
+
+const STEPS_PER_TICK = 3;
+const ELECTION_TICK = 10;
+const TEXT = new TextEncoder();
+
+class Violation extends Error {}
+
+interface InFlight {
+  msg: Message;
+  at: number;
+  seq: number;
+}
+
+interface FaultProfile {
+  drop: number;
+  duplicate: number;
+  maxDelay: number;
+  longDelay: number;
+  partition: number;
+  crash: number;
+  midReadyCrash: number;
+  restart: number;
+  skew: number;
+}
+
+export function runRaftSeed(seed: number, options: RaftSimOptions = {}): RaftSeedResult {
+  const sim = new RaftSimulation(seed, options);
+  return sim.run();
+}
+
+class RaftSimulation {
+  private readonly rng: Prng;
+  private readonly n: number;
+  private readonly steps: number;
+  private readonly livenessTicks: number;
+  private readonly trace: ((line: string) => void) | undefined;
+  private readonly nodes = new Map<string, SimNode>();
+  private readonly ids: string[];
+  private readonly spares: string[];
+  private readonly retired = new Set<string>();
+  /** Nodes that exist as processes (initial members and learners added so far); spares do not until added. */
+  private readonly started = new Set<string>();
+  private network: InFlight[] = [];
+  private seq = 0;
+  private time = 0;
+  private readonly blocked = new Set<string>();
+  private faults: FaultProfile;
+  private faultsOn = true;
+  private readonly violations: string[] = [];
+
+  // Invariant state.
+  private readonly leaderOfTerm = new Map<number, string>();
+  private readonly chainOfEntry = new Map<string, number>(); // "index:term" -> chain (log matching)
+  private readonly appliedChain = new Map<number, number>(); // index -> chain (state machine safety)
+  private readonly committedChain = new Map<number, number>(); // index -> chain, from commit observations
+  private readonly commitObsByTerm = new Map<number, number>(); // observer term -> max committed index
+  private maxCommitted = 0;
+  private readonly proposals = new Map<string, { node: string; index: number; term: number }>(); // data -> proposal
+  private readonly acked: { index: number; term: number; data: string }[] = [];
+  private readonly reads = new Map<string, { minIndex: number }>();
+  private proposalCounter = 0;
+  private readonly stats: RaftSeedResult['stats'] = {
+    steps: 0,
+    ticks: 0,
+    leadersElected: 0,
+    maxTerm: 0,
+    proposalsAcked: 0,
+    maxCommit: 0,
+    confChanges: 0,
+    transfers: 0,
+    compactions: 0,
+    snapshotsInstalled: 0,
+    crashes: 0,
+    readsServed: 0,
+  };
+  private readonly hooks: ApplyHooks;
+
+  constructor(
+    private readonly seed: number,
+    options: RaftSimOptions,
+  ) {
+    this.rng = new Prng(seed);
+    this.n = options.nodes ?? 3;
+    this.steps = options.steps ?? 600;
+    this.livenessTicks = options.livenessTicks ?? 12 * ELECTION_TICK;
+    this.trace = options.trace;
+    const all = Array.from({ length: this.n + 2 }, (_, i) => `n${i + 1}`);
+    this.ids = all.slice(0, this.n);
+    this.spares = all.slice(this.n);
+    const rng = this.rng;
+    // Per seed: message size and pipeline bounds vary, so that both single-entry appends (which expose
+    // Figure 8 style commit bugs) and long pipelines get exercised.
+    const maxSizePerMsg = rng.pick([1, 64, 1 << 20]);
+    const maxInflightMsgs = rng.pick([1, 4, 256]);
+    const unsafe = options.broken === 'commit-prev-term';
+    const makeConfig = (id: string): RaftConfig => ({
+      id,
+      electionTick: ELECTION_TICK,
+      heartbeatTick: 1,
+      rand: () => rng.next(),
+      maxSizePerMsg,
+      maxInflightMsgs,
+      maxUncommittedBytes: 1 << 16,
+      unsafeCommitPreviousTermByCounting: unsafe,
+    });
+    const bootstrap = { voters: this.ids, learners: [] };
+    for (const id of all) this.nodes.set(id, new SimNode(id, bootstrap, makeConfig));
+    for (const id of this.ids) {
+      this.nodes.get(id)!.start();
+      this.started.add(id);
+    }
+    this.faults = {
+      drop: rng.pick([0, 0.02, 0.1, 0.25]),
+      duplicate: rng.pick([0, 0.02, 0.1]),
+      maxDelay: rng.pick([1, 3, 6]),
+      longDelay: rng.pick([0, 0.01, 0.05]),
+      partition: rng.pick([0, 0.005, 0.02]),
+      crash: rng.pick([0, 0.002, 0.01]),
+      midReadyCrash: rng.pick([0, 0.002]),
+      restart: 0.02,
+      skew: rng.pick([0, 0.05]),
+    };
+    this.hooks = {
+      onPersist: (node, e, chain) => this.checkLogMatching(node.id, e, chain),
+      onApply: (node, e, chain) => this.onApply(node, e, chain),
+      onInstall: (node, snap, chain) => this.onInstall(node, snap, chain),
+      onReadState: (node, index, ctx) => this.onReadState(node, index, ctx),
+    };
+  }
+
+  run(): RaftSeedResult {
+    try {
+      for (let i = 0; i < this.steps; i++) this.step(true);
+      this.livenessPhase();
+      this.finalChecks();
+    } catch (err) {
+      if (err instanceof Violation) this.violations.push(err.message);
+      else this.violations.push(`core or simulator threw at step ${this.stats.steps}: ${(err as Error).stack ?? String(err)}`);
+    }
+    return { seed: this.seed, violations: this.violations, stats: this.stats };
+  }
+
+  private fail(invariant: string, detail: string): never {
+    throw new Violation(`${invariant} at step ${this.stats.steps} (tick ${this.stats.ticks}): ${detail}`);
+  }
+
+  private log(line: string): void {
+    this.trace?.(`[${this.stats.steps}] ${line}`);
+  }
+
+  // ---- one step -----------------------------------------------------------------------------------
+
+  private step(withFaultsAndClients: boolean): void {
+    this.stats.steps++;
+    this.time++;
+    if (withFaultsAndClients) {
+      this.injectFaults();
+      this.clientActions();
+    }
+    if (this.time % STEPS_PER_TICK === 0) {
+      this.stats.ticks++;
+      for (const node of this.nodes.values()) {
+        if (node.core && !(this.faultsOn && this.rng.chance(this.faults.skew))) node.core.tick();
+      }
+    }
+    this.deliverDue();
+    this.processAllReadies();
+    this.checkInvariants();
+  }
+
+  private upNodes(): SimNode[] {
+    return [...this.nodes.values()].filter((n) => n.up);
+  }
+
+  private injectFaults(): void {
+    const rng = this.rng;
+    const f = this.faults;
+    if (rng.chance(f.partition)) {
+      this.blocked.clear();
+      const members = this.upNodes().map((n) => n.id);
+      const kind = rng.int(4);
+      if (kind === 1 && members.length > 0) {
+        const victim = rng.pick(members);
+        for (const o of this.nodes.keys()) if (o !== victim) this.blockBoth(victim, o);
+        this.log(`partition: isolate ${victim}`);
+      } else if (kind === 2 && members.length > 1) {
+        const a = rng.pick(members);
+        const b = rng.pick(members.filter((x) => x !== a));
+        this.blocked.add(`${a}>${b}`);
+        this.log(`partition: one-way ${a}>${b}`);
+      } else if (kind === 3) {
+        const all = [...this.nodes.keys()];
+        const side = new Set(all.filter(() => rng.chance(0.5)));
+        for (const a of all) for (const b of all) if (side.has(a) && !side.has(b)) this.blockBoth(a, b);
+        this.log(`partition: split {${[...side].join(',')}}`);
+      } else {
+        this.log('partition: healed');
+      }
+    }
+    if (rng.chance(f.crash)) {
+      const up = this.upNodes();
+      if (up.length > 0) this.crash(rng.pick(up), 'crash');
+    }
+    if (rng.chance(f.restart)) {
+      const down = [...this.nodes.values()].filter((n) => !n.up && this.started.has(n.id));
+      if (down.length > 0) this.restart(rng.pick(down));
+    }
+  }
+
+  private blockBoth(a: string, b: string): void {
+    this.blocked.add(`${a}>${b}`);
+    this.blocked.add(`${b}>${a}`);
+  }
+
+  private crash(node: SimNode, why: string): void {
+    node.crash();
+    this.stats.crashes++;
+    this.log(`${why}: ${node.id}`);
+  }
+
+  private restart(node: SimNode): void {
+    node.start();
+    this.log(`restart: ${node.id} (term ${node.durable.hardState.term}, commit ${node.durable.hardState.commit}, last ${node.durableLastIndex()})`);
+  }
+
+  private leaders(): SimNode[] {
+    return this.upNodes().filter((n) => n.core!.status().role === 'leader');
+  }
+
+  private clientActions(): void {
+    const rng = this.rng;
+    const up = this.upNodes();
+    if (up.length === 0) return;
+    if (rng.chance(0.3)) this.propose(rng.pick(up));
+    const leader = this.leaders().sort((a, b) => b.core!.status().term - a.core!.status().term)[0];
+    if (leader && rng.chance(0.01)) this.changeMembership(leader);
+    if (leader && rng.chance(0.004)) {
+      const st = leader.core!.status();
+      const others = st.conf.voters.filter((v) => v !== leader.id);
+      if (others.length > 0) {
+        const to = rng.pick(others);
+        leader.core!.transferLeadership(to);
+        this.stats.transfers++;
+        this.log(`transfer: ${leader.id} -> ${to}`);
+      }
+    }
+    if (rng.chance(0.01)) {
+      const node = rng.pick(up);
+      if (node.compactNow()) {
+        this.stats.compactions++;
+        this.log(`compact: ${node.id} at ${node.applied}`);
+      }
+    }
+    if (rng.chance(0.02)) {
+      const node = rng.pick(up);
+      const ctx = `read-${this.seed}-${this.stats.steps}`;
+      // Linearizability: the read must observe everything committed before it was issued.
+      this.reads.set(ctx, { minIndex: this.maxCommitted });
+      node.core!.readIndex(TEXT.encode(ctx));
+    }
+  }
+
+  private propose(node: SimNode): void {
+    const data = `p${this.proposalCounter++}`;
+    const res = node.core!.propose(TEXT.encode(data));
+    if (res.ok) this.proposals.set(data, { node: node.id, index: res.index, term: res.term });
+  }
+
+  private changeMembership(leader: SimNode): void {
+    const rng = this.rng;
+    const conf = leader.core!.status().conf;
+    const options: ConfChange[] = [];
+    for (const l of conf.learners) options.push({ type: 'promote', node: l }, { type: 'remove', node: l });
+    if (conf.voters.length > 3) for (const v of conf.voters) options.push({ type: 'remove', node: v });
+    const spare = this.spares.find((s) => !this.retired.has(s) && !conf.voters.includes(s) && !conf.learners.includes(s));
+    if (spare && conf.voters.length + conf.learners.length < this.n + 2) options.push({ type: 'add-learner', node: spare });
+    if (options.length === 0) return;
+    const cc = rng.pick(options);
+    const res = leader.core!.proposeConfChange(cc);
+    this.log(`conf change ${cc.type} ${cc.node} on ${leader.id}: ${res.ok ? `index ${res.index}` : res.code}`);
+    if (!res.ok) return;
+    this.stats.confChanges++;
+    if (cc.type === 'remove') this.retired.add(cc.node); // a removed id is never reused
+    const target = this.nodes.get(cc.node)!;
+    if (cc.type === 'add-learner' && !this.started.has(cc.node)) {
+      // The new org's node starts empty, with the swarm's bootstrap membership, and waits for the leader.
+      this.started.add(cc.node);
+      target.start();
+    }
+  }
+
+  // ---- network ------------------------------------------------------------------------------------
+
+  private send(msgs: Message[]): void {
+    const rng = this.rng;
+    const f = this.faults;
+    for (const msg of msgs) {
+      const copies = this.faultsOn && rng.chance(f.duplicate) ? 2 : 1;
+      for (let c = 0; c < copies; c++) {
+        if (this.faultsOn && rng.chance(f.drop)) continue;
+        let delay = 1 + rng.int(this.faultsOn ? f.maxDelay : 1);
+        if (this.faultsOn && rng.chance(f.longDelay)) delay += 10 + rng.int(40);
+        this.network.push({ msg, at: this.time + delay, seq: this.seq++ });
+      }
+    }
+  }
+
+  private deliverDue(): void {
+    const due = this.network.filter((m) => m.at <= this.time).sort((a, b) => a.at - b.at || a.seq - b.seq);
+    if (due.length === 0) return;
+    this.network = this.network.filter((m) => m.at > this.time);
+    for (const { msg } of due) {
+      if (this.blocked.has(`${msg.from}>${msg.to}`)) continue;
+      const node = this.nodes.get(msg.to);
+      if (!node?.core) continue;
+      node.core.step(msg);
+    }
+  }
+
+  private processAllReadies(): void {
+    for (const node of this.nodes.values()) {
+      if (!node.core) continue;
+      for (let round = 0; round < 50 && node.core?.hasReady(); round++) {
+        const core = node.core;
+        const rd = core.ready();
+        if (this.faultsOn && this.rng.chance(this.faults.midReadyCrash)) {
+          // Crash while handling a Ready: either nothing was synced, or it was synced but not sent.
+          if (this.rng.chance(0.5)) node.persist(rd, this.hooks);
+          this.crash(node, 'crash mid-ready');
+          break;
+        }
+        node.persist(rd, this.hooks);
+        this.send(rd.messages);
+        node.apply(rd, this.hooks);
+        core.advance(rd);
+      }
+    }
+  }
+
+  // ---- invariants -----------------------------------------------------------------------------------
+
+  private checkLogMatching(id: string, e: Entry, chain: number): void {
+    const key = `${e.index}:${e.term}`;
+    const known = this.chainOfEntry.get(key);
+    if (known === undefined) this.chainOfEntry.set(key, chain);
+    else if (known !== chain) this.fail('log matching', `${id} stored entry ${key} with a different prefix than another node`);
+  }
+
+  private onApply(node: SimNode, e: Entry, chain: number): void {
+    const known = this.appliedChain.get(e.index);
+    if (known === undefined) this.appliedChain.set(e.index, chain);
+    else if (known !== chain) this.fail('state machine safety', `${node.id} applied a different entry (or history) at index ${e.index} (term ${e.term})`);
+    if (e.type !== 'normal' || e.data.length === 0) return;
+    const data = new TextDecoder().decode(e.data);
+    const p = this.proposals.get(data);
+    if (p && p.node === node.id && p.index === e.index && p.term === e.term) {
+      this.proposals.delete(data);
+      this.acked.push({ index: e.index, term: e.term, data });
+      this.stats.proposalsAcked++;
+    }
+  }
+
+  private onInstall(node: SimNode, snap: Snapshot, chain: number): void {
+    this.stats.snapshotsInstalled++;
+    this.log(`install: ${node.id} snapshot ${snap.index}@${snap.term}`);
+    const known = this.appliedChain.get(snap.index);
+    if (known !== undefined && known !== chain) this.fail('state machine safety', `${node.id} installed a snapshot at ${snap.index} that disagrees with applied history`);
+  }
+
+  private onReadState(node: SimNode, index: number, ctx: Uint8Array): void {
+    const key = new TextDecoder().decode(ctx);
+    const req = this.reads.get(key);
+    if (!req) return;
+    this.reads.delete(key);
+    this.stats.readsServed++;
+    if (index < req.minIndex) this.fail('read linearizability', `${node.id} served read ${key} at index ${index} but ${req.minIndex} was committed before it was issued`);
+  }
+
+  private checkInvariants(): void {
+    for (const node of this.upNodes()) {
+      const st = node.core!.status();
+      if (st.term > this.stats.maxTerm) this.stats.maxTerm = st.term;
+      // Election safety: at most one leader per term.
+      if (st.role === 'leader') {
+        const known = this.leaderOfTerm.get(st.term);
+        if (known === undefined) {
+          this.leaderOfTerm.set(st.term, node.id);
+          this.stats.leadersElected++;
+          this.log(`leader: ${node.id} term ${st.term}`);
+        } else if (known !== node.id) {
+          this.fail('election safety', `${known} and ${node.id} are both leaders of term ${st.term}`);
+        }
+      }
+      // Committed entries never change: every observation of index c agrees.
+      if (st.commit > 0) {
+        const chain = node.chainAt(st.commit);
+        if (chain === undefined) this.fail('durability', `${node.id} reports commit ${st.commit} beyond what it made durable`);
+        const known = this.committedChain.get(st.commit);
+        if (known === undefined) this.committedChain.set(st.commit, chain);
+        else if (known !== chain) this.fail('committed entry changed', `${node.id} has a different entry at committed index ${st.commit}`);
+        const prev = this.commitObsByTerm.get(st.term) ?? 0;
+        if (st.commit > prev) this.commitObsByTerm.set(st.term, st.commit);
+        if (st.commit > this.maxCommitted) this.maxCommitted = st.commit;
+        if (st.commit > this.stats.maxCommit) this.stats.maxCommit = st.commit;
+      }
+    }
+    // Leader completeness: a leader of term T holds every entry committed as seen in terms < T.
+    for (const leader of this.leaders()) {
+      const st = leader.core!.status();
+      let index = 0;
+      for (const [term, c] of this.commitObsByTerm) if (term < st.term && c > index) index = c;
+      if (index === 0 || index < (leader.durable.snapshot?.index ?? 0)) continue;
+      const chain = leader.chainAt(index);
+      if (chain !== this.committedChain.get(index)) {
+        this.fail('leader completeness', `leader ${leader.id} of term ${st.term} lacks the entry committed at index ${index}`);
+      }
+    }
+  }
+
+  // ---- after the faults ------------------------------------------------------------------------------
+
+  private livenessPhase(): void {
+    this.faultsOn = false;
+    this.blocked.clear();
+    for (const node of this.nodes.values()) {
+      if (!node.up && (this.ids.includes(node.id) || this.started.has(node.id))) this.restart(node);
+    }
+    this.log('faults stopped');
+    const startTicks = this.stats.ticks;
+    let marker: { data: string } | null = null;
+    while (this.stats.ticks - startTicks < this.livenessTicks) {
+      this.step(false);
+      const leader = this.leaders().find((l) => l.core!.status().conf.voters.includes(l.id));
+      if (!leader) continue;
+      if (marker && this.acked.some((a) => a.data === marker!.data)) {
+        this.log(`liveness: ${marker.data} committed after ${this.stats.ticks - startTicks} ticks`);
+        return;
+      }
+      const pending = marker ? this.proposals.get(marker.data) : undefined;
+      if (!marker || !pending || pending.node !== leader.id || pending.term !== leader.core!.status().term) {
+        const data = `live${this.proposalCounter++}`;
+        const res = leader.core!.propose(TEXT.encode(data));
+        if (res.ok) {
+          this.proposals.set(data, { node: leader.id, index: res.index, term: res.term });
+          marker = { data };
+        }
+      }
+    }
+    this.fail('liveness', `no leader committed a new proposal within ${this.livenessTicks} ticks after faults stopped`);
+  }
+
+  private finalChecks(): void {
+    const leader = this.leaders()[0]!;
+    for (const a of this.acked) {
+      if (a.index <= (leader.durable.snapshot?.index ?? 0)) continue; // covered by the snapshot, checked via chains
+      const e = leader.entryAt(a.index);
+      if (!e || e.term !== a.term || new TextDecoder().decode(e.data) !== a.data) {
+        this.fail('acknowledged proposal lost', `${a.data} was applied at ${a.index}@${a.term} on its proposer but leader ${leader.id} holds something else`);
+      }
+    }
+  }
+}
