@@ -12,7 +12,9 @@ export interface AgentPrivateJwk {
   x: string;
   d: string;
   kid?: string;
-  [extra: string]: unknown;
+  /** Optional convenience members some key files carry: the org and agent name this key signs for. */
+  org?: string;
+  agent?: string;
 }
 
 export interface SignVerdictInput {

@@ -1,0 +1,150 @@
+// Log commands and keys: canonical encoding round trips, proposal signatures, admin approvals against the policy,
+// and the keyring's verification cache (a signature is verified once per node).
+import { describe, expect, it } from 'vitest';
+import { canonicalBytes } from '../../src/crypto/canonical.ts';
+import { generateSigningKey, signBytes, type SigningKey } from '../../src/crypto/ed25519.ts';
+import { toBase64Url, utf8 } from '../../src/crypto/encoding.ts';
+import { Keyring } from '../../src/verdict/keyring.ts';
+import { DecisionMachine } from '../../src/verdict/machine.ts';
+import {
+  ADMIN_JWS_TYPE,
+  checkAdminApprovals,
+  decodeCommand,
+  encodeCommand,
+  requiredApprovals,
+  signProposal,
+  verifyProposal,
+  type AdminAction,
+  type AdminCommand,
+} from '../../src/verdict/proposal.ts';
+import { makeFederation, makeSwarm, verdictOf } from './fixtures.ts';
+
+const fed = makeFederation(['a', 'b', 'c', 'd']);
+const swarm = makeSwarm('s1', ['a', 'b', 'c', 'd']);
+
+function approval(key: SigningKey, payload: unknown, header: Record<string, unknown> = { alg: 'EdDSA', kid: key.kid, typ: ADMIN_JWS_TYPE }): string {
+  const h = toBase64Url(utf8(JSON.stringify(header)));
+  const p = toBase64Url(canonicalBytes(payload));
+  return `${h}.${p}.${toBase64Url(signBytes(key, utf8(`${h}.${p}`)))}`;
+}
+
+function adminCommand(action: AdminAction, signers: string[], id = 'change-0000000001'): AdminCommand {
+  const payload = { v: 1, swarm: 's1', id, action };
+  return { v: 1, type: 'admin', swarm: 's1', id, action, approvals: signers.map((org) => approval(fed.keys[org]!.admin, payload)) };
+}
+
+describe('log commands', () => {
+  it('every command kind round-trips through its canonical bytes', () => {
+    const verdicts = signProposal('s1', 'a', [verdictOf(fed, 'a', { subject: 'x', verdict: 'approve' })], fed.keys.a!.node);
+    const admin = adminCommand({ kind: 'set-mode', mode: 'pbft' }, ['a', 'b', 'c']);
+    for (const cmd of [verdicts, { v: 1, type: 'noop' } as const, admin]) {
+      const bytes = encodeCommand(cmd);
+      expect(decodeCommand(bytes)).toEqual(cmd);
+      expect(encodeCommand(decodeCommand(bytes))).toEqual(bytes);
+    }
+    expect(new TextDecoder().decode(encodeCommand({ v: 1, type: 'noop' }))).toBe('{"type":"noop","v":1}');
+  });
+
+  it('a proposal verifies with a node key of its proposer only, and not after any change', () => {
+    const batch = [verdictOf(fed, 'b', { subject: 'x', verdict: 'approve' })];
+    const cmd = signProposal('s1', 'a', batch, fed.keys.a!.node);
+    expect(verifyProposal(cmd, fed.keyring)).toBe(true);
+    expect(verifyProposal({ ...cmd, proposer: 'b' }, fed.keyring)).toBe(false);
+    expect(verifyProposal({ ...cmd, swarm: 's2' }, fed.keyring)).toBe(false);
+    expect(verifyProposal({ ...cmd, batch: [...batch, ...batch] }, fed.keyring)).toBe(false);
+    expect(verifyProposal(signProposal('s1', 'a', batch, fed.keys.a!.agent), fed.keyring)).toBe(false); // agent key is not a node key
+    expect(verifyProposal({ ...cmd, proposer: 'nobody' }, fed.keyring)).toBe(false);
+  });
+});
+
+describe('admin approvals', () => {
+  it('required approvals: majority, all, two-thirds, a count, and never below 2f+1 in pbft', () => {
+    expect(requiredApprovals('majority', 4, 'raft')).toBe(3);
+    expect(requiredApprovals('majority', 5, 'raft')).toBe(3);
+    expect(requiredApprovals('all', 4, 'raft')).toBe(4);
+    expect(requiredApprovals('two-thirds', 4, 'raft')).toBe(3);
+    expect(requiredApprovals(2, 7, 'raft')).toBe(2);
+    expect(requiredApprovals(2, 7, 'pbft')).toBe(5);
+  });
+
+  it('counts one approval per member org with a valid admin signature over exactly this change', () => {
+    const ok = checkAdminApprovals(adminCommand({ kind: 'remove-member', org: 'd' }, ['a', 'b', 'c']), swarm, fed.keyring);
+    expect(ok).toMatchObject({ ok: true, approvers: ['a', 'b', 'c'], required: 3, refused: [] });
+
+    const twice = adminCommand({ kind: 'remove-member', org: 'd' }, ['a', 'a', 'b']);
+    expect(checkAdminApprovals(twice, swarm, fed.keyring)).toMatchObject({ ok: false, approvers: ['a', 'b'] });
+
+    // an approval of another change (other id) cannot be reused
+    const cmd = adminCommand({ kind: 'remove-member', org: 'd' }, ['a', 'b']);
+    const stale = adminCommand({ kind: 'remove-member', org: 'd' }, ['c'], 'change-0000000002').approvals[0]!;
+    const check = checkAdminApprovals({ ...cmd, approvals: [...cmd.approvals, stale] }, swarm, fed.keyring);
+    expect(check).toMatchObject({ ok: false, approvers: ['a', 'b'], refused: [{ position: 2, reason: 'the approval is for another change' }] });
+
+    // an agent key or a node key is not an admin key; a non-member's admin key does not count
+    const payload = { v: 1, swarm: 's1', id: cmd.id, action: cmd.action };
+    const wrongRole = approval(fed.keys.c!.agent, payload);
+    const outsiderFed = makeFederation(['z']);
+    const mixed = Keyring.fromMembers([...fed.members, ...outsiderFed.members]);
+    const outsider = approval(outsiderFed.keys.z!.admin, payload);
+    const refused = checkAdminApprovals({ ...cmd, approvals: [...cmd.approvals, wrongRole, outsider] }, swarm, mixed);
+    expect(refused.ok).toBe(false);
+    expect(refused.refused.map((r) => r.reason)).toEqual([expect.stringMatching(/not an admin key/), expect.stringMatching(/not a member/)]);
+  });
+
+  it('admin commands are applied as no-ops by the decision machine for now', () => {
+    const machine = new DecisionMachine(swarm, fed.keyring);
+    expect(machine.apply(1, adminCommand({ kind: 'set-mode', mode: 'pbft' }, ['a', 'b', 'c']), { verifyAgentSignatures: true })).toEqual([]);
+  });
+});
+
+describe('keyring', () => {
+  it('indexes agent, node and admin keys by kid with their org', () => {
+    expect(fed.keyring.get(fed.keys.a!.agent.kid)).toMatchObject({ org: 'a', role: 'agent' });
+    expect(fed.keyring.get(fed.keys.b!.node.kid)).toMatchObject({ org: 'b', role: 'node' });
+    expect(fed.keyring.get(fed.keys.c!.admin.kid)).toMatchObject({ org: 'c', role: 'admin' });
+    expect(fed.keyring.keysOf('d', 'node').map((k) => k.kid)).toEqual([fed.keys.d!.node.kid]);
+  });
+
+  it('refuses a kid listed twice', () => {
+    const shared = generateSigningKey();
+    const members = [
+      { org: 'x', agentKeys: [shared.publicJwk], nodeKeys: [], adminKeys: [] },
+      { org: 'y', agentKeys: [shared.publicJwk], nodeKeys: [], adminKeys: [] },
+    ];
+    expect(() => Keyring.fromMembers(members)).toThrow(/listed twice/);
+  });
+
+  it('verifies a signature once: a second check of the same signature is a cache hit, failures are not cached', () => {
+    const keyring = Keyring.fromMembers(fed.members, { cacheSize: 2 });
+    const entry = keyring.get(fed.keys.a!.agent.kid)!;
+    const sign = (text: string) => [utf8(text), signBytes(fed.keys.a!.agent, utf8(text))] as const;
+    const [m1, s1] = sign('one');
+    expect(keyring.verify(entry, m1, s1)).toBe(true);
+    expect(keyring.verify(entry, m1, s1)).toBe(true);
+    expect(keyring.stats()).toEqual({ verified: 1, cacheHits: 1, cacheSize: 1 });
+    expect(keyring.verify(entry, utf8('two'), s1)).toBe(false);
+    expect(keyring.verify(entry, utf8('two'), s1)).toBe(false);
+    expect(keyring.stats()).toMatchObject({ verified: 3, cacheSize: 1 });
+    // bounded: the least recently used entry is evicted
+    const [m2, s2] = sign('two');
+    const [m3, s3] = sign('three');
+    keyring.verify(entry, m2, s2);
+    keyring.verify(entry, m1, s1); // refreshes m1
+    keyring.verify(entry, m3, s3); // evicts m2
+    expect(keyring.stats().cacheSize).toBe(2);
+    const before = keyring.stats().verified;
+    keyring.verify(entry, m1, s1);
+    expect(keyring.stats().verified).toBe(before);
+    keyring.verify(entry, m2, s2);
+    expect(keyring.stats().verified).toBe(before + 1);
+  });
+
+  it('replicas applying the same proposal verify each agent signature at most once per keyring', () => {
+    const keyring = Keyring.fromMembers(fed.members);
+    const cmd = signProposal('s1', 'a', [verdictOf(fed, 'b', { subject: 'x', verdict: 'approve' })], fed.keys.a!.node);
+    new DecisionMachine(swarm, keyring).apply(1, cmd, { verifyAgentSignatures: true });
+    expect(keyring.stats().verified).toBe(2); // the proposal and the verdict
+    new DecisionMachine(swarm, keyring).apply(1, cmd, { verifyAgentSignatures: true });
+    expect(keyring.stats()).toMatchObject({ verified: 2, cacheHits: 2 });
+  });
+});
