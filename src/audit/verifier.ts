@@ -380,6 +380,7 @@ export class AuditVerifier {
       // A validly signed later head agrees with the records, an earlier signed head does not: the two heads cannot
       // both describe one append-only log.
       const old = this.tentative;
+      this.tentative = null;
       this.failure = {
         code: 'INCONSISTENT_CHECKPOINTS',
         index: old.index,

@@ -158,8 +158,8 @@ describe('Merkle tree against a literal recursive reference', () => {
     }
   });
 
-  it('every inclusion proof for sizes 1..80 equals the reference and verifies; a wrong index or root does not', () => {
-    for (let n = 1; n <= 80; n++) {
+  it('every inclusion proof for sizes 1..64 equals the reference and verifies; a wrong index or root does not', () => {
+    for (let n = 1; n <= 64; n++) {
       for (let m = 0; m < n; m++) {
         const proof = tree.inclusionProof(m, n);
         expect(proof.map(toHex), `PATH(${m}, ${n})`).toEqual(refPath(m, leaves.slice(0, n)).map(toHex));
