@@ -1,0 +1,60 @@
+// AppliedStateStore: what a swarm's state machine has made durable — the applied index, the state machine
+// snapshot, audit records keyed by index and signed checkpoints keyed by tree size — on a KvStore.
+// One commit() is one atomic synced batch, so the applied index never runs ahead of the records it covers.
+import type { KvOp, KvStore } from './kv-store.ts';
+import { indexKey } from './kv-store.ts';
+import { readU64, u64 } from './keys.ts';
+
+const APPLIED = 'applied';
+const SM_SNAPSHOT = 'sm-snapshot';
+const AUDIT = 'audit/';
+const CHECKPOINT = 'ckpt/';
+
+export interface AppliedCommit {
+  /** the index now applied (never decreases) */
+  appliedIndex: number;
+  /** state machine snapshot as of appliedIndex */
+  snapshot?: Uint8Array;
+  /** audit records to add, keyed by log index */
+  audit?: Array<{ index: number; record: Uint8Array }>;
+  /** checkpoints to add, keyed by tree size */
+  checkpoints?: Array<{ size: number; checkpoint: Uint8Array }>;
+}
+
+export interface AppliedLoad {
+  appliedIndex: number;
+  /** the last stored state machine snapshot and the applied index it was taken at */
+  snapshot: { index: number; data: Uint8Array } | null;
+}
+
+export class AppliedStateStore {
+  constructor(readonly kv: KvStore) {}
+
+  async load(): Promise<AppliedLoad> {
+    const [applied, snap] = await this.kv.getMany([APPLIED, SM_SNAPSHOT]);
+    return {
+      appliedIndex: applied ? readU64(applied) : 0,
+      snapshot: snap ? { index: readU64(snap), data: snap.subarray(8) } : null,
+    };
+  }
+
+  commit(c: AppliedCommit): Promise<void> {
+    const ops: KvOp[] = [{ key: APPLIED, value: u64(c.appliedIndex) }];
+    if (c.snapshot) ops.push({ key: SM_SNAPSHOT, value: Buffer.concat([u64(c.appliedIndex), c.snapshot]) });
+    for (const a of c.audit ?? []) ops.push({ key: indexKey(AUDIT, a.index), value: a.record });
+    for (const cp of c.checkpoints ?? []) ops.push({ key: indexKey(CHECKPOINT, cp.size), value: cp.checkpoint });
+    return this.kv.putSynced(ops);
+  }
+
+  /** Audit records from index `from` on, in index order. */
+  async audit(from: number, limit = 1000): Promise<Array<{ index: number; record: Uint8Array }>> {
+    const rows = await this.kv.scan(AUDIT, { from: indexKey(AUDIT, from), limit });
+    return rows.map((r) => ({ index: readU64(r.key, AUDIT.length), record: r.value }));
+  }
+
+  /** The checkpoint with the largest tree size, or null. */
+  async latestCheckpoint(): Promise<{ size: number; checkpoint: Uint8Array } | null> {
+    const [row] = await this.kv.scan(CHECKPOINT, { reverse: true, limit: 1 });
+    return row ? { size: readU64(row.key, CHECKPOINT.length), checkpoint: row.value } : null;
+  }
+}

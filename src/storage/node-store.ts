@@ -1,0 +1,106 @@
+// NodeStore: the one RocksDB database of a node (at its dataDir), its group-commit write path,
+// and the per-swarm stores on top of it (Raft log, key-value spaces). Key layout: see keys.ts.
+import { RocksLevel } from '@nxtedition/rocksdb';
+import { StorageError } from './errors.ts';
+import { DEFAULT_MAX_BATCH_BYTES, GroupCommitWriter } from './group-commit.ts';
+import type { GroupCommitStats, WriteOp } from './group-commit.ts';
+import { checkSwarmId, kvPrefix } from './keys.ts';
+import { KvStore } from './kv-store.ts';
+import { RaftLogStore } from './raft-log-store.ts';
+
+export interface NodeStoreOptions {
+  /** upper bound of one synced batch in key+value bytes (default 32 MiB) */
+  maxBatchBytes?: number;
+}
+
+export class NodeStore {
+  private readonly raftLogs = new Map<string, RaftLogStore>();
+  private closing: Promise<void> | null = null;
+
+  private constructor(
+    readonly path: string,
+    /** @internal read access for the stores of this module */
+    readonly db: RocksLevel,
+    /** @internal the only write path */
+    readonly writer: GroupCommitWriter,
+  ) {}
+
+  /**
+   * Opens (creating if missing) the database at `dataDir`. A database held by another process — or by
+   * another open NodeStore in this process — fails with STORAGE_LOCKED naming the path.
+   */
+  static async open(dataDir: string, options: NodeStoreOptions = {}): Promise<NodeStore> {
+    const db = new RocksLevel(dataDir, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+    try {
+      await db.open({ createIfMissing: true });
+    } catch (err) {
+      // abstract-level wraps the binding's error: LEVEL_DATABASE_NOT_OPEN with cause LEVEL_LOCKED
+      const cause = (err as { cause?: unknown }).cause;
+      const detail = messageOf(cause) ?? messageOf(err);
+      if (errorCode(err) === 'LEVEL_LOCKED' || errorCode(cause) === 'LEVEL_LOCKED') {
+        throw new StorageError(
+          'STORAGE_LOCKED',
+          `the database at ${dataDir} is locked: another process (or another store in this one) has it open — ` +
+            `is another node running with this data directory? (${detail})`,
+          { cause: err },
+        );
+      }
+      throw new StorageError('STORAGE_OPEN_FAILED', `cannot open the database at ${dataDir}: ${detail}`, { cause: err });
+    }
+    return new NodeStore(dataDir, db, new GroupCommitWriter(db, options.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES));
+  }
+
+  /** The Raft log of one swarm (one instance per swarm; call `load()` before writing). */
+  raftLog(swarm: string): RaftLogStore {
+    this.checkOpen();
+    checkSwarmId(swarm);
+    let store = this.raftLogs.get(swarm);
+    if (!store) {
+      store = new RaftLogStore(this, swarm);
+      this.raftLogs.set(swarm, store);
+    }
+    return store;
+  }
+
+  /** A synced key-value space: per swarm (`swarm` given) or node-wide (`swarm: null`). */
+  kv(swarm: string | null, namespace: string): KvStore {
+    this.checkOpen();
+    return new KvStore(this, kvPrefix(swarm, namespace));
+  }
+
+  /** Writes `ops` atomically in the next group-committed synced batch. */
+  writeSynced(ops: WriteOp[]): Promise<void> {
+    return this.writer.write(ops);
+  }
+
+  get stats(): GroupCommitStats {
+    return { ...this.writer.stats };
+  }
+
+  get isOpen(): boolean {
+    return this.closing === null;
+  }
+
+  /** Waits for queued writes to be synced, then closes the database. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      await this.writer.close();
+      await this.db.close();
+    })();
+    return this.closing;
+  }
+
+  private checkOpen(): void {
+    if (this.closing) throw new StorageError('STORAGE_CLOSED', `the store at ${this.path} is closed`);
+  }
+}
+
+function errorCode(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null && typeof (err as { code?: unknown }).code === 'string'
+    ? (err as { code: string }).code
+    : undefined;
+}
+
+function messageOf(err: unknown): string | undefined {
+  return err instanceof Error ? err.message : undefined;
+}
