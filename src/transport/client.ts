@@ -1,0 +1,479 @@
+// The peer client pool: one long-lived HTTP/2 undici Client per member, pinned to that member's CA and org;
+// outgoing messages queue per peer (bounded) and leave as coalesced batches; calls are request/response. Each peer
+// has exponential backoff with injected jitter and a circuit breaker, so a dead peer costs nothing.
+import { checkServerIdentity, type PeerCertificate } from 'node:tls';
+import { pino, type Logger } from 'pino';
+import { Client } from 'undici';
+import { parseNodeSanUri } from '../pki/certs.ts';
+import { sanUris } from '../pki/identity.ts';
+import { CALL_CONTENT_TYPE, SWARM_HEADER } from './server.ts';
+import { BATCH_CONTENT_TYPE, BATCH_LIMITS, CHANNEL_PATTERN, encodeBatch, groupOverhead, SWARM_ID_PATTERN, type BatchGroup } from './wire.ts';
+
+export type BreakerState = 'closed' | 'open' | 'half-open';
+
+export interface PeerHealth {
+  org: string;
+  url: string;
+  /** closed: sending normally; open: the peer is skipped until the retry time; half-open: one probe is allowed. */
+  state: BreakerState;
+  consecutiveFailures: number;
+  lastError: string | null;
+  /** Milliseconds until the next attempt is allowed (0 when now). */
+  retryInMs: number;
+  queuedMessages: number;
+  sentBatches: number;
+  sentMessages: number;
+  /** Messages dropped: queue full (oldest first), breaker open, or lost with a failed batch. */
+  droppedMessages: number;
+}
+
+export interface PeerClientPoolOptions {
+  /** This node's org (calls to itself are refused). */
+  self: string;
+  /** This node's TLS certificate and key (PEM): the client certificate presented to every peer. */
+  tls: { certPem: string; keyPem: string };
+  /** Every member (the own org is skipped): where its node listens and the only CA its server cert may chain to. */
+  members: readonly { org: string; peerUrl: string; caPem: string }[];
+  logger?: Logger;
+  /** Per-peer queue bound (default 10 000 messages); when full the oldest message is dropped and counted. */
+  maxQueuedMessages?: number;
+  /** Upper bound of one batch body (default 4 MiB, at most 16 MiB). */
+  maxBatchBytes?: number;
+  /** Upper bound of messages in one batch (default 4096). */
+  maxMessagesPerBatch?: number;
+  /** Time limit of one batch request (default 5000 ms). */
+  batchTimeoutMs?: number;
+  /** Default time limit of a call (default 5000 ms). */
+  callTimeoutMs?: number;
+  /** Retry delay after n consecutive failures: min(maxMs, baseMs·2^(n-1)) scaled by (0.5 + 0.5·random()). */
+  backoff?: { baseMs?: number; maxMs?: number };
+  /** Consecutive failures that open the breaker (default 5). */
+  breakerThreshold?: number;
+  /** Jitter source in [0, 1) (default Math.random; tests inject a fixed one). */
+  random?: () => number;
+  /** HTTP/2 streams in flight per connection (default 64). */
+  maxConcurrentStreams?: number;
+}
+
+/** A call or probe that did not get an answer from the peer, or got a refusal. `code` is stable. */
+export class PeerCallError extends Error {
+  override readonly name = 'PeerCallError';
+  constructor(
+    readonly org: string,
+    readonly code: string,
+    message: string,
+    readonly statusCode: number | null = null,
+  ) {
+    super(message);
+  }
+}
+
+interface Queued {
+  swarm: string;
+  channel: string;
+  message: Uint8Array;
+}
+
+interface Link {
+  org: string;
+  url: string;
+  caPem: string;
+  client: Client;
+  queue: Queued[];
+  queueHead: number;
+  inFlight: boolean;
+  flushScheduled: boolean;
+  timer: NodeJS.Timeout | null;
+  state: BreakerState;
+  probeInFlight: boolean;
+  consecutiveFailures: number;
+  lastError: string | null;
+  retryAt: number;
+  sentBatches: number;
+  sentMessages: number;
+  droppedMessages: number;
+  idle: (() => void)[];
+}
+
+export class PeerClientPool {
+  private readonly links = new Map<string, Link>();
+  private readonly logger: Logger;
+  private readonly random: () => number;
+  private readonly maxQueued: number;
+  private readonly maxBatchBytes: number;
+  private readonly maxMessagesPerBatch: number;
+  private readonly batchTimeoutMs: number;
+  private readonly callTimeoutMs: number;
+  private readonly backoffBaseMs: number;
+  private readonly backoffMaxMs: number;
+  private readonly breakerThreshold: number;
+  private closed = false;
+
+  constructor(private readonly options: PeerClientPoolOptions) {
+    this.logger = (options.logger ?? pino({ level: 'silent' })).child({ component: 'peer-client' });
+    this.random = options.random ?? Math.random;
+    this.maxQueued = options.maxQueuedMessages ?? 10_000;
+    this.maxBatchBytes = Math.min(options.maxBatchBytes ?? 4 * 1024 * 1024, BATCH_LIMITS.maxBytes);
+    this.maxMessagesPerBatch = Math.min(options.maxMessagesPerBatch ?? 4096, BATCH_LIMITS.maxMessages);
+    this.batchTimeoutMs = options.batchTimeoutMs ?? 5000;
+    this.callTimeoutMs = options.callTimeoutMs ?? 5000;
+    this.backoffBaseMs = options.backoff?.baseMs ?? 50;
+    this.backoffMaxMs = options.backoff?.maxMs ?? 10_000;
+    this.breakerThreshold = options.breakerThreshold ?? 5;
+    this.updateMembers(options.members);
+  }
+
+  /** Adds, removes or re-pins peers (after a committed membership change). Unchanged peers keep their connection. */
+  updateMembers(members: readonly { org: string; peerUrl: string; caPem: string }[]): void {
+    const wanted = new Map(members.filter((member) => member.org !== this.options.self).map((member) => [member.org, member]));
+    for (const [org, link] of this.links) {
+      const member = wanted.get(org);
+      if (!member || member.peerUrl !== link.url || member.caPem !== link.caPem) {
+        this.links.delete(org);
+        this.dropQueue(link);
+        if (link.timer) clearTimeout(link.timer);
+        void link.client.close().catch(() => undefined);
+      }
+    }
+    for (const [org, member] of wanted) {
+      if (!this.links.has(org)) this.links.set(org, this.createLink(org, member.peerUrl, member.caPem));
+    }
+  }
+
+  /**
+   * Queues messages for `toOrg`; they leave in the next batch. Never blocks and never throws for a slow or dead
+   * peer: when the breaker is open the messages are dropped (consensus protocols retransmit), when the queue is
+   * full the oldest are dropped. Throws only for programming errors (unknown org, bad ids, oversized message).
+   */
+  send(toOrg: string, swarm: string, channel: string, messages: readonly Uint8Array[]): void {
+    const link = this.link(toOrg);
+    if (!SWARM_ID_PATTERN.test(swarm)) throw new Error(`invalid swarm id ${JSON.stringify(swarm)}`);
+    if (!CHANNEL_PATTERN.test(channel)) throw new Error(`invalid channel ${JSON.stringify(channel)}`);
+    const limit = this.maxBatchBytes - 8 - groupOverhead({ swarm, channel }) - 4;
+    for (const message of messages) {
+      if (message.length > limit) throw new RangeError(`a ${message.length}-byte message exceeds the ${limit}-byte batch payload limit`);
+    }
+    if (this.closed || (link.state === 'open' && Date.now() < link.retryAt)) {
+      link.droppedMessages += messages.length;
+      return;
+    }
+    for (const message of messages) link.queue.push({ swarm, channel, message });
+    const excess = link.queue.length - link.queueHead - this.maxQueued;
+    if (excess > 0) {
+      link.queueHead += excess;
+      link.droppedMessages += excess;
+    }
+    this.scheduleFlush(link);
+  }
+
+  /** Sends `body` to `toOrg`'s responder for `channel` and returns its answer. Throws PeerCallError. */
+  async call(toOrg: string, swarm: string, channel: string, body: Uint8Array, options: { timeoutMs?: number } = {}): Promise<Uint8Array> {
+    if (!SWARM_ID_PATTERN.test(swarm)) throw new Error(`invalid swarm id ${JSON.stringify(swarm)}`);
+    if (!CHANNEL_PATTERN.test(channel)) throw new Error(`invalid channel ${JSON.stringify(channel)}`);
+    const link = this.link(toOrg);
+    const { statusCode, bytes } = await this.request(link, {
+      method: 'POST',
+      path: `/peer/v1/call/${channel}`,
+      headers: { 'content-type': CALL_CONTENT_TYPE, [SWARM_HEADER]: swarm },
+      body,
+      timeoutMs: options.timeoutMs ?? this.callTimeoutMs,
+    });
+    if (statusCode === 200) return bytes;
+    throw this.replyError(link, statusCode, bytes);
+  }
+
+  /** Asks `toOrg`'s node who it thinks we are (GET /peer/v1/whoami): a cheap end-to-end check of the link. */
+  async whoami(toOrg: string, options: { timeoutMs?: number } = {}): Promise<{ org: string; node: string }> {
+    const link = this.link(toOrg);
+    const { statusCode, bytes } = await this.request(link, { method: 'GET', path: '/peer/v1/whoami', timeoutMs: options.timeoutMs ?? this.callTimeoutMs });
+    if (statusCode !== 200) throw this.replyError(link, statusCode, bytes);
+    return JSON.parse(Buffer.from(bytes).toString('utf8')) as { org: string; node: string };
+  }
+
+  health(): PeerHealth[] {
+    const now = Date.now();
+    return [...this.links.values()].map((link) => ({
+      org: link.org,
+      url: link.url,
+      state: link.state,
+      consecutiveFailures: link.consecutiveFailures,
+      lastError: link.lastError,
+      retryInMs: Math.max(0, link.retryAt - now),
+      queuedMessages: link.queue.length - link.queueHead,
+      sentBatches: link.sentBatches,
+      sentMessages: link.sentMessages,
+      droppedMessages: link.droppedMessages,
+    }));
+  }
+
+  /** Resolves when every queue is empty and no batch is in flight (or the peer's queue was dropped). */
+  async flush(): Promise<void> {
+    await Promise.all(
+      [...this.links.values()].map(
+        (link) =>
+          new Promise<void>((resolvePromise) => {
+            if (this.isIdle(link)) resolvePromise();
+            else link.idle.push(resolvePromise);
+          }),
+      ),
+    );
+  }
+
+  /** Stops accepting messages, gives queued batches up to `graceMs` to leave, then closes every connection. */
+  async close(graceMs = 2000): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const grace = new Promise<void>((resolvePromise) => setTimeout(resolvePromise, graceMs).unref());
+    await Promise.race([this.flush(), grace]);
+    await Promise.all(
+      [...this.links.values()].map(async (link) => {
+        if (link.timer) clearTimeout(link.timer);
+        this.dropQueue(link);
+        const closing = link.client.close().catch(() => undefined);
+        const forced = await Promise.race([closing.then(() => false), new Promise<boolean>((done) => setTimeout(() => done(true), graceMs).unref())]);
+        if (forced) await link.client.destroy().catch(() => undefined);
+      }),
+    );
+  }
+
+  private link(org: string): Link {
+    const link = this.links.get(org);
+    if (!link) throw new Error(org === this.options.self ? `${org} is this node's own org` : `unknown peer org ${JSON.stringify(org)}`);
+    return link;
+  }
+
+  private createLink(org: string, url: string, caPem: string): Link {
+    const client = new Client(url, {
+      allowH2: true,
+      maxConcurrentStreams: this.options.maxConcurrentStreams ?? 64,
+      pipelining: this.options.maxConcurrentStreams ?? 64,
+      keepAliveTimeout: 60_000,
+      keepAliveMaxTimeout: 600_000,
+      connect: {
+        ca: caPem, // only this member's CA: a server certificate from any other CA is refused
+        cert: this.options.tls.certPem,
+        key: this.options.tls.keyPem,
+        minVersion: 'TLSv1.3',
+        ALPNProtocols: ['h2'],
+        checkServerIdentity: (hostname: string, cert: PeerCertificate) => {
+          const hostError = checkServerIdentity(hostname, cert);
+          if (hostError) return hostError;
+          const named = sanUris(cert.subjectaltname).map((uri) => parseNodeSanUri(uri)).filter((value) => value !== null);
+          if (named.length !== 1 || named[0]!.org !== org) {
+            return new Error(`PEER_SAN_MISMATCH: the server at ${url} is not a node of org ${org} (its certificate names ${named.map((n) => n!.org).join(', ') || 'no conclave node'})`);
+          }
+          return undefined;
+        },
+      },
+    });
+    client.on('connectionError', (_origin, _targets, error) => {
+      this.logger.debug({ peer: org, err: { message: error.message } }, 'peer connection failed');
+    });
+    return {
+      org,
+      url,
+      caPem,
+      client,
+      queue: [],
+      queueHead: 0,
+      inFlight: false,
+      flushScheduled: false,
+      timer: null,
+      state: 'closed',
+      probeInFlight: false,
+      consecutiveFailures: 0,
+      lastError: null,
+      retryAt: 0,
+      sentBatches: 0,
+      sentMessages: 0,
+      droppedMessages: 0,
+      idle: [],
+    };
+  }
+
+  private isIdle(link: Link): boolean {
+    return !link.inFlight && link.queue.length === link.queueHead;
+  }
+
+  private notifyIdle(link: Link): void {
+    if (!this.isIdle(link)) return;
+    const waiting = link.idle.splice(0);
+    for (const resolvePromise of waiting) resolvePromise();
+  }
+
+  private dropQueue(link: Link): void {
+    link.droppedMessages += link.queue.length - link.queueHead;
+    link.queue = [];
+    link.queueHead = 0;
+    this.notifyIdle(link);
+  }
+
+  private scheduleFlush(link: Link): void {
+    if (link.flushScheduled || link.inFlight || link.timer) return;
+    link.flushScheduled = true;
+    // setImmediate: every send() of this turn of the event loop lands in the same batch.
+    setImmediate(() => {
+      link.flushScheduled = false;
+      void this.flushLink(link);
+    });
+  }
+
+  private backoffDelay(failures: number): number {
+    const raw = Math.min(this.backoffMaxMs, this.backoffBaseMs * 2 ** Math.min(failures - 1, 30));
+    return Math.round(raw * (0.5 + 0.5 * this.random()));
+  }
+
+  /** Whether a request may go now; moves open → half-open when the retry time has come. */
+  private admit(link: Link): boolean {
+    const now = Date.now();
+    if (link.state === 'closed') return true;
+    if (link.state === 'open') {
+      if (now < link.retryAt) return false;
+      link.state = 'half-open';
+    }
+    if (link.probeInFlight) return false;
+    link.probeInFlight = true;
+    return true;
+  }
+
+  private onSuccess(link: Link): void {
+    if (link.state !== 'closed') this.logger.info({ peer: link.org }, 'peer reachable again: circuit closed');
+    link.state = 'closed';
+    link.probeInFlight = false;
+    link.consecutiveFailures = 0;
+    link.retryAt = 0;
+    if (link.queue.length > link.queueHead) this.scheduleFlush(link); // messages that waited for a probe
+  }
+
+  private onFailure(link: Link, error: string): void {
+    link.consecutiveFailures++;
+    link.lastError = error;
+    link.probeInFlight = false;
+    link.retryAt = Date.now() + this.backoffDelay(link.consecutiveFailures);
+    const opens = link.state === 'half-open' || link.consecutiveFailures >= this.breakerThreshold;
+    if (opens) {
+      if (link.state === 'closed') {
+        this.logger.warn({ peer: link.org, failures: link.consecutiveFailures, err: error }, 'peer unreachable: circuit open');
+      }
+      link.state = 'open';
+      this.dropQueue(link); // stale by the time the peer is back; the protocols retransmit what still matters
+    }
+  }
+
+  private async flushLink(link: Link): Promise<void> {
+    if (link.inFlight || link.queue.length === link.queueHead || !this.links.has(link.org)) return this.notifyIdle(link);
+    const now = Date.now();
+    const waitUntil = link.state === 'open' || link.consecutiveFailures > 0 ? link.retryAt : 0;
+    if (now < waitUntil) {
+      link.timer ??= setTimeout(() => {
+        link.timer = null;
+        void this.flushLink(link);
+      }, waitUntil - now);
+      link.timer.unref();
+      return;
+    }
+    if (!this.admit(link)) return;
+
+    const groups: BatchGroup[] = [];
+    let size = 8;
+    let count = 0;
+    while (link.queueHead < link.queue.length && count < this.maxMessagesPerBatch) {
+      const next = link.queue[link.queueHead]!;
+      let group = groups[groups.length - 1];
+      const extra = 4 + next.message.length + (group && group.swarm === next.swarm && group.channel === next.channel ? 0 : groupOverhead(next));
+      if (count > 0 && size + extra > this.maxBatchBytes) break;
+      if (!group || group.swarm !== next.swarm || group.channel !== next.channel) {
+        if (groups.length === BATCH_LIMITS.maxGroups) break;
+        group = { swarm: next.swarm, channel: next.channel, messages: [] };
+        groups.push(group);
+      }
+      group.messages.push(next.message);
+      size += extra;
+      count++;
+      link.queueHead++;
+    }
+    if (link.queueHead > 1024 && link.queueHead * 2 > link.queue.length) {
+      link.queue = link.queue.slice(link.queueHead);
+      link.queueHead = 0;
+    }
+
+    link.inFlight = true;
+    try {
+      const { statusCode, bytes } = await this.request(link, {
+        method: 'POST',
+        path: '/peer/v1/messages',
+        headers: { 'content-type': BATCH_CONTENT_TYPE },
+        body: encodeBatch(groups),
+        timeoutMs: this.batchTimeoutMs,
+        admitted: true,
+      });
+      if (statusCode === 200) {
+        link.sentBatches++;
+        link.sentMessages += count;
+      } else {
+        link.droppedMessages += count;
+        this.logger.warn({ peer: link.org, status: statusCode, reply: Buffer.from(bytes).toString('utf8').slice(0, 200) }, 'peer refused a batch');
+      }
+    } catch {
+      link.droppedMessages += count; // already recorded as a link failure by request()
+    } finally {
+      link.inFlight = false;
+    }
+    if (link.queue.length > link.queueHead) this.scheduleFlush(link);
+    else this.notifyIdle(link);
+  }
+
+  /**
+   * One HTTP/2 request on the peer's connection, accounted to its breaker: transport failures, timeouts, 403
+   * (the peer refuses our identity) and 5xx other than a handler's own failure count as failures.
+   */
+  private async request(
+    link: Link,
+    request: { method: 'GET' | 'POST'; path: string; headers?: Record<string, string>; body?: Uint8Array; timeoutMs: number; admitted?: boolean },
+  ): Promise<{ statusCode: number; bytes: Uint8Array }> {
+    if (this.closed) throw new PeerCallError(link.org, 'PEER_POOL_CLOSED', 'the peer client pool is closed');
+    if (!request.admitted && !this.admit(link)) {
+      throw new PeerCallError(
+        link.org,
+        'PEER_CIRCUIT_OPEN',
+        `peer ${link.org} is unreachable (circuit ${link.state}, retry in ${Math.max(0, link.retryAt - Date.now())} ms; last error: ${link.lastError ?? 'none'})`,
+      );
+    }
+    let response;
+    try {
+      response = await link.client.request({
+        method: request.method,
+        path: request.path,
+        headers: request.headers ?? {},
+        body: request.body ? Buffer.from(request.body.buffer, request.body.byteOffset, request.body.byteLength) : null,
+        idempotent: true, // lets undici multiplex POSTs on the HTTP/2 connection
+        signal: AbortSignal.timeout(request.timeoutMs),
+      });
+      const bytes = new Uint8Array(await response.body.arrayBuffer());
+      const failed = response.statusCode === 403 || response.statusCode === 502 || response.statusCode === 503 || response.statusCode === 504;
+      if (failed) this.onFailure(link, `HTTP ${response.statusCode}: ${Buffer.from(bytes).toString('utf8').slice(0, 200)}`);
+      else this.onSuccess(link);
+      return { statusCode: response.statusCode, bytes };
+    } catch (error) {
+      const err = error as Error & { code?: string; cause?: Error & { code?: string } };
+      const timedOut = err.name === 'TimeoutError' || err.cause?.name === 'TimeoutError';
+      const code = timedOut ? 'PEER_TIMEOUT' : 'PEER_UNREACHABLE';
+      const detail = timedOut ? `no answer within ${request.timeoutMs} ms` : `${err.code ?? err.cause?.code ?? err.name}: ${err.message}`;
+      this.onFailure(link, detail);
+      throw new PeerCallError(link.org, code, `peer ${link.org} (${link.url}): ${detail}`);
+    }
+  }
+
+  private replyError(link: Link, statusCode: number, bytes: Uint8Array): PeerCallError {
+    let code = `HTTP_${statusCode}`;
+    let message = Buffer.from(bytes).toString('utf8').slice(0, 500);
+    try {
+      const parsed = JSON.parse(message) as { code?: unknown; message?: unknown };
+      if (typeof parsed.code === 'string') code = parsed.code;
+      if (typeof parsed.message === 'string') message = parsed.message;
+    } catch {
+      // not JSON: keep the raw text
+    }
+    return new PeerCallError(link.org, code, `peer ${link.org} answered ${statusCode}: ${message}`, statusCode);
+  }
+}
