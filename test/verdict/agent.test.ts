@@ -110,3 +110,29 @@ describe('submitVerdict', () => {
     );
   });
 });
+
+describe('docs/verdicts.md worked example', () => {
+  it('recomputes the example JWS and jwsHash from the RFC 8032 test key', async () => {
+    const { fromHex } = await import('../../src/crypto/encoding.ts');
+    const { jwsHashOf } = await import('../../src/verdict/verify.ts');
+    const d = fromHex('9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60');
+    const jwk = { kty: 'OKP' as const, crv: 'Ed25519' as const, x: '11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo', d: Buffer.from(d).toString('base64url') };
+    const kid = agentKeyId(jwk);
+    expect(kid).toBe('kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k');
+    const jws = await signVerdict({
+      privateJwk: { ...jwk, kid },
+      swarm: 'code-review',
+      subject: 'github.com/acme/widget/pull/42@9f1c2e',
+      org: 'acme',
+      agent: 'reviewer-1',
+      verdict: 'approve',
+      reason: 'Tests pass; the change is small.',
+      iat: 1760000000,
+      nonce: 'q1w2e3r4t5y6u7i8o9p0aA',
+    });
+    const doc = readFileSync(new URL('../../docs/verdicts.md', import.meta.url), 'utf8');
+    expect(doc).toContain(`\n${jws}\n`);
+    expect(doc).toContain(jwsHashOf(jws));
+    expect(doc).toContain(`one line, ${jws.length} bytes`);
+  });
+});
