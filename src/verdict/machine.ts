@@ -246,7 +246,12 @@ export class DecisionMachine {
   }
 
   static restore(swarm: SwarmConfig, keyring: Keyring, bytes: Uint8Array): DecisionMachine {
-    const data = JSON.parse(fromUtf8(bytes)) as SnapshotV1;
+    let data: SnapshotV1;
+    try {
+      data = JSON.parse(fromUtf8(bytes)) as SnapshotV1;
+    } catch {
+      throw new Error(`decision snapshot of swarm ${swarm.id} is not UTF-8 JSON`);
+    }
     if (data?.v !== 1 || data.swarm !== swarm.id || !Number.isSafeInteger(data.appliedIndex)) {
       throw new Error(`not a v1 decision snapshot of swarm ${swarm.id}`);
     }
@@ -261,6 +266,11 @@ export class DecisionMachine {
     }
     for (const [hash, index, subject] of data.verdicts) machine.verdicts.set(hash, { index, subject });
     for (const [org, nonce, hash] of data.nonces) machine.nonces.set(`${org}\n${nonce}`, hash);
+    // The snapshot is canonical: rebuilding must give back the very same bytes, or the bytes were not ours.
+    const again = machine.snapshot();
+    if (again.length !== bytes.length || again.some((byte, i) => byte !== bytes[i])) {
+      throw new Error(`decision snapshot of swarm ${swarm.id} is not in canonical form (corrupt or foreign)`);
+    }
     return machine;
   }
 }

@@ -241,4 +241,12 @@ describe('snapshot and digest', () => {
     const h = populated();
     expect(() => DecisionMachine.restore(makeSwarm('s2', ORGS), fed.keyring, h.machine.snapshot())).toThrow(/swarm s2/);
   });
+
+  it('restore refuses bytes that are not a canonical snapshot', () => {
+    const h = populated();
+    const text = new TextDecoder().decode(h.machine.snapshot());
+    const reordered = new TextEncoder().encode(text.replace('"appliedIndex":7,', '').replace(/\}$/, ',"appliedIndex":7}'));
+    expect(() => DecisionMachine.restore(h.machine.swarm, fed.keyring, reordered)).toThrow(/canonical/);
+    expect(() => DecisionMachine.restore(h.machine.swarm, fed.keyring, new Uint8Array([0x7b]))).toThrow(/JSON/);
+  });
 });
