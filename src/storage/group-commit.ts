@@ -6,7 +6,8 @@
 // chained batch and writes it WITHOUT the options, so it is silently NOT synced. Measured here with
 // `strace -f -e trace=fsync,fdatasync`: 5 x `put(..., { sync: true })` -> 0 fsync/fdatasync calls;
 // 5 x `batch([...], { sync: true })` -> 6 (one fdatasync of the WAL per batch, plus one directory fsync on
-// the first WAL write). `db.clear()` is an unsynced DeleteRange outside any batch, so it is not used either.
+// the first WAL write). Through this writer: 5 sequential persistReady calls + 100 concurrent ones -> 7
+// (5 + 1 coalesced batch + the directory fsync). `db.clear()` is an unsynced DeleteRange outside any batch, so it is not used either.
 //
 // The binding writes a batch synchronously on the JS thread (the fsync blocks the event loop for its
 // duration, ~0.1-1 ms here). A flush therefore runs from setImmediate: everything that arrived since the

@@ -133,11 +133,11 @@ describe('crash recovery with SIGKILL at random moments', () => {
       return rng / 4294967296;
     };
     let model: Model = { entries: new Map(), hardState: { term: 0, vote: null, commit: 0 }, snap: null, compacted: 0, last: 0 };
-    const plan = [...Array<string>(13).fill('append'), ...Array<string>(5).fill('truncate')];
+    const plan = [...Array<string>(11).fill('append'), ...Array<string>(5).fill('truncate')];
     const stats = { rounds: 0, acked: 0, unackedVisible: 0, truncations: 0 };
 
     for (const [round, mode] of plan.entries()) {
-      const killAfter = 1 + Math.floor(rand() * 60);
+      const killAfter = 1 + Math.floor(rand() * 40);
       const { issued, acked } = await runAndKill(dir.path, mode, 1000 + round, killAfter);
       stats.truncations += issued.filter((r, i) => i > 0 && r.k <= issued[i - 1]!.k + issued[i - 1]!.n - 1).length;
 
