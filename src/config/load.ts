@@ -390,10 +390,18 @@ interface ParsedMember {
   index: number;
 }
 
-function parseMember(value: unknown, index: number, c: Checker, kids: Map<string, KeyOwner>, xs: Map<string, KeyOwner>): ParsedMember | undefined {
+const MEMBER_KEYS = ['org', 'peerUrl', 'apiUrl', 'ca', 'nodeKeys', 'nodeKey', 'agentKeys', 'adminKeys'] as const;
+
+/** A member entry as a mapping: inline, or its card file merged with the entry's overrides. */
+function memberDict(value: unknown, index: number, c: Checker): Dict | undefined {
   const path = `members[${index}]`;
-  const dict = c.object(value, path, ['org', 'peerUrl', 'apiUrl', 'ca', 'nodeKeys', 'nodeKey', 'agentKeys', 'adminKeys']);
-  if (!dict) return undefined;
+  const entry = c.object(value, path, [...MEMBER_KEYS, 'card']);
+  if (!entry) return undefined;
+  return entry.card === undefined ? entry : readCard(entry, path, c, MEMBER_KEYS);
+}
+
+function parseMember(dict: Dict, index: number, c: Checker, kids: Map<string, KeyOwner>, xs: Map<string, KeyOwner>): ParsedMember | undefined {
+  const path = `members[${index}]`;
   const org = c.id(dict, 'org', path);
   const label = org ?? `#${index}`;
   const peerUrl = dict.peerUrl === undefined ? (c.add(join(path, 'peerUrl'), 'missing — the https:// address of the member node\'s peer port'), undefined) : parseUrl(dict.peerUrl, join(path, 'peerUrl'), c, ['https:']);
@@ -422,7 +430,44 @@ function parseMember(value: unknown, index: number, c: Checker, kids: Map<string
   return { config: { org, peerUrl, apiUrl, caPem, nodeKeys, agentKeys, adminKeys }, cas, index };
 }
 
-function parseSwarm(value: unknown, index: number, c: Checker, members: Map<string, ParsedMember>, knownOrgs: Set<string>): SwarmConfig | undefined {
+/**
+ * A member given as `card: <path to member-card.yaml>` (as conclave init wrote it), optionally overriding
+ * peerUrl / apiUrl: the card's fields, then the entry's own.
+ */
+function readCard(entry: Dict, path: string, c: Checker, keys: readonly string[]): Dict | undefined {
+  if (typeof entry.card !== 'string' || entry.card === '') {
+    c.add(join(path, 'card'), `expected the path of a member-card.yaml, got ${describe(entry.card)}`);
+    return undefined;
+  }
+  const file = c.file(entry.card, join(path, 'card'), 'run conclave init for that org, or ask it for its member card');
+  if (!file) return undefined;
+  const doc = parseDocument(file.text, { uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    c.add(join(path, 'card'), `${entry.card} is not valid YAML: ${doc.errors[0]!.message.split('\n')[0]}`);
+    return undefined;
+  }
+  let card: unknown = doc.toJS({ maxAliasCount: 100 });
+  if (Array.isArray(card)) {
+    if (card.length !== 1) {
+      c.add(join(path, 'card'), `${entry.card} lists ${card.length} members; a member card holds exactly one`);
+      return undefined;
+    }
+    card = card[0];
+  }
+  const cardDict = c.object(card, `${join(path, 'card')} (${entry.card})`, keys);
+  if (!cardDict) return undefined;
+  const { card: _card, ...overrides } = entry;
+  return { ...cardDict, ...overrides };
+}
+
+function parseSwarm(
+  value: unknown,
+  index: number,
+  c: Checker,
+  members: Map<string, ParsedMember>,
+  knownOrgs: Set<string>,
+  someMembersUnreadable: boolean,
+): SwarmConfig | undefined {
   const path = `swarms[${index}]`;
   const dict = c.object(value, path, ['id', 'members', 'mode', 'policy', 'adminPolicy']);
   if (!dict) return undefined;
@@ -445,7 +490,7 @@ function parseSwarm(value: unknown, index: number, c: Checker, members: Map<stri
         ok = false;
       } else {
         if (!knownOrgs.has(item)) {
-          c.add(where, `org ${JSON.stringify(item)} is not listed under members — add its member card there or remove it from the swarm`);
+          if (!someMembersUnreadable) c.add(where, `org ${JSON.stringify(item)} is not listed under members — add its member card there or remove it from the swarm`);
           ok = false;
         } else if (!members.has(item)) ok = false; // its member entry had problems, already reported
         orgs.push(item);
@@ -600,14 +645,20 @@ export function validateFederation(raw: unknown, options: ValidateOptions): Fede
   const caFingerprints = new Map<string, ParsedMember>();
   const memberList = c.list(root, 'members', '');
   if (memberList && memberList.length === 0) c.add('members', 'empty — list every org of the federation, this node\'s own org included');
+  // When an entry cannot even be read (missing card, not a mapping), its org is unknown: "org X is not listed
+  // under members" would then only repeat that problem, so those follow-on reports are left out.
+  let unreadableMembers = 0;
   for (const [i, item] of (memberList ?? []).entries()) {
-    const org = isDict(item) && typeof item.org === 'string' ? item.org : undefined;
+    const dict = memberDict(item, i, c);
+    const org = dict && typeof dict.org === 'string' ? dict.org : undefined;
+    if (org === undefined) unreadableMembers++;
+    if (!dict) continue;
     if (org !== undefined && knownOrgs.has(org)) {
       c.add(`members[${i}].org`, `org ${JSON.stringify(org)} is listed twice — each org appears once under members`);
       continue;
     }
     if (org !== undefined) knownOrgs.add(org);
-    const member = parseMember(item, i, c, kids, xs);
+    const member = parseMember(dict, i, c, kids, xs);
     if (!member) continue;
     const sameUrl = peerUrls.get(member.config.peerUrl);
     if (sameUrl !== undefined) c.add(`members[${i}].peerUrl`, `${member.config.peerUrl} is also members[${sameUrl}].peerUrl — each org runs its own node`);
@@ -625,8 +676,9 @@ export function validateFederation(raw: unknown, options: ValidateOptions): Fede
   let nodeName: string | undefined;
   if (node?.config?.org !== undefined && memberList) {
     const self = members.get(node.config.org);
-    if (!knownOrgs.has(node.config.org)) c.add('node.org', `org ${JSON.stringify(node.config.org)} is not listed under members — add this org's member card (conclave init prints it)`);
-    else if (self) nodeName = checkOwnMaterial(node, self, [...members.values()], c);
+    if (!knownOrgs.has(node.config.org)) {
+      if (unreadableMembers === 0) c.add('node.org', `org ${JSON.stringify(node.config.org)} is not listed under members — add this org's member card (conclave init prints it)`);
+    } else if (self) nodeName = checkOwnMaterial(node, self, [...members.values()], c);
   }
 
   const swarms: SwarmConfig[] = [];
@@ -639,7 +691,7 @@ export function validateFederation(raw: unknown, options: ValidateOptions): Fede
       continue;
     }
     if (id !== undefined) swarmIds.set(id, i);
-    const swarm = parseSwarm(item, i, c, members, knownOrgs);
+    const swarm = parseSwarm(item, i, c, members, knownOrgs, unreadableMembers > 0);
     if (swarm) swarms.push(swarm);
   }
 

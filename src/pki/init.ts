@@ -1,6 +1,6 @@
 // Org bootstrap (`conclave init`): the org CA, the node's TLS cert, the node/agent/admin Ed25519 keys, and the
 // member card (public parts only) that other orgs paste under `members:` in their federation file.
-import { chmodSync, existsSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { exportPrivateJwk, generateSigningKey, type PublicJwk } from '../crypto/ed25519.ts';
@@ -79,7 +79,7 @@ export async function initOrg(options: InitOrgOptions): Promise<InitOrgResult> {
   if (existsSync(dir) && readdirSync(dir).length > 0) {
     throw new InitError(`${options.outDir} already exists and is not empty: init never overwrites keys — choose another --out or remove it yourself`);
   }
-  if (!existsSync(dirname(dir))) throw new InitError(`the parent folder of ${options.outDir} does not exist`);
+  mkdirSync(dirname(dir), { recursive: true });
 
   const ca = await createOrgCa({ org, days: Math.max(days, 3650) });
   const nodeTls = await issueNodeCert({ ca, org, node, days, hosts: [org, ...(options.hosts ?? [])] });

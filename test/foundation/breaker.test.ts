@@ -1,0 +1,108 @@
+// A dead peer costs nothing: the per-peer circuit breaker opens after consecutive failures, fails fast while open,
+// and closes again through a half-open probe once the peer is back. Queues are bounded and count what they drop.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePorts } from '../../src/config/local-federation.ts';
+import { PeerClientPool, PeerCallError } from '../../src/transport/client.ts';
+import { PeerServer } from '../../src/transport/server.ts';
+import { makeOrg, tempDir, type TestOrg } from './helpers.ts';
+
+async function until(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolvePromise) => setTimeout(resolvePromise, 10));
+  }
+}
+
+describe('peer circuit breaker', () => {
+  const tmp = tempDir();
+  let acme: TestOrg;
+  let globex: TestOrg;
+
+  beforeAll(async () => {
+    acme = await makeOrg(tmp.dir, 'acme');
+    globex = await makeOrg(tmp.dir, 'globex');
+  });
+  afterAll(() => tmp.cleanup());
+
+  it('opens on a dead peer, fails fast while open, and closes through a probe when the peer comes back', async () => {
+    const [port] = await freePorts(1);
+    const pool = new PeerClientPool({
+      self: 'globex',
+      tls: { certPem: globex.certPem, keyPem: globex.keyPem },
+      members: [{ org: 'acme', peerUrl: `https://127.0.0.1:${port}`, caPem: acme.caPem }],
+      breakerThreshold: 3,
+      backoff: { baseMs: 20, maxMs: 200 },
+      random: () => 0.5,
+    });
+    try {
+      for (let i = 0; i < 3; i++) {
+        await expect(pool.call('acme', 'review', 'echo', new Uint8Array(1))).rejects.toMatchObject({ code: 'PEER_UNREACHABLE' });
+      }
+      const [opened] = pool.health();
+      expect(opened).toMatchObject({ org: 'acme', state: 'open', consecutiveFailures: 3 });
+      expect(opened!.lastError).toMatch(/ECONNREFUSED/);
+
+      // While open: calls fail without touching the network, and messages are dropped and counted.
+      const started = performance.now();
+      const fast = await pool.call('acme', 'review', 'echo', new Uint8Array(1)).catch((e: unknown) => e);
+      expect(fast).toBeInstanceOf(PeerCallError);
+      expect((fast as PeerCallError).code).toBe('PEER_CIRCUIT_OPEN');
+      expect(performance.now() - started).toBeLessThan(50);
+      pool.send('acme', 'review', 'raft', [new Uint8Array([1]), new Uint8Array([2])]);
+      expect(pool.health()[0]).toMatchObject({ queuedMessages: 0, droppedMessages: 2 });
+
+      // The peer comes back on the same port; after the retry delay the next call is the half-open probe.
+      const server = await PeerServer.start({
+        tls: { certPem: acme.certPem, keyPem: acme.keyPem },
+        members: [acme, globex].map((o) => ({ org: o.org, caPem: o.caPem })),
+        listen: { host: '127.0.0.1', port: port! },
+      });
+      server.onRequest('echo', (_from, _swarm, body) => body);
+      try {
+        await until(() => pool.health()[0]!.retryInMs === 0, 'the retry time');
+        const answer = await pool.call('acme', 'review', 'echo', new Uint8Array([7]));
+        expect([...answer]).toEqual([7]);
+        expect(pool.health()[0]).toMatchObject({ state: 'closed', consecutiveFailures: 0 });
+      } finally {
+        await pool.close();
+        await server.close();
+      }
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('batches to a dead peer back off and open the breaker without unbounded queueing', async () => {
+    const [port] = await freePorts(1);
+    const pool = new PeerClientPool({
+      self: 'globex',
+      tls: { certPem: globex.certPem, keyPem: globex.keyPem },
+      members: [{ org: 'acme', peerUrl: `https://127.0.0.1:${port}`, caPem: acme.caPem }],
+      breakerThreshold: 2,
+      maxQueuedMessages: 5,
+      backoff: { baseMs: 10, maxMs: 50 },
+      random: () => 0,
+    });
+    try {
+      pool.send('acme', 'review', 'raft', Array.from({ length: 12 }, (_, i) => new Uint8Array([i])));
+      expect(pool.health()[0]).toMatchObject({ queuedMessages: 5, droppedMessages: 7 }); // oldest dropped first
+      // Keep traffic flowing, as a Raft leader would: failed batches back off, then the breaker opens.
+      let offered = 12;
+      const deadline = Date.now() + 10_000;
+      while (pool.health()[0]!.state !== 'open') {
+        if (Date.now() > deadline) throw new Error(`breaker never opened: ${JSON.stringify(pool.health())}`);
+        pool.send('acme', 'review', 'raft', [new Uint8Array([offered++ & 0xff])]);
+        await new Promise((resolvePromise) => setTimeout(resolvePromise, 5));
+      }
+      pool.send('acme', 'review', 'raft', [new Uint8Array([99])]);
+      offered++;
+      expect(pool.health()[0]!.queuedMessages).toBe(0); // dropped on arrival while open: a dead peer costs nothing
+      await pool.flush();
+      const health = pool.health()[0]!;
+      expect(health).toMatchObject({ queuedMessages: 0, sentMessages: 0, droppedMessages: offered, consecutiveFailures: 2 });
+    } finally {
+      await pool.close();
+    }
+  });
+});
