@@ -20,7 +20,9 @@ export interface SwarmLink {
 /** The replicated state machine fed by committed entries. */
 export interface Applier {
   /** Applies one committed entry; entries arrive exactly once each, in index order, after restore(). */
-  apply(entry: Entry): Promise<void>;
+  apply(entry: Entry): void;
+  /** Makes what the entries of one ready cycle produced durable (one synced batch). */
+  flush(): Promise<void>;
   /** The state as of the last applied entry, for a Raft snapshot. */
   snapshot(): Uint8Array;
   /** Replaces the state with a snapshot taken at `index`. */
@@ -280,7 +282,9 @@ export class RaftSwarm {
         }
         this.send(ready.messages);
         if (ready.snapshot) await this.installSnapshot(ready.snapshot);
-        for (const entry of ready.committed) await this.applyEntry(entry);
+        for (const entry of ready.committed) this.applyEntry(entry);
+        if (ready.committed.length) await this.options.applier.flush();
+        this.wakeWaitersUpTo(this.appliedIndex);
         for (const readState of ready.readStates) {
           const waiter = this.readWaiters.get(Buffer.from(readState.ctx).toString('utf8'));
           if (waiter) {
@@ -321,16 +325,15 @@ export class RaftSwarm {
     this.wakeWaitersUpTo(snapshot.index);
   }
 
-  private async applyEntry(entry: Entry): Promise<void> {
+  private applyEntry(entry: Entry): void {
     if (entry.index <= this.appliedIndex) return;
     if (entry.index !== this.appliedIndex + 1) throw new Error(`apply gap: ${this.appliedIndex} then ${entry.index}`);
-    await this.options.applier.apply(entry);
+    this.options.applier.apply(entry);
     this.appliedIndex = entry.index;
     this.appliedSinceSnapshot++;
     this.appliedTerms.set(entry.index, entry.term);
     // Remember terms only as long as a waiter could ask about them.
     this.appliedTerms.delete(entry.index - 100_000);
-    this.wakeWaitersUpTo(entry.index);
   }
 
   private wakeWaitersUpTo(index: number): void {

@@ -71,11 +71,8 @@ export interface SwarmStatusView {
   peers: PeerProgressView[];
 }
 
-export interface CheckpointView {
-  [key: string]: unknown;
-  size: number;
-  root: string;
-}
+export type { Checkpoint as CheckpointView } from '../audit/checkpoint.ts';
+import type { Checkpoint as CheckpointView } from '../audit/checkpoint.ts';
 
 export interface SwarmService {
   readonly id: string;

@@ -1,0 +1,44 @@
+// `conclave start --config federation.yaml`: runs this org's node until SIGTERM or SIGINT, then stops cleanly.
+import type { Command } from 'commander';
+
+export function register(program: Command): void {
+  program
+    .command('start')
+    .description("run this org's node: peer port (mutual TLS, HTTP/2) and public API, every swarm it is a member of")
+    .requiredOption('-c, --config <file>', 'the federation file (federation.yaml)')
+    .option('--pretty', 'human-readable logs instead of JSON lines')
+    .option('--tick-ms <ms>', 'milliseconds per Raft tick (election timeout is 10-20 ticks)', (v) => Number.parseInt(v, 10))
+    .action(async (options: { config: string; pretty?: boolean; tickMs?: number }) => {
+      const { createLogger } = await import('../../log/logger.ts');
+      const { ConclaveNode } = await import('../../node/node.ts');
+      const { FederationError } = await import('../../config/errors.ts');
+      const logger = createLogger({ pretty: options.pretty ?? false });
+      let node;
+      try {
+        node = new ConclaveNode({ configPath: options.config, logger, ...(options.tickMs ? { tickMs: options.tickMs } : {}) });
+      } catch (error) {
+        if (error instanceof FederationError) {
+          console.error(error.message);
+          process.exit(2);
+        }
+        throw error;
+      }
+      let stopping = false;
+      const stop = async (signal: string) => {
+        if (stopping) return;
+        stopping = true;
+        logger.info({ signal }, 'stopping');
+        await node.stop();
+        process.exit(0);
+      };
+      process.on('SIGTERM', () => void stop('SIGTERM'));
+      process.on('SIGINT', () => void stop('SIGINT'));
+      try {
+        await node.start();
+      } catch (error) {
+        logger.fatal({ err: error }, 'node failed to start');
+        await node.stop().catch(() => undefined);
+        process.exit(1);
+      }
+    });
+}

@@ -1,0 +1,369 @@
+// One swarm as the API sees it (SwarmService) in raft mode: admits verdicts (JWS verified once, here), batches
+// them into node-signed proposals, proposes through the Raft driver, answers each agent with its applied outcome,
+// and serves subjects, the log, checkpoints, proofs and exports from the replicated state.
+import type { FederationConfig, SwarmConfig } from '../config/types.ts';
+import type { SigningKey } from '../crypto/ed25519.ts';
+import { fromBase64Url, fromUtf8, toHex } from '../crypto/encoding.ts';
+import type { Logger } from 'pino';
+import { recordHash, recordLeafHash, type AuditRecord } from '../audit/chain.ts';
+import { exportLines } from '../audit/export.ts';
+import { MerkleFrontier, MerkleTree } from '../audit/merkle.ts';
+import type { Checkpoint } from '../audit/checkpoint.ts';
+import { VerdictError } from '../verdict/format.ts';
+import type { Keyring } from '../verdict/keyring.ts';
+import type { ApplyOutcome, SubjectState } from '../verdict/machine.ts';
+import { decodeCommand, encodeCommand, signProposal } from '../verdict/proposal.ts';
+import { jwsHashOf, verifyVerdict } from '../verdict/verify.ts';
+import type { NodeStore } from '../storage/node-store.ts';
+import { AppliedStateStore } from '../storage/applied-state.ts';
+import { RaftSwarm, SwarmError, type SwarmLink } from './raft-swarm.ts';
+import { SwarmState } from './swarm-state.ts';
+import type { NodeMetrics } from './metrics.ts';
+import type { LogEntryView, SubjectView, SubmitResult, SwarmService, SwarmStatusView } from './service.ts';
+
+export interface VerdictSwarmOptions {
+  federation: FederationConfig;
+  swarm: SwarmConfig;
+  self: string;
+  keyring: Keyring;
+  signingKey: SigningKey;
+  store: NodeStore;
+  link: SwarmLink;
+  logger: Logger;
+  metrics: NodeMetrics;
+  tickMs?: number;
+  checkpointEvery?: number;
+  snapshotEvery?: number;
+  /** Most verdicts in one node-signed proposal. */
+  maxBatch?: number;
+}
+
+interface Waiter {
+  promise: Promise<{ outcome: ApplyOutcome; entryHash: string }>;
+  resolve: (value: { outcome: ApplyOutcome; entryHash: string }) => void;
+  receivedAt: number;
+}
+
+const CHECKPOINT_CHANNEL = 'checkpoint';
+
+export class VerdictSwarm implements SwarmService {
+  readonly id: string;
+  readonly state: SwarmState;
+  readonly raft: RaftSwarm;
+  private readonly waiters = new Map<string, Waiter>();
+  private queue: { jws: string; reject: (error: Error) => void }[] = [];
+  private flushScheduled = false;
+  private readonly applied: AppliedStateStore;
+
+  constructor(private readonly options: VerdictSwarmOptions) {
+    this.id = options.swarm.id;
+    this.applied = new AppliedStateStore(options.store.kv(options.swarm.id, 'applied'));
+    this.state = new SwarmState({
+      federation: options.federation,
+      swarm: options.swarm,
+      self: options.self,
+      keyring: options.keyring,
+      signingKey: options.signingKey,
+      applied: this.applied,
+      checkpointEvery: options.checkpointEvery ?? 1000,
+      onOutcomes: (outcomes, entry) => this.onOutcomes(outcomes, entry),
+      onCheckpoint: (checkpoint) => this.broadcastCheckpoint(checkpoint),
+    });
+    this.raft = new RaftSwarm({
+      swarm: options.swarm.id,
+      self: options.self,
+      voters: options.swarm.members,
+      log: options.store.raftLog(options.swarm.id),
+      link: options.link,
+      logger: options.logger.child({ swarm: options.swarm.id }),
+      tickMs: options.tickMs ?? 50,
+      electionTick: 10,
+      heartbeatTick: 2,
+      snapshotEvery: options.snapshotEvery ?? 10_000,
+      applier: {
+        apply: (entry) => this.state.apply({ index: entry.index, epoch: entry.term, kind: entry.type === 'conf' ? 'conf' : 'command', data: entry.data }),
+        flush: () => this.state.flush(),
+        snapshot: () => this.state.snapshot(),
+        restore: async (data) => this.state.restore(data),
+      },
+      onStatus: (status) => {
+        const { metrics } = this.options;
+        metrics.setRole(this.id, status.role);
+        metrics.term.set({ swarm: this.id }, status.term);
+        metrics.commitIndex.set({ swarm: this.id }, status.commit);
+        metrics.appliedIndex.set({ swarm: this.id }, this.raft.applied);
+        metrics.applyLag.set({ swarm: this.id }, Math.max(0, status.commit - this.raft.applied));
+      },
+    });
+  }
+
+  async start(): Promise<void> {
+    await this.state.loadCheckpoints();
+    await this.raft.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.raft.stop();
+  }
+
+  /** Admission: every check that needs no consensus happens here, once; a refused verdict never enters the log. */
+  async submitVerdict(jws: string, options: { wait: boolean; timeoutMs: number }): Promise<SubmitResult> {
+    const receivedAt = performance.now();
+    const verified = verifyVerdict(jws, {
+      keyring: this.options.keyring,
+      swarms: [this.options.swarm],
+      expectedSwarm: this.id,
+      now: Math.floor(Date.now() / 1000),
+    });
+    const machine = this.state.decisions();
+    machine.checkNonce(verified.payload.org, verified.payload.nonce, verified.jwsHash);
+    const known = machine.lookupVerdict(verified.jwsHash);
+    if (known) {
+      this.options.metrics.verdicts.inc({ swarm: this.id, status: 'duplicate' });
+      return this.result('duplicate', verified.jwsHash, known.index, await this.entryHashAt(known.index), known.subject);
+    }
+    let waiter = this.waiters.get(verified.jwsHash);
+    if (!waiter) {
+      let resolve!: Waiter['resolve'];
+      const promise = new Promise<{ outcome: ApplyOutcome; entryHash: string }>((r) => (resolve = r));
+      waiter = { promise, resolve, receivedAt };
+      this.waiters.set(verified.jwsHash, waiter);
+      const failure = new Promise<never>((_, reject) => this.enqueue(verified.jws, reject));
+      // Whoever waits observes the failure; nobody waiting is fine too.
+      failure.catch(() => undefined);
+      waiter.promise = Promise.race([promise, failure]);
+    }
+    if (!options.wait) return this.result('accepted', verified.jwsHash, null, null, verified.payload.subject);
+    const timeout = new Promise<never>((_, reject) =>
+      setTimeout(
+        () => reject(new SwarmError(504, 'COMMIT_TIMEOUT', `swarm ${this.id}: the verdict was not committed within ${options.timeoutMs} ms; it may still commit — resubmitting the same JWS is safe`)),
+        options.timeoutMs,
+      ).unref(),
+    );
+    const { outcome, entryHash } = await Promise.race([waiter.promise, timeout]);
+    return this.outcomeResult(outcome, entryHash);
+  }
+
+  private enqueue(jws: string, reject: (error: Error) => void): void {
+    this.queue.push({ jws, reject });
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      this.flushQueue();
+    });
+  }
+
+  /** One node-signed proposal per batch of admitted verdicts; proposals pipeline through Raft. */
+  private flushQueue(): void {
+    const maxBatch = this.options.maxBatch ?? 256;
+    while (this.queue.length) {
+      const batch = this.queue.splice(0, maxBatch);
+      const command = signProposal(this.id, this.options.self, batch.map((item) => item.jws), this.options.signingKey);
+      this.options.metrics.proposals.inc({ swarm: this.id, outcome: 'proposed' });
+      this.raft.propose(encodeCommand(command), 30_000).catch((error: Error) => {
+        this.options.metrics.proposals.inc({ swarm: this.id, outcome: 'failed' });
+        for (const item of batch) {
+          item.reject(error);
+          // Let a later resubmission try again from scratch.
+          this.waiters.delete(jwsHashOf(item.jws));
+        }
+      });
+    }
+  }
+
+  private onOutcomes(outcomes: ApplyOutcome[], entry: { index: number; hash: string }): void {
+    for (const outcome of outcomes) {
+      this.options.metrics.verdicts.inc({ swarm: this.id, status: outcome.status });
+      const waiter = this.waiters.get(outcome.jwsHash);
+      if (!waiter) continue;
+      this.waiters.delete(outcome.jwsHash);
+      this.options.metrics.commitLatency.observe({ swarm: this.id }, (performance.now() - waiter.receivedAt) / 1000);
+      waiter.resolve({ outcome, entryHash: outcome.status === 'duplicate' ? '' : entry.hash });
+    }
+  }
+
+  private async outcomeResult(outcome: ApplyOutcome, entryHash: string): Promise<SubmitResult> {
+    if (outcome.status === 'rejected') {
+      throw new VerdictError(outcome.code ?? 'BAD_PROPOSAL', outcome.reason ?? 'the verdict was refused when applied');
+    }
+    const status = outcome.status === 'duplicate' ? 'duplicate' : outcome.status === 'decided-already' ? 'decided-already' : 'committed';
+    const hash = entryHash || (await this.entryHashAt(outcome.index));
+    return this.result(status, outcome.jwsHash, outcome.index, hash, outcome.subject);
+  }
+
+  private result(status: SubmitResult['status'], jwsHash: string, index: number | null, entryHash: string | null, subject: string | null): SubmitResult {
+    return { status, swarm: this.id, jwsHash, index, entryHash, subject: subject === null ? null : this.subject(subject) };
+  }
+
+  private async entryHashAt(index: number): Promise<string | null> {
+    const remembered = this.state.entryHash(index);
+    if (remembered) return remembered;
+    const [record] = await this.state.records(index, 1);
+    return record && record.index === index ? recordHash(record) : null;
+  }
+
+  subject(subject: string): SubjectView | null {
+    const state: SubjectState | undefined = this.state.decisions().subject(subject);
+    if (!state) return null;
+    return {
+      swarm: this.id,
+      subject: state.subject,
+      votes: state.votes.map((v) => ({ org: v.org, agent: v.agent, verdict: v.verdict, reason: v.reason, iat: v.iat, index: v.index, jwsHash: v.jwsHash })),
+      decision: state.decision ? { value: state.decision.value, index: state.decision.index, votes: state.decision.votes } : null,
+    };
+  }
+
+  async log(from: number, limit: number): Promise<LogEntryView[]> {
+    const records = await this.state.records(from, limit);
+    return records.map((record) => {
+      let kind = 'raw';
+      let proposer: string | null = null;
+      let verdicts = 0;
+      const data = fromBase64Url(record.data);
+      if (data.length === 0) kind = 'empty';
+      else {
+        try {
+          const command = decodeCommand(data);
+          kind = command.type;
+          if (command.type === 'verdicts') {
+            proposer = command.proposer;
+            verdicts = command.batch.length;
+          }
+        } catch {
+          kind = 'raw';
+        }
+      }
+      return { index: record.index, term: record.term ?? record.view ?? 0, mode: record.mode, hash: recordHash(record), prev: record.prev, kind, proposer, verdicts, data: record.data };
+    });
+  }
+
+  status(): SwarmStatusView {
+    const status = this.raft.status();
+    return {
+      swarm: this.id,
+      mode: this.state.currentMode,
+      members: [...this.options.swarm.members],
+      role: status.role,
+      term: status.term,
+      leader: status.leader,
+      commitIndex: status.commit,
+      appliedIndex: this.raft.applied,
+      lastIndex: status.lastIndex,
+      peers: Object.entries(status.progress).map(([org, p]) => ({ org, match: p.match, next: p.next, state: p.state, active: p.recentActive })),
+    };
+  }
+
+  checkpoints(): Checkpoint[] {
+    return this.state.checkpoints();
+  }
+
+  receiveCheckpoint(fromOrg: string, messages: Uint8Array[]): void {
+    if (!this.options.swarm.members.includes(fromOrg)) return;
+    for (const bytes of messages) {
+      try {
+        this.state.receiveCheckpoint(JSON.parse(fromUtf8(bytes)) as Checkpoint);
+      } catch {
+        this.options.metrics.droppedMessages.inc({ swarm: this.id, reason: 'bad-checkpoint' });
+      }
+    }
+  }
+
+  private broadcastCheckpoint(checkpoint: Checkpoint): void {
+    const bytes = Buffer.from(JSON.stringify(checkpoint));
+    for (const org of this.options.swarm.members) {
+      if (org !== this.options.self) this.options.link.send(org, this.id, CHECKPOINT_CHANNEL, [bytes]);
+    }
+  }
+
+  /** Leaf hashes of records 1..size, read from storage (proofs over the stored log). */
+  private async treeOf(size: number): Promise<MerkleTree> {
+    const tree = new MerkleTree();
+    let next = 1;
+    while (next <= size) {
+      const records = await this.state.records(next, Math.min(4096, size - next + 1));
+      if (records.length === 0 || records[0]!.index !== next) {
+        throw new SwarmError(404, 'RECORDS_UNAVAILABLE', `this node does not hold audit record ${next} (it was installed from a snapshot); ask another member`);
+      }
+      for (const record of records) tree.appendLeafHash(recordLeafHash(record));
+      next += records.length;
+    }
+    return tree;
+  }
+
+  async inclusionProof(index: number, size: number | null): Promise<unknown> {
+    const latest = this.state.checkpoints().at(-1);
+    const treeSize = size ?? latest?.size ?? this.state.size;
+    if (index > treeSize || treeSize > this.state.size) {
+      throw new SwarmError(400, 'OUT_OF_RANGE', `index ${index} and size ${treeSize} must satisfy 1 <= index <= size <= ${this.state.size}`);
+    }
+    const tree = await this.treeOf(treeSize);
+    const [record] = await this.state.records(index, 1);
+    return {
+      swarm: this.id,
+      index,
+      size: treeSize,
+      leafHash: toHex(tree.leafHash(index - 1)),
+      root: toHex(tree.root(treeSize)),
+      proof: tree.inclusionProof(index - 1, treeSize).map(toHex),
+      record,
+      checkpoint: this.state.checkpoints().find((cp) => cp.size === treeSize) ?? null,
+    };
+  }
+
+  async consistencyProof(size1: number, size2: number): Promise<unknown> {
+    if (size1 > size2 || size2 > this.state.size) {
+      throw new SwarmError(400, 'OUT_OF_RANGE', `sizes must satisfy 0 <= from <= to <= ${this.state.size}`);
+    }
+    const tree = await this.treeOf(size2);
+    return {
+      swarm: this.id,
+      size1,
+      size2,
+      root1: toHex(tree.root(size1)),
+      root2: toHex(tree.root(size2)),
+      proof: tree.consistencyProof(size1, size2).map(toHex),
+    };
+  }
+
+  async *exportLines(from: number, to: number | null): AsyncIterable<string> {
+    const last = Math.min(to ?? this.state.size, this.state.size);
+    const first = Math.max(1, from);
+    let anchor: { prev: string; frontier: ReturnType<MerkleFrontier['toJSON']> } | undefined;
+    if (first > 1) {
+      const frontier = new MerkleFrontier();
+      let prev = '';
+      let next = 1;
+      while (next < first) {
+        const records = await this.state.records(next, Math.min(4096, first - next));
+        if (records.length === 0 || records[0]!.index !== next) throw new SwarmError(404, 'RECORDS_UNAVAILABLE', `this node does not hold audit record ${next}`);
+        for (const record of records) {
+          frontier.appendLeafHash(recordLeafHash(record));
+          prev = recordHash(record);
+        }
+        next += records.length;
+      }
+      anchor = { prev, frontier: frontier.toJSON() };
+    }
+    const state = this.state;
+    async function* records(): AsyncGenerator<AuditRecord> {
+      let next = first;
+      while (next <= last) {
+        const batch = await state.records(next, Math.min(4096, last - next + 1));
+        if (batch.length === 0) return;
+        for (const record of batch) if (record.index <= last) yield record;
+        next = batch.at(-1)!.index + 1;
+      }
+    }
+    yield* exportLines({
+      federation: this.options.federation.federation,
+      swarm: this.id,
+      from: first,
+      to: last,
+      exportedAt: Math.floor(Date.now() / 1000),
+      ...(anchor ? { anchor } : {}),
+      records: records(),
+      checkpoints: this.state.checkpoints().filter((cp) => cp.size >= first - 1 && cp.size <= last),
+    });
+  }
+}
