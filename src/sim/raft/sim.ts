@@ -3,7 +3,7 @@
 // changes, leadership transfers, compaction and reads; the Raft invariants are checked after every step.
 import { Prng } from '../prng.ts';
 import { SimNode, type ApplyHooks } from './node.ts';
-import type { ConfChange, Entry, Message, RaftConfig, Snapshot } from '../../consensus/raft/types.ts';
+import type { ConfChange, Entry, Message, RaftConfig, RaftStatus, Snapshot } from '../../consensus/raft/types.ts';
 
 export interface RaftSimOptions {
   nodes?: 3 | 5;
@@ -36,17 +36,11 @@ export interface RaftSeedResult {
   };
 }
 
-const STEPS_PER_TICK = 3;
-const ELECTION_TICK = 10;
+const STEPS_PER_TICK = 2;
+const ELECTION_TICK = 6;
 const TEXT = new TextEncoder();
 
 class Violation extends Error {}
-
-interface InFlight {
-  msg: Message;
-  at: number;
-  seq: number;
-}
 
 interface FaultProfile {
   drop: number;
@@ -58,6 +52,8 @@ interface FaultProfile {
   midReadyCrash: number;
   restart: number;
   skew: number;
+  /** Nemesis: chance to isolate a leader at a critical moment (just elected, or just advanced its commit). */
+  leaderNemesis: number;
 }
 
 export function runRaftSeed(seed: number, options: RaftSimOptions = {}): RaftSeedResult {
@@ -77,12 +73,14 @@ class RaftSimulation {
   private readonly retired = new Set<string>();
   /** Nodes that exist as processes (initial members and learners added so far); spares do not until added. */
   private readonly started = new Set<string>();
-  private network: InFlight[] = [];
-  private seq = 0;
+  /** Messages in flight, by the step at which they arrive. */
+  private readonly network = new Map<number, Message[]>();
   private time = 0;
   private readonly blocked = new Set<string>();
   private faults: FaultProfile;
   private faultsOn = true;
+  private healAt: number | null = null;
+  private readonly lastStatus = new Map<string, RaftStatus>();
   private readonly violations: string[] = [];
 
   // Invariant state.
@@ -151,11 +149,12 @@ class RaftSimulation {
       duplicate: rng.pick([0, 0.02, 0.1]),
       maxDelay: rng.pick([1, 3, 6]),
       longDelay: rng.pick([0, 0.01, 0.05]),
-      partition: rng.pick([0, 0.005, 0.02]),
-      crash: rng.pick([0, 0.002, 0.01]),
+      partition: rng.pick([0, 0.005, 0.02, 0.06]),
+      crash: rng.pick([0, 0.002, 0.01, 0.03]),
       midReadyCrash: rng.pick([0, 0.002]),
-      restart: 0.02,
+      restart: rng.pick([0.02, 0.1]),
       skew: rng.pick([0, 0.05]),
+      leaderNemesis: rng.pick([0, 0, 0.2, 0.5]),
     };
     this.hooks = {
       onPersist: (node, e, chain) => this.checkLogMatching(node.id, e, chain),
@@ -212,12 +211,19 @@ class RaftSimulation {
   private injectFaults(): void {
     const rng = this.rng;
     const f = this.faults;
+    if (this.healAt !== null && this.time >= this.healAt) {
+      this.healAt = null;
+      this.blocked.clear();
+      this.log('partition: nemesis healed');
+    }
     if (rng.chance(f.partition)) {
       this.blocked.clear();
       const members = this.upNodes().map((n) => n.id);
-      const kind = rng.int(4);
-      if (kind === 1 && members.length > 0) {
-        const victim = rng.pick(members);
+      const kind = rng.int(5);
+      if ((kind === 1 || kind === 4) && members.length > 0) {
+        // Isolating the leader is what leaves divergent uncommitted tails behind (Figure 7 / 8 logs).
+        const leader = this.leaders()[0];
+        const victim = kind === 4 && leader ? leader.id : rng.pick(members);
         for (const o of this.nodes.keys()) if (o !== victim) this.blockBoth(victim, o);
         this.log(`partition: isolate ${victim}`);
       } else if (kind === 2 && members.length > 1) {
@@ -236,12 +242,20 @@ class RaftSimulation {
     }
     if (rng.chance(f.crash)) {
       const up = this.upNodes();
-      if (up.length > 0) this.crash(rng.pick(up), 'crash');
+      const leader = this.leaders()[0];
+      if (up.length > 0) this.crash(leader && rng.chance(0.5) ? leader : rng.pick(up), 'crash');
     }
     if (rng.chance(f.restart)) {
       const down = [...this.nodes.values()].filter((n) => !n.up && this.started.has(n.id));
       if (down.length > 0) this.restart(rng.pick(down));
     }
+  }
+
+  private maybeIsolateLeader(leader: SimNode, moment: string): void {
+    if (!this.faultsOn || !this.rng.chance(this.faults.leaderNemesis)) return;
+    for (const o of this.nodes.keys()) if (o !== leader.id) this.blockBoth(leader.id, o);
+    this.healAt = this.time + 15 + this.rng.int(60);
+    this.log(`nemesis: isolate leader ${leader.id} (${moment})`);
   }
 
   private blockBoth(a: string, b: string): void {
@@ -260,19 +274,21 @@ class RaftSimulation {
     this.log(`restart: ${node.id} (term ${node.durable.hardState.term}, commit ${node.durable.hardState.commit}, last ${node.durableLastIndex()})`);
   }
 
+  /** Leaders as of the last invariant check (status() is not free; once per node per step is enough). */
   private leaders(): SimNode[] {
-    return this.upNodes().filter((n) => n.core!.status().role === 'leader');
+    return this.upNodes().filter((n) => this.lastStatus.get(n.id)?.role === 'leader');
   }
 
   private clientActions(): void {
     const rng = this.rng;
     const up = this.upNodes();
     if (up.length === 0) return;
-    if (rng.chance(0.3)) this.propose(rng.pick(up));
-    const leader = this.leaders().sort((a, b) => b.core!.status().term - a.core!.status().term)[0];
+    const leader = this.leaders().sort((a, b) => this.lastStatus.get(b.id)!.term - this.lastStatus.get(a.id)!.term)[0];
+    // Mostly to a leader, as the driver forwards proposals; sometimes to anyone (refused unless leader).
+    if (rng.chance(0.3)) this.propose(leader && rng.chance(0.8) ? leader : rng.pick(up));
     if (leader && rng.chance(0.01)) this.changeMembership(leader);
     if (leader && rng.chance(0.004)) {
-      const st = leader.core!.status();
+      const st = this.lastStatus.get(leader.id)!;
       const others = st.conf.voters.filter((v) => v !== leader.id);
       if (others.length > 0) {
         const to = rng.pick(others);
@@ -305,7 +321,7 @@ class RaftSimulation {
 
   private changeMembership(leader: SimNode): void {
     const rng = this.rng;
-    const conf = leader.core!.status().conf;
+    const conf = this.lastStatus.get(leader.id)!.conf;
     const options: ConfChange[] = [];
     for (const l of conf.learners) options.push({ type: 'promote', node: l }, { type: 'remove', node: l });
     if (conf.voters.length > 3) for (const v of conf.voters) options.push({ type: 'remove', node: v });
@@ -337,19 +353,24 @@ class RaftSimulation {
         if (this.faultsOn && rng.chance(f.drop)) continue;
         let delay = 1 + rng.int(this.faultsOn ? f.maxDelay : 1);
         if (this.faultsOn && rng.chance(f.longDelay)) delay += 10 + rng.int(40);
-        this.network.push({ msg, at: this.time + delay, seq: this.seq++ });
+        // Messages due at the same step are delivered in send order; different delays reorder them.
+        const at = this.time + delay;
+        const bucket = this.network.get(at);
+        if (bucket) bucket.push(msg);
+        else this.network.set(at, [msg]);
       }
     }
   }
 
   private deliverDue(): void {
-    const due = this.network.filter((m) => m.at <= this.time).sort((a, b) => a.at - b.at || a.seq - b.seq);
-    if (due.length === 0) return;
-    this.network = this.network.filter((m) => m.at > this.time);
-    for (const { msg } of due) {
+    const due = this.network.get(this.time);
+    if (!due) return;
+    this.network.delete(this.time);
+    for (const msg of due) {
       if (this.blocked.has(`${msg.from}>${msg.to}`)) continue;
       const node = this.nodes.get(msg.to);
       if (!node?.core) continue;
+      if (!this.faultsOn && this.trace) this.log(`deliver ${JSON.stringify(msg, (_k, v) => (v instanceof Uint8Array ? v.length : v))}`);
       node.core.step(msg);
     }
   }
@@ -414,8 +435,10 @@ class RaftSimulation {
   }
 
   private checkInvariants(): void {
+    this.lastStatus.clear();
+    for (const node of this.upNodes()) this.lastStatus.set(node.id, node.core!.status());
     for (const node of this.upNodes()) {
-      const st = node.core!.status();
+      const st = this.lastStatus.get(node.id)!;
       if (st.term > this.stats.maxTerm) this.stats.maxTerm = st.term;
       // Election safety: at most one leader per term.
       if (st.role === 'leader') {
@@ -424,6 +447,7 @@ class RaftSimulation {
           this.leaderOfTerm.set(st.term, node.id);
           this.stats.leadersElected++;
           this.log(`leader: ${node.id} term ${st.term}`);
+          this.maybeIsolateLeader(node, 'just elected');
         } else if (known !== node.id) {
           this.fail('election safety', `${known} and ${node.id} are both leaders of term ${st.term}`);
         }
@@ -436,14 +460,17 @@ class RaftSimulation {
         if (known === undefined) this.committedChain.set(st.commit, chain);
         else if (known !== chain) this.fail('committed entry changed', `${node.id} has a different entry at committed index ${st.commit}`);
         const prev = this.commitObsByTerm.get(st.term) ?? 0;
-        if (st.commit > prev) this.commitObsByTerm.set(st.term, st.commit);
+        if (st.commit > prev) {
+          this.commitObsByTerm.set(st.term, st.commit);
+          if (st.role === 'leader') this.maybeIsolateLeader(node, `just committed ${st.commit}`);
+        }
         if (st.commit > this.maxCommitted) this.maxCommitted = st.commit;
         if (st.commit > this.stats.maxCommit) this.stats.maxCommit = st.commit;
       }
     }
     // Leader completeness: a leader of term T holds every entry committed as seen in terms < T.
     for (const leader of this.leaders()) {
-      const st = leader.core!.status();
+      const st = this.lastStatus.get(leader.id)!;
       let index = 0;
       for (const [term, c] of this.commitObsByTerm) if (term < st.term && c > index) index = c;
       if (index === 0 || index < (leader.durable.snapshot?.index ?? 0)) continue;
@@ -464,17 +491,22 @@ class RaftSimulation {
     }
     this.log('faults stopped');
     const startTicks = this.stats.ticks;
+    // Bound: some election timeouts, plus one tick per entry of backlog (a config with one-entry
+    // messages and one message in flight moves one entry per round trip).
+    const up = this.upNodes().map((n) => n.core!.status());
+    const backlog = Math.max(...up.map((s) => s.lastIndex)) - Math.min(...up.map((s) => s.commit));
+    const bound = this.livenessTicks + backlog;
     let marker: { data: string } | null = null;
-    while (this.stats.ticks - startTicks < this.livenessTicks) {
+    while (this.stats.ticks - startTicks < bound) {
       this.step(false);
-      const leader = this.leaders().find((l) => l.core!.status().conf.voters.includes(l.id));
+      const leader = this.leaders().find((l) => this.lastStatus.get(l.id)!.conf.voters.includes(l.id));
       if (!leader) continue;
       if (marker && this.acked.some((a) => a.data === marker!.data)) {
         this.log(`liveness: ${marker.data} committed after ${this.stats.ticks - startTicks} ticks`);
         return;
       }
       const pending = marker ? this.proposals.get(marker.data) : undefined;
-      if (!marker || !pending || pending.node !== leader.id || pending.term !== leader.core!.status().term) {
+      if (!marker || !pending || pending.node !== leader.id || pending.term !== this.lastStatus.get(leader.id)!.term) {
         const data = `live${this.proposalCounter++}`;
         const res = leader.core!.propose(TEXT.encode(data));
         if (res.ok) {
@@ -483,7 +515,19 @@ class RaftSimulation {
         }
       }
     }
-    this.fail('liveness', `no leader committed a new proposal within ${this.livenessTicks} ticks after faults stopped`);
+    this.fail('liveness', `no leader committed a new proposal within ${bound} ticks after faults stopped (backlog ${backlog}); ${this.describe()}`);
+  }
+
+  private describe(): string {
+    return this.upNodes()
+      .map((n) => {
+        const st = n.core!.status();
+        const progress = Object.entries(st.progress)
+          .map(([id, p]) => `${id}:${p.state}/m${p.match}/n${p.next}${p.recentActive ? '' : '/inactive'}`)
+          .join(' ');
+        return `${n.id}{${st.role} t${st.term} lead=${st.leader} commit=${st.commit} applied=${st.applied} last=${st.lastIndex}@${st.lastTerm} snap=${st.snapshotIndex} voters=${st.conf.voters.join(',')} learners=${st.conf.learners.join(',')}${progress ? ` [${progress}]` : ''}}`;
+      })
+      .join(' ');
   }
 
   private finalChecks(): void {
