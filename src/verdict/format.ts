@@ -242,11 +242,36 @@ function decodeJsonPart(part: string, what: 'header' | 'payload'): unknown {
   } catch {
     throw new VerdictError(code, `the ${what} is not base64url-encoded UTF-8`, what);
   }
+  let value: unknown;
   try {
-    return JSON.parse(text) as unknown;
+    value = JSON.parse(text) as unknown;
   } catch {
     throw new VerdictError(code, `the ${what} is not JSON`, what);
   }
+  // JSON parsers disagree on duplicate member names (first or last wins): refuse them, so that every verifier, in
+  // any language, reads the same verdict out of the signed bytes.
+  if (typeof value === 'object' && value !== null && !Array.isArray(value) && topLevelMembers(text) !== Object.keys(value).length) {
+    throw new VerdictError(code, `the ${what} repeats a member name`, what);
+  }
+  return value;
+}
+
+/** Counts the members of a top-level JSON object (the text is known to be valid JSON). */
+function topLevelMembers(text: string): number {
+  let depth = 0;
+  let inString = false;
+  let members = 0;
+  for (let i = 0; i < text.length; i++) {
+    const char = text[i];
+    if (inString) {
+      if (char === '\\') i++;
+      else if (char === '"') inString = false;
+    } else if (char === '"') inString = true;
+    else if (char === '{' || char === '[') depth++;
+    else if (char === '}' || char === ']') depth--;
+    else if (char === ':' && depth === 1) members++;
+  }
+  return members;
 }
 
 /**

@@ -1,7 +1,7 @@
 // Every refusal of a verdict carries its own stable code and HTTP status.
 import { describe, expect, it } from 'vitest';
 import { toBase64Url, utf8 } from '../../src/crypto/encoding.ts';
-import { generateSigningKey } from '../../src/crypto/ed25519.ts';
+import { generateSigningKey, signBytes } from '../../src/crypto/ed25519.ts';
 import { parseVerdictJws, VerdictError, VERDICT_ERROR_STATUS, type VerdictErrorCode, type VerdictPayload } from '../../src/verdict/format.ts';
 import { DecisionMachine } from '../../src/verdict/machine.ts';
 import { decodeCommand, encodeCommand, signProposal } from '../../src/verdict/proposal.ts';
@@ -42,7 +42,7 @@ function expectCode(fn: () => unknown, code: VerdictErrorCode, field?: string): 
 
 describe('verdict refusals', () => {
   it('a well-formed verdict passes every check', () => {
-    const jws = signWith(fed.keys.acme!.agent, basePayload());
+    const jws = signWith(fed.keys.acme!.agent, basePayload({ reason: 'see: {"a": [1, {"b": ":"}]} \\" \\\\ end:' }));
     const verified = verifyVerdict(jws, ctx);
     expect(verified.payload.org).toBe('acme');
     expect(verified.jwsHash).toMatch(/^[0-9a-f]{64}$/);
@@ -71,6 +71,8 @@ describe('verdict refusals', () => {
     expectCode(() => verifyVerdict(rawJws({ ...header(), crit: ['b64'] }, basePayload(), key), ctx), 'BAD_HEADER', 'crit');
     const p = toBase64Url(utf8(JSON.stringify(basePayload())));
     expectCode(() => verifyVerdict(`${toBase64Url(utf8('{nope'))}.${p}.${toBase64Url(new Uint8Array(64))}`, ctx), 'BAD_HEADER');
+    const dup = toBase64Url(utf8('{"alg":"EdDSA","kid":"x","typ":"conclave-verdict+jws","kid":"' + key.kid + '"}'));
+    expectCode(() => verifyVerdict(`${dup}.${p}.${toBase64Url(signBytes(key, utf8(`${dup}.${p}`)))}`, ctx), 'BAD_HEADER', 'header');
   });
 
   it('PAYLOAD_INVALID names the field', () => {
@@ -93,6 +95,11 @@ describe('verdict refusals', () => {
     for (const [override, field] of cases) {
       expectCode(() => verifyVerdict(rawJws(header(), { ...basePayload(), ...override }, key), ctx), 'PAYLOAD_INVALID', field);
     }
+    // a repeated member name is refused: parsers disagree on which one wins
+    const dupHeader = toBase64Url(utf8(JSON.stringify(header())));
+    const dupPayload = toBase64Url(utf8(JSON.stringify(basePayload()).replace('"verdict":"approve"', '"verdict":"reject","verdict":"approve"')));
+    const dupSig = toBase64Url(signBytes(key, utf8(`${dupHeader}.${dupPayload}`)));
+    expectCode(() => verifyVerdict(`${dupHeader}.${dupPayload}.${dupSig}`, ctx), 'PAYLOAD_INVALID', 'payload');
     const { nonce: _omitted, ...withoutNonce } = basePayload();
     expectCode(() => verifyVerdict(rawJws(header(), withoutNonce, key), ctx), 'PAYLOAD_INVALID', 'nonce');
     expectCode(() => verifyVerdict(rawJws(header(), ['not', 'an', 'object'], key), ctx), 'PAYLOAD_INVALID', 'payload');
