@@ -718,13 +718,13 @@ export function validateFederation(raw: unknown, options: ValidateOptions): Fede
 
 /** Parses YAML text as a federation file; relative paths resolve against the folder of `sourcePath`. */
 export function parseFederation(text: string, sourcePath: string): FederationConfig {
-  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: false });
+  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
   if (doc.errors.length > 0) {
     throw new FederationError(
       sourcePath,
       doc.errors.map((error) => {
         const position = error.linePos?.[0];
-        return { path: position ? `line ${position.line}, column ${position.col}` : '(yaml)', message: `YAML syntax: ${error.message.split('\n')[0]}` };
+        return { path: position ? `line ${position.line}, column ${position.col}` : '(yaml)', message: `YAML syntax: ${error.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')}` };
       }),
     );
   }

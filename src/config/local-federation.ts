@@ -118,7 +118,7 @@ export async function writeLocalFederation(options: LocalFederationOptions): Pro
   const cards: InitOrgResult['card'][] = [];
   for (const [i, org] of orgs.entries()) {
     const peerUrl = `https://${hostForUrl(host)}:${ports[i]!.peer}`;
-    const apiUrl = `http://${hostForUrl(host)}:${ports[i]!.api}`;
+    const apiUrl = `https://${hostForUrl(host)}:${ports[i]!.api}`; // the public API is HTTPS (the org CA issued node.crt)
     const result = await initOrg({
       org,
       outDir: join(dir, 'certs', org),
