@@ -324,7 +324,7 @@ export class AuditVerifier {
   }
 
   /** When the export carries decisions, each decision recomputed at the last record must have been claimed. */
-  private closeDecisions(lineNumber: number): void {
+  private closeDecisions(lineNumber: number | null): void {
     if (this.header?.decisions === true && this.machine && this.pendingDecisions.size > 0) {
       const [subject, value] = [...this.pendingDecisions.entries()].sort((a, b) => compare(a[0], b[0]))[0]!;
       this.fail('DECISION_MISMATCH', this.pendingDecisionsIndex, lineNumber, `entry ${this.pendingDecisionsIndex} decides ${JSON.stringify(subject)} as ${JSON.stringify(value)} when recomputed, but the export does not claim that decision`);
@@ -415,7 +415,7 @@ export class AuditVerifier {
   finish(): AuditSummary {
     if (!this.failure && !this.header) this.fail('MISSING_HEADER', null, null, 'the export is empty');
     if (!this.failure && this.header) {
-      this.closeDecisions(0);
+      this.closeDecisions(null);
       if (!this.failure && this.lastIndex !== this.header.to) {
         this.fail('TRUNCATED', this.lastIndex + 1, null, `the header announces records up to ${this.header.to}, the export ends after record ${this.lastIndex}`);
       }
