@@ -32,7 +32,7 @@ describe('peer circuit breaker', () => {
       tls: { certPem: globex.certPem, keyPem: globex.keyPem },
       members: [{ org: 'acme', peerUrl: `https://127.0.0.1:${port}`, caPem: acme.caPem }],
       breakerThreshold: 3,
-      backoff: { baseMs: 20, maxMs: 200 },
+      backoff: { baseMs: 100, maxMs: 400 }, // after the 3rd failure: open for 400·0.75 = 300 ms
       random: () => 0.5,
     });
     try {
@@ -81,7 +81,7 @@ describe('peer circuit breaker', () => {
       members: [{ org: 'acme', peerUrl: `https://127.0.0.1:${port}`, caPem: acme.caPem }],
       breakerThreshold: 2,
       maxQueuedMessages: 5,
-      backoff: { baseMs: 10, maxMs: 50 },
+      backoff: { baseMs: 400, maxMs: 2000 }, // jitter 0 halves it: retry after 200 ms, then open for 400 ms
       random: () => 0,
     });
     try {
