@@ -1,0 +1,40 @@
+// Durable PBFT state: the empty starting state and folding a Ready's `persist` into what a driver
+// keeps on disk (append the log, adopt a stable checkpoint, drop what it makes obsolete).
+import type { PbftDurableState, PbftInitialState, PbftPersist, SignedPbftMessage } from './types.ts';
+
+export function emptyPbftState(): PbftInitialState {
+  return { view: 0, inViewChange: false, stableCheckpoint: null, log: [], lastExecuted: 0, executedIds: [] };
+}
+
+/** True if a logged message is still needed once `stableSeq` is stable and the replica is in `view`. */
+export function stillNeeded(m: SignedPbftMessage, stableSeq: number, view: number): boolean {
+  switch (m.type) {
+    case 'pre-prepare':
+    case 'prepare':
+    case 'commit':
+    case 'checkpoint':
+      return m.seq > stableSeq;
+    case 'view-change':
+    case 'new-view':
+      return m.view >= view;
+    case 'request':
+    case 'executed':
+      return false;
+  }
+}
+
+/**
+ * Folds `p` into `state` (mutating it) exactly as a driver's storage must: hard state replaced, messages
+ * appended, and on a new stable checkpoint every message it makes obsolete dropped.
+ */
+export function applyPersist(state: PbftDurableState, p: PbftPersist): PbftDurableState {
+  state.view = p.view;
+  state.inViewChange = p.inViewChange;
+  for (const m of p.append) state.log.push(m);
+  if (p.stableCheckpoint && p.stableCheckpoint.seq > (state.stableCheckpoint?.seq ?? 0)) {
+    state.stableCheckpoint = p.stableCheckpoint;
+    const seq = p.stableCheckpoint.seq;
+    state.log = state.log.filter((m) => stillNeeded(m, seq, p.view));
+  }
+  return state;
+}
