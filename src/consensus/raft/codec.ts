@@ -306,8 +306,8 @@ export function decodeMessages(bytes: Uint8Array): Message[] {
   const version = r.u8('version');
   if (version !== CODEC_VERSION) throw new Error(`raft codec: unsupported version ${version} (this node speaks ${CODEC_VERSION})`);
   const count = r.u32('message count');
-  // Each message needs at least 21 bytes (type, two empty strings, term).
-  if (count * 21 > r.remaining()) throw new Error(`raft codec: message count ${count} exceeds the input`);
+  // Each message needs at least 17 bytes: type (1), two string lengths (4 + 4), term (8).
+  if (count * 17 > r.remaining()) throw new Error(`raft codec: message count ${count} exceeds the input`);
   const out: Message[] = [];
   for (let i = 0; i < count; i++) out.push(readMessage(r));
   if (r.remaining() !== 0) throw new Error(`raft codec: ${r.remaining()} trailing bytes after ${count} messages`);
