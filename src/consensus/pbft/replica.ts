@@ -564,7 +564,7 @@ export class PbftCore {
     if (res === 'conflicting') return this.drop('conflicting-vote');
     if (res === 'duplicate') {
       if (m.from !== this.id) this.drop('duplicate');
-    } else this.outAppend.push(m);
+    } else if (m.seq > this.h) this.outAppend.push(m);
     if (m.seq === this.h) return;
     const proof = this.checkpoints.proofFor(m.seq, m.digest);
     if (proof) this.makeStable(proof);

@@ -30,7 +30,8 @@ export function stillNeeded(m: SignedPbftMessage, stableSeq: number, view: numbe
 export function applyPersist(state: PbftDurableState, p: PbftPersist): PbftDurableState {
   state.view = p.view;
   state.inViewChange = p.inViewChange;
-  for (const m of p.append) state.log.push(m);
+  const stableSeq = state.stableCheckpoint?.seq ?? 0;
+  for (const m of p.append) if (stillNeeded(m, stableSeq, p.view)) state.log.push(m);
   if (p.stableCheckpoint && p.stableCheckpoint.seq > (state.stableCheckpoint?.seq ?? 0)) {
     state.stableCheckpoint = p.stableCheckpoint;
     const seq = p.stableCheckpoint.seq;

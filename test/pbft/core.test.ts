@@ -1,0 +1,265 @@
+// Scripted PBFT scenarios: normal case, batching, checkpoints and watermarks, view change, Byzantine
+// primaries and new-views, state transfer and restart, each named for what it proves.
+import { describe, expect, it } from 'vitest';
+import { batchDigest, pbftFaults, pbftQuorum, toHex, type PbftMessage, type SignedPbftMessage } from '../../src/consensus/pbft/index.ts';
+import { Cluster, req, sha256, signed } from './harness.ts';
+
+const hex = (b: Uint8Array): string => toHex(b);
+
+function agreeOnEverySeq(c: Cluster, ids: string[]): void {
+  const bySeq = new Map<number, string>();
+  for (const id of ids) {
+    for (const e of c.node(id).executed) {
+      const d = hex(e.digest);
+      const prev = bySeq.get(e.seq);
+      expect(prev === undefined || prev === d, `${id} seq ${e.seq}: ${d} vs ${prev}`).toBe(true);
+      bySeq.set(e.seq, d);
+    }
+  }
+}
+
+describe('quorum arithmetic', () => {
+  it('tolerates f = floor((n-1)/3) faults with quorums of ceil((n+f+1)/2)', () => {
+    expect([4, 5, 6, 7, 10].map(pbftFaults)).toEqual([1, 1, 1, 2, 3]);
+    expect([4, 5, 6, 7, 10].map(pbftQuorum)).toEqual([3, 4, 4, 5, 7]);
+  });
+});
+
+describe('normal case', () => {
+  it('a request proposed at the primary commits everywhere at seq 1 with a 2f+1 commit certificate', () => {
+    const c = new Cluster(4);
+    c.propose('org0', 'a');
+    c.deliverAll();
+    for (const id of c.ids) {
+      const [e] = c.node(id).executed;
+      expect(e?.seq).toBe(1);
+      expect(e?.requests.map((r) => r.id)).toEqual(['a']);
+      expect(e?.certificate).toHaveLength(3);
+      expect(new Set(e?.certificate.map((m) => m.from)).size).toBe(3);
+      expect(e?.certificate.every((m) => m.type === 'commit' && m.sig.length > 0)).toBe(true);
+      expect(hex(e!.digest)).toBe(hex(batchDigest(sha256, [req('a')])));
+    }
+  });
+
+  it('a request proposed at a backup is forwarded and committed', () => {
+    const c = new Cluster(4);
+    c.propose('org2', 'b');
+    c.deliverAll();
+    for (const id of c.ids) expect(c.executedIds(id)).toEqual(['b']);
+  });
+
+  it('batches queued requests up to maxBatch and executes a re-proposed request id once', () => {
+    const c = new Cluster(4, { maxBatch: 4 });
+    for (let i = 0; i < 10; i++) c.core('org0').propose(req(`r${i}`));
+    c.drain('org0');
+    c.deliverAll();
+    c.propose('org2', 'r3');
+    c.tick(5);
+    for (const id of c.ids) {
+      const sizes = c.node(id).executed.map((e) => e.batch.length);
+      expect(Math.max(...sizes)).toBeLessThanOrEqual(4);
+      expect(Math.max(...sizes)).toBeGreaterThan(1);
+      expect([...c.executedIds(id)].sort()).toEqual(Array.from({ length: 10 }, (_, i) => `r${i}`).sort());
+    }
+  });
+});
+
+describe('checkpoints and watermarks', () => {
+  it('a checkpoint signed by 2f+1 becomes stable, moves the watermarks and garbage-collects the log', () => {
+    const c = new Cluster(4, { checkpointInterval: 4, watermarkWindow: 8 });
+    for (let i = 0; i < 12; i++) {
+      c.propose('org0', `r${i}`);
+      c.deliverAll();
+    }
+    for (const id of c.ids) {
+      const st = c.core(id).status();
+      expect(st.lastExecuted).toBe(12);
+      expect(st.lowWatermark).toBe(12);
+      expect(st.highWatermark).toBe(20);
+      const d = c.node(id).durable;
+      expect(d.stableCheckpoint?.seq).toBe(12);
+      expect(d.stableCheckpoint?.proof.length).toBeGreaterThanOrEqual(3);
+      expect(d.log.some((m) => 'seq' in m && m.type !== 'executed' && (m as { seq: number }).seq <= 12)).toBe(false);
+    }
+    const before = c.core('org2').status().dropped['outside-watermarks'] ?? 0;
+    c.inject('org2', signed({ type: 'prepare', to: 'all', view: 0, seq: 21, digest: new Uint8Array(32) }, 'org1'));
+    c.inject('org2', signed({ type: 'prepare', to: 'all', view: 0, seq: 12, digest: new Uint8Array(32) }, 'org1'));
+    expect(c.core('org2').status().dropped['outside-watermarks']).toBe(before + 2);
+  });
+
+  it('the primary stops assigning sequence numbers at the high watermark until a checkpoint is stable', () => {
+    const c = new Cluster(4, { checkpointInterval: 4, watermarkWindow: 8, maxBatch: 1 });
+    // Checkpoint messages are lost: nothing becomes stable, so at most L = 8 batches are ordered.
+    c.filter = (_to, m) => m.type !== 'checkpoint';
+    for (let i = 0; i < 12; i++) {
+      c.propose('org0', `r${i}`);
+      c.deliverAll();
+    }
+    expect(c.core('org1').status().lastExecuted).toBe(8);
+    c.filter = () => true;
+    c.tick(8);
+    expect(c.core('org1').status().lastExecuted).toBe(12);
+  });
+});
+
+describe('view change', () => {
+  it('a silent primary is replaced and a request prepared in the old view commits at the same seq', () => {
+    const c = new Cluster(4);
+    // Commits of view 0 never arrive: 'x' prepares everywhere but commits nowhere, then the primary dies.
+    c.filter = (_to, m) => !(m.type === 'commit' && m.view === 0);
+    c.propose('org0', 'x');
+    c.deliverAll();
+    const prepared = c.node('org1').durable.log.filter((m) => m.type === 'prepare' && m.sig.length > 0);
+    expect(prepared.length).toBeGreaterThanOrEqual(3);
+    expect(c.core('org1').status().lastExecuted).toBe(0);
+    c.crash('org0');
+    c.tick(60);
+    c.propose('org2', 'y');
+    c.tick(10);
+    for (const id of ['org1', 'org2', 'org3']) {
+      const st = c.core(id).status();
+      expect(st.view).toBeGreaterThanOrEqual(1);
+      expect(st.inViewChange).toBe(false);
+      const [e] = c.node(id).executed;
+      expect(e?.seq).toBe(1);
+      expect(e?.view).toBeGreaterThanOrEqual(1);
+      expect(e?.requests.map((r) => r.id)).toEqual(['x']);
+      expect(c.executedIds(id)).toEqual(['x', 'y']);
+    }
+  });
+
+  it('a replica that sees f+1 view-changes for a higher view joins it', () => {
+    const c = new Cluster(4);
+    const vc = (from: string): SignedPbftMessage => signed({ type: 'view-change', to: 'all', view: 2, checkpoint: null, prepared: [] }, from);
+    c.inject('org3', vc('org1'));
+    expect(c.core('org3').status().inViewChange).toBe(false);
+    c.inject('org3', vc('org2'));
+    expect(c.core('org3').status()).toMatchObject({ view: 2, inViewChange: true });
+  });
+
+  it('a new-view whose O set differs from what V implies, or with too few view-changes, is rejected', () => {
+    const c = new Cluster(4);
+    const vcs = ['org1', 'org2', 'org3'].map((from) =>
+      signed({ type: 'view-change', to: 'all', view: 1, checkpoint: null, prepared: [] }, from),
+    );
+    const forged = [req('evil')];
+    const badO = signed(
+      { type: 'new-view', to: 'all', view: 1, viewChanges: vcs, prePrepares: [{ seq: 1, digest: batchDigest(sha256, forged), requests: forged }] },
+      'org1',
+    );
+    const fewV = signed({ type: 'new-view', to: 'all', view: 1, viewChanges: vcs.slice(0, 2), prePrepares: [] }, 'org1');
+    const notPrimary = signed({ type: 'new-view', to: 'all', view: 1, viewChanges: vcs, prePrepares: [] }, 'org2');
+    for (const m of [badO, fewV, notPrimary]) c.inject('org2', m);
+    expect(c.core('org2').status()).toMatchObject({ view: 0, dropped: { 'bad-new-view': 3 } });
+    c.inject('org2', signed({ type: 'new-view', to: 'all', view: 1, viewChanges: vcs, prePrepares: [] }, 'org1'));
+    expect(c.core('org2').status()).toMatchObject({ view: 1, inViewChange: false, primary: 'org1' });
+  });
+});
+
+describe('Byzantine primary and messages', () => {
+  function equivocate(c: Cluster): void {
+    c.crash('org0');
+    const send = (to: string, m: PbftMessage): void => c.inject(to, signed(m, 'org0'));
+    for (const [to, id] of [['org1', 'A'], ['org2', 'B'], ['org3', 'B']] as const) {
+      const requests = [req(id)];
+      const digest = batchDigest(sha256, requests);
+      send(to, { type: 'pre-prepare', to, view: 0, seq: 1, digest, requests });
+      for (const peer of ['org1', 'org2', 'org3']) {
+        if ((peer === 'org1') === (to === 'org1')) {
+          send(peer, { type: 'prepare', to: peer, view: 0, seq: 1, digest });
+          send(peer, { type: 'commit', to: peer, view: 0, seq: 1, digest });
+        }
+      }
+    }
+    c.deliverAll();
+  }
+
+  it('an equivocating primary cannot make correct replicas commit different batches at one seq', () => {
+    const c = new Cluster(4);
+    equivocate(c);
+    agreeOnEverySeq(c, ['org1', 'org2', 'org3']);
+    c.tick(300);
+    agreeOnEverySeq(c, ['org1', 'org2', 'org3']);
+    for (const id of ['org1', 'org2', 'org3']) expect([...c.executedIds(id)].sort()).toEqual(['A', 'B']);
+  });
+
+  it('the same equivocation splits replicas when the quorum is (unsafely) 2f: the check above is meaningful', () => {
+    const c = new Cluster(4, { testOnlyQuorum: 2 });
+    equivocate(c);
+    const d1 = c.node('org1').executed[0]?.digest;
+    const d2 = c.node('org2').executed[0]?.digest;
+    expect(d1 && d2 && hex(d1) !== hex(d2)).toBe(true);
+  });
+
+  it('drops and counts votes from non-replicas, wrong-primary pre-prepares, duplicates, conflicts and bad digests', () => {
+    const c = new Cluster(4);
+    const digest = batchDigest(sha256, [req('a')]);
+    const target = 'org2';
+    c.inject(target, signed({ type: 'prepare', to: target, view: 0, seq: 1, digest }, 'mallory'));
+    c.inject(target, signed({ type: 'pre-prepare', to: target, view: 0, seq: 1, digest, requests: [req('a')] }, 'org1'));
+    c.inject(target, signed({ type: 'pre-prepare', to: target, view: 0, seq: 2, digest: new Uint8Array(32), requests: [req('a')] }, 'org0'));
+    c.inject(target, signed({ type: 'pre-prepare', to: target, view: 0, seq: 3, digest: batchDigest(sha256, [{ id: 'z', payload: new Uint8Array([0xff]) }]), requests: [{ id: 'z', payload: new Uint8Array([0xff]) }] }, 'org0'));
+    c.inject(target, signed({ type: 'prepare', to: target, view: 0, seq: 1, digest }, 'org3'));
+    c.inject(target, signed({ type: 'prepare', to: target, view: 0, seq: 1, digest }, 'org3'));
+    c.inject(target, signed({ type: 'prepare', to: target, view: 0, seq: 1, digest: new Uint8Array(32) }, 'org3'));
+    c.inject(target, signed({ type: 'commit', to: target, view: 5, seq: 1, digest }, 'org3'));
+    expect(c.core(target).status().dropped).toMatchObject({
+      'not-replica': 1,
+      'not-primary': 1,
+      'bad-digest': 1,
+      'invalid-request': 1,
+      duplicate: 1,
+      'conflicting-vote': 1,
+      'wrong-view': 1,
+    });
+    expect(c.core(target).status().lastExecuted).toBe(0);
+  });
+});
+
+describe('recovery', () => {
+  it('a replica that missed checkpoints is told to transfer state, installs it and keeps executing', () => {
+    const c = new Cluster(4, { checkpointInterval: 4, watermarkWindow: 8 });
+    c.crash('org3');
+    for (let i = 0; i < 12; i++) {
+      c.propose('org0', `r${i}`);
+      c.deliverAll();
+    }
+    c.start('org3');
+    c.tick(6);
+    const t = c.node('org3').transfer;
+    expect(t?.seq).toBe(12);
+    expect(c.core('org3').status().stateTransferPending).toBe(12);
+    c.transfer('org3', 'org0');
+    c.propose('org0', 'after');
+    c.deliverAll();
+    expect(c.core('org3').status().lastExecuted).toBe(13);
+    expect(c.executedIds('org3')).toContain('after');
+    agreeOnEverySeq(c, c.ids);
+  });
+
+  it('a replica restarted from its persisted state finishes the round without executing anything twice', () => {
+    const c = new Cluster(4);
+    c.filter = (to, m) => !(to === 'org2' && m.type === 'commit');
+    c.propose('org0', 'a');
+    c.deliverAll();
+    expect(c.core('org2').status().lastExecuted).toBe(0);
+    c.crash('org2');
+    c.filter = () => true;
+    c.start('org2');
+    c.tick(10);
+    expect(c.executedIds('org2')).toEqual(['a']);
+    c.propose('org0', 'b');
+    c.deliverAll();
+    for (const id of c.ids) expect(c.executedIds(id)).toEqual(['a', 'b']);
+  });
+
+  it('a backup that executed before crashing does not execute again after restart', () => {
+    const c = new Cluster(4);
+    c.propose('org0', 'a');
+    c.deliverAll();
+    c.crash('org1');
+    c.start('org1');
+    c.tick(10);
+    expect(c.executedIds('org1')).toEqual(['a']);
+  });
+});
