@@ -1,0 +1,373 @@
+// Owns the benchmark orchestrator, started by bench/run.ts inside a source snapshot. Runs the micro-benchmarks
+// (bench/micro/*, bench/storage.ts, bench/audit.ts) as child processes, then real clusters (Conclave raft-3, pbft-4 when wired, etcd-3 with
+// --with-etcd) driven by bench/loadgen.ts in its own process, alternating Conclave and etcd (A B A B), then the scale
+// checks. Every result is one JSON line on stdout and in <out>/results.jsonl; <out>/chart.svg is drawn beside it.
+//   npm run bench [-- --quick] [--with-etcd] [--duration S] [--concurrency 1,16,64,256] [--out DIR]
+//                 [--rounds N] [--only micro,raft,pbft,scale] [--idle-swarms N] [--memory-seconds S]
+import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { REPO_ROOT } from '../src/devcluster/cluster.ts';
+import { runScript } from './lib/child.ts';
+import { commitIndex, pbftWired, startConclave, stopConclave, type ConclaveCluster } from './lib/conclave.ts';
+import { ensureEtcd, startEtcd, stopEtcd, type EtcdCluster } from './lib/etcd.ts';
+import { cpuPercent, cpuSample, loadAverage, probeFsyncs, rssMb, type CpuSample } from './lib/proc.ts';
+import { idleSwarms } from './lib/scale.ts';
+import { renderChart, type ChartSeries } from './lib/svg.ts';
+import type { LoadConfig, LoadTarget } from './loadgen.ts';
+
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    'with-etcd': { type: 'boolean', default: false },
+    duration: { type: 'string' },
+    warmup: { type: 'string' },
+    concurrency: { type: 'string' },
+    out: { type: 'string' },
+    rounds: { type: 'string' },
+    only: { type: 'string' },
+    'idle-swarms': { type: 'string' },
+    'memory-seconds': { type: 'string' },
+    tree: { type: 'string' },
+  },
+  allowPositionals: false,
+});
+
+const quick = args.quick!;
+const withEtcd = args['with-etcd']!;
+const duration = Number(args.duration ?? (quick ? 3 : 10));
+const warmup = Number(args.warmup ?? (quick ? 1 : 3));
+const concurrencies = (args.concurrency ?? (quick ? '1,16' : '1,16,64,256')).split(',').map(Number).filter((n) => n > 0);
+const rounds = Number(args.rounds ?? (withEtcd ? 2 : 1));
+const only = new Set((args.only ?? 'micro,raft,pbft,scale').split(','));
+const idleSwarmCount = Number(args['idle-swarms'] ?? (quick ? 50 : 1000));
+const memorySeconds = Number(args['memory-seconds'] ?? (quick ? 0 : 60));
+const outDir = resolve(args.out ?? join(REPO_ROOT, 'bench', 'out'));
+const TAIL_SECONDS = quick ? 1.5 : 3;
+const workDir = mkdtempSync(join(tmpdir(), 'conclave-bench-'));
+mkdirSync(outDir, { recursive: true });
+const resultsFile = join(outDir, 'results.jsonl');
+writeFileSync(resultsFile, '');
+const all: Record<string, unknown>[] = [];
+
+function emit(line: Record<string, unknown>): void {
+  const full = { ...line, loadavg: loadAverage() };
+  all.push(full);
+  const text = JSON.stringify(full);
+  console.log(text);
+  appendFileSync(resultsFile, text + '\n');
+}
+
+function progress(text: string): void {
+  process.stderr.write(`[bench] ${text}\n`);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Micro-benchmarks
+
+async function micro(): Promise<void> {
+  const s = quick ? 0.5 : 3;
+  const pieces: { name: string; script: string; args: string[]; env?: Record<string, string>; timeoutS: number }[] = [
+    { name: 'raft-core', script: 'bench/micro/raft.ts', args: [String(s)], timeoutS: 60 + s * 10 },
+    { name: 'pbft-core', script: 'bench/micro/pbft.ts', args: [String(s)], timeoutS: 60 + s * 10 },
+    { name: 'ed25519', script: 'bench/micro/ed25519.ts', args: [String(quick ? 0.3 : 2)], timeoutS: 60 },
+    { name: 'transport', script: 'bench/micro/transport.ts', args: [String(s)], timeoutS: 90 + s * 10 },
+    { name: 'storage', script: 'bench/storage.ts', args: [String(quick ? 0.2 : 2)], timeoutS: 120 },
+    { name: 'audit', script: 'bench/audit.ts', args: [], env: { AUDIT_BENCH_ENTRIES: quick ? '2000' : '100000' }, timeoutS: 300 },
+  ];
+  for (const piece of pieces) {
+    progress(`micro: ${piece.name}`);
+    const result = await runScript(piece.script, piece.args, { timeoutMs: piece.timeoutS * 1000, ...(piece.env ? { env: piece.env } : {}) });
+    if (result.code !== 0 || result.lines.length === 0) {
+      emit({ group: 'micro', bench: piece.name, error: `exit ${result.code}`, stderr: result.stderr.slice(-600) });
+      continue;
+    }
+    for (const line of result.lines) emit({ group: 'micro', ...line });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// End-to-end load runs
+
+interface Proc {
+  name: string;
+  pid: number;
+}
+
+interface LoadRun {
+  scenario: string;
+  system: 'conclave' | 'etcd';
+  subjects: 'unique' | 'shared';
+  concurrency: number;
+  round: number;
+  committedPerSec: number;
+  latencyMs: { p50: number; p90: number; p99: number; p999: number; max: number; mean: number };
+  loadgenCpuPercent: number;
+}
+
+let runCounter = 0;
+
+async function loadRun(scenario: string, system: 'conclave' | 'etcd', procs: Proc[], targets: LoadTarget[], concurrency: number, subjects: 'unique' | 'shared', round: number, swarm?: string): Promise<LoadRun | null> {
+  const runId = `${process.pid}-${++runCounter}-${Date.now().toString(36)}`;
+  const config: LoadConfig = {
+    kind: system,
+    targets,
+    ...(swarm ? { swarm } : {}),
+    concurrency,
+    warmupSeconds: warmup,
+    durationSeconds: duration,
+    tailSeconds: TAIL_SECONDS,
+    valueBytes: 512,
+    subjects,
+    runId,
+  };
+  const configFile = join(workDir, `load-${runId}.json`);
+  writeFileSync(configFile, JSON.stringify(config));
+  let before: (CpuSample | null)[] = [];
+  let after: (CpuSample | null)[] = [];
+  let rss: (number | null)[] = [];
+  let probes: ReturnType<typeof probeFsyncs>[] = [];
+  const probeDone: Promise<{ fsyncs: number | null; seconds: number; error?: string }[]>[] = [];
+  progress(`${scenario} ${system} c=${concurrency} subjects=${subjects} round ${round}`);
+  const result = await runScript('bench/loadgen.ts', [configFile], {
+    timeoutMs: (warmup + duration + TAIL_SECONDS + 90) * 1000,
+    onEvent: (event) => {
+      if (event === 'measure-start') before = procs.map((p) => cpuSample(p.pid));
+      if (event === 'measure-end') {
+        after = procs.map((p) => cpuSample(p.pid));
+        rss = procs.map((p) => rssMb(p.pid));
+        probes = procs.map((p, i) => probeFsyncs(p.pid, join(workDir, `strace-${runId}-${i}.txt`)));
+        probeDone.push(
+          new Promise((done) => setTimeout(() => done(Promise.all(probes.map((probe) => probe.stop()))), Math.max(500, (TAIL_SECONDS - 0.5) * 1000))),
+        );
+      }
+    },
+  });
+  const fsync = probeDone.length ? await probeDone[0]! : [];
+  const gen = result.lines[0] as unknown as (LoadRun & { tail: { ok: number; seconds: number }; errors: number }) | undefined;
+  if (result.code !== 0 || !gen) {
+    emit({ scenario, system, subjects, concurrency, round, error: `load generator exit ${result.code}`, stderr: result.stderr.slice(-600) });
+    return null;
+  }
+  const probeSeconds = fsync[0]?.seconds ?? 0;
+  const totalFsyncs = fsync.every((f) => f.fsyncs !== null) && fsync.length ? fsync.reduce((n, f) => n + f.fsyncs!, 0) : null;
+  const tailRate = gen.tail.seconds > 0 ? gen.tail.ok / gen.tail.seconds : 0;
+  const fsyncsPerCommitted = totalFsyncs !== null && tailRate > 0 && probeSeconds > 0 ? Math.round((totalFsyncs / probeSeconds / tailRate) * 100) / 100 : null;
+  const { kind: _kind, ...measured } = gen as unknown as Record<string, unknown>;
+  const line = {
+    scenario,
+    system,
+    ...measured,
+    round,
+    nodes: procs.map((p, i) => ({
+      name: p.name,
+      pid: p.pid,
+      cpuPercent: cpuPercent(before[i] ?? null, after[i] ?? null),
+      rssMb: rss[i] ?? null,
+      fsyncsInProbe: fsync[i]?.fsyncs ?? null,
+      ...(fsync[i]?.error ? { probeError: fsync[i]!.error } : {}),
+    })),
+    fsyncsPerCommitted,
+    fsyncProbe: { seconds: Math.round(probeSeconds * 100) / 100, committedPerSecUnderStrace: Math.round(tailRate), note: 'strace -f attached after the measured window; counts fsync+fdatasync of all nodes' },
+  };
+  emit(line);
+  return line as unknown as LoadRun;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  if (s.length === 0) return 0;
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+const runs: LoadRun[] = [];
+
+function conclaveProcs(cluster: ConclaveCluster): Proc[] {
+  return cluster.info.nodes.map((n) => ({ name: n.org, pid: n.pid }));
+}
+
+async function endToEnd(): Promise<void> {
+  let raft: ConclaveCluster | null = null;
+  let etcd: EtcdCluster | null = null;
+  try {
+    if (only.has('raft')) {
+      progress('starting Conclave raft-3 cluster');
+      raft = await startConclave(join(workDir, 'raft-3'), 3, 'raft', progress);
+    }
+    if (withEtcd) {
+      const version = ensureEtcd(progress);
+      progress(`starting etcd ${version} 3-member cluster (mutual TLS)`);
+      etcd = await startEtcd(join(workDir, 'etcd-3'), 3);
+      emit({ scenario: 'etcd-3', info: 'etcd started', version: etcd.version, members: etcd.members.map((m) => m.clientUrl) });
+    }
+    const etcdProcs: Proc[] = etcd ? etcd.members.map((m) => ({ name: m.name, pid: m.pid })) : [];
+    for (let round = 1; round <= rounds; round++) {
+      for (const c of concurrencies) {
+        if (raft) {
+          const r = await loadRun('raft-3', 'conclave', conclaveProcs(raft), raft.targets, c, 'unique', round, raft.info.swarm);
+          if (r) runs.push(r);
+        }
+        if (etcd) {
+          const r = await loadRun('etcd-3', 'etcd', etcdProcs, etcd.targets, c, 'unique', round);
+          if (r) runs.push(r);
+        }
+      }
+    }
+    // several verdicts per subject (one per org: the decision commits at the second, the third is decided-already)
+    if (raft) {
+      for (const c of concurrencies) {
+        const r = await loadRun('raft-3', 'conclave', conclaveProcs(raft), raft.targets, c, 'shared', 1, raft.info.swarm);
+        if (r) runs.push(r);
+      }
+    }
+    if (raft && etcd) compare();
+    if (raft && memorySeconds > 0) await memoryRun(raft);
+    if (raft) {
+      const commits = await Promise.all(raft.info.nodes.map((n) => commitIndex(n, raft!.info.swarm)));
+      emit({
+        scale: 'memory-after-runs',
+        scenario: 'raft-3',
+        committedEntries: Math.max(0, ...commits.map((c) => c ?? 0)),
+        nodes: raft.info.nodes.map((n) => ({ name: n.org, pid: n.pid, rssMb: rssMb(n.pid) })),
+      });
+    }
+  } finally {
+    if (raft) await stopConclave(raft);
+    if (etcd) await stopEtcd(etcd);
+  }
+}
+
+/** Keeps 64 in flight on the raft cluster for a while, sampling RSS, to see whether memory stays bounded. */
+async function memoryRun(raft: ConclaveCluster): Promise<void> {
+  const swarm = raft.info.swarm;
+  const startIndex = Math.max(0, ...(await Promise.all(raft.info.nodes.map((n) => commitIndex(n, swarm)))).map((c) => c ?? 0));
+  const samples: { seconds: number; committedEntries: number; rssMb: (number | null)[] }[] = [];
+  const t0 = performance.now();
+  const sampler = setInterval(() => {
+    void commitIndex(raft.info.nodes[0]!, swarm).then((c) => {
+      samples.push({ seconds: Math.round((performance.now() - t0) / 1000), committedEntries: c ?? -1, rssMb: raft.info.nodes.map((n) => rssMb(n.pid)) });
+    });
+  }, Math.max(2000, (memorySeconds * 1000) / 10));
+  const config: LoadConfig = {
+    kind: 'conclave',
+    targets: raft.targets,
+    swarm,
+    concurrency: 64,
+    warmupSeconds: 0,
+    durationSeconds: memorySeconds,
+    tailSeconds: 0,
+    valueBytes: 512,
+    subjects: 'unique',
+    runId: `mem-${process.pid}`,
+  };
+  const file = join(workDir, 'load-memory.json');
+  writeFileSync(file, JSON.stringify(config));
+  progress(`memory: 64 in flight for ${memorySeconds} s`);
+  const result = await runScript('bench/loadgen.ts', [file], { timeoutMs: (memorySeconds + 120) * 1000 });
+  clearInterval(sampler);
+  const endIndex = Math.max(0, ...(await Promise.all(raft.info.nodes.map((n) => commitIndex(n, swarm)))).map((c) => c ?? 0));
+  emit({
+    scale: 'memory-under-load',
+    scenario: 'raft-3',
+    seconds: memorySeconds,
+    committedEntriesDuringRun: endIndex - startIndex,
+    committedEntriesTotal: endIndex,
+    loadgen: result.lines[0] ?? { error: `exit ${result.code}` },
+    rssSamples: samples,
+    finalRssMb: raft.info.nodes.map((n) => ({ name: n.org, rssMb: rssMb(n.pid) })),
+  });
+}
+
+function compare(): void {
+  const target = { '1': 'p50 <= etcd p50', '64': 'throughput >= 2x etcd, p99 <= etcd p99' } as Record<string, string>;
+  for (const c of concurrencies) {
+    const pick = (system: string) => runs.filter((r) => r.system === system && r.concurrency === c && r.subjects === 'unique');
+    const a = pick('conclave');
+    const b = pick('etcd');
+    if (!a.length || !b.length) continue;
+    const summary = (rs: LoadRun[]) => ({
+      runs: rs.length,
+      committedPerSec: median(rs.map((r) => r.committedPerSec)),
+      p50Ms: median(rs.map((r) => r.latencyMs.p50)),
+      p99Ms: median(rs.map((r) => r.latencyMs.p99)),
+      loadgenCpuPercent: median(rs.map((r) => r.loadgenCpuPercent)),
+    });
+    const ca = summary(a);
+    const eb = summary(b);
+    const ratio = (x: number, y: number) => (y > 0 ? Math.round((x / y) * 100) / 100 : null);
+    emit({
+      summary: 'conclave-raft-3 vs etcd-3 (medians of alternating rounds)',
+      concurrency: c,
+      conclave: ca,
+      etcd: eb,
+      ratios: { throughput: ratio(ca.committedPerSec, eb.committedPerSec), p50: ratio(ca.p50Ms, eb.p50Ms), p99: ratio(ca.p99Ms, eb.p99Ms) },
+      ...(target[String(c)] ? { target: target[String(c)] } : {}),
+    });
+  }
+}
+
+async function pbft(): Promise<void> {
+  if (!pbftWired()) {
+    emit({ scenario: 'pbft-4', skipped: 'pbft driver not wired yet' });
+    return;
+  }
+  let cluster: ConclaveCluster | null = null;
+  try {
+    progress('starting Conclave pbft-4 cluster');
+    cluster = await startConclave(join(workDir, 'pbft-4'), 4, 'pbft', progress);
+    for (const c of concurrencies) {
+      const r = await loadRun('pbft-4', 'conclave', conclaveProcs(cluster), cluster.targets, c, 'unique', 1, cluster.info.swarm);
+      if (r) runs.push(r);
+    }
+  } catch (error) {
+    emit({ scenario: 'pbft-4', error: (error as Error).message.slice(0, 800) });
+  } finally {
+    if (cluster) await stopConclave(cluster);
+  }
+}
+
+function chart(): void {
+  const series: ChartSeries[] = [];
+  const bySystem: [string, (r: LoadRun) => boolean][] = [
+    ['Conclave raft, 3 orgs', (r) => r.scenario === 'raft-3' && r.subjects === 'unique'],
+    ['Conclave pbft, 4 orgs', (r) => r.scenario === 'pbft-4'],
+    ['etcd, 3 members', (r) => r.scenario === 'etcd-3'],
+  ];
+  for (const [name, pick] of bySystem) {
+    const rs = runs.filter(pick);
+    const cs = [...new Set(rs.map((r) => r.concurrency))];
+    series.push({
+      name,
+      points: cs.map((c) => {
+        const at = rs.filter((r) => r.concurrency === c);
+        return { concurrency: c, throughput: median(at.map((r) => r.committedPerSec)), p99Ms: median(at.map((r) => r.latencyMs.p99)) };
+      }),
+    });
+  }
+  const load = loadAverage().join(' ');
+  const svg = renderChart(series, 'Throughput vs p99 latency (medians)', `${cpus().length} cores, load average ${load}, ${duration} s per run, 512-byte values, ${new Date().toISOString().slice(0, 16)}Z`);
+  const file = join(outDir, 'chart.svg');
+  writeFileSync(file, svg);
+  emit({ chart: file, series: series.map((s) => ({ name: s.name, points: s.points.length })) });
+}
+
+async function main(): Promise<void> {
+  emit({ bench: 'start', tree: process.env.CONCLAVE_BENCH_TREE ?? 'working', commit: process.env.CONCLAVE_BENCH_COMMIT ?? null, quick, withEtcd, duration, warmup, concurrencies, rounds, cores: cpus().length, node: process.version, outDir });
+  if (only.has('micro')) await micro();
+  if (only.has('raft') || withEtcd) await endToEnd();
+  if (only.has('pbft')) await pbft();
+  if (runs.length) chart();
+  if (only.has('scale')) {
+    progress(`scale: ${idleSwarmCount} idle swarms`);
+    emit(await idleSwarms(join(workDir, 'idle'), idleSwarmCount, quick ? 5 : 15, progress));
+  }
+  emit({ bench: 'end' });
+}
+
+try {
+  await main();
+} finally {
+  rmSync(workDir, { recursive: true, force: true });
+}
