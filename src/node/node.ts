@@ -12,7 +12,8 @@ import { PeerServer } from '../transport/server.ts';
 import { Keyring } from '../verdict/keyring.ts';
 import { createApiServer } from '../api/server.ts';
 import { NodeMetrics } from '../swarm/metrics.ts';
-import { RAFT_CHANNELS, type SwarmLink } from '../swarm/raft-swarm.ts';
+import type { SwarmLink } from '../swarm/engine.ts';
+import { PeerReplyError } from '../transport/server.ts';
 import { VerdictSwarm } from '../swarm/verdict-swarm.ts';
 import type { NodeService } from '../swarm/service.ts';
 
@@ -70,10 +71,6 @@ export class ConclaveNode implements NodeService {
     };
     for (const swarmConfig of config.swarms) {
       if (!swarmConfig.members.includes(this.org)) continue;
-      if (swarmConfig.mode !== 'raft') {
-        logger.error({ swarm: swarmConfig.id }, 'pbft mode is not wired into the node yet; this swarm is not started (see the pbft issue)');
-        continue;
-      }
       const swarm = new VerdictSwarm({
         federation: config,
         swarm: swarmConfig,
@@ -97,17 +94,17 @@ export class ConclaveNode implements NodeService {
       }
       return swarm;
     };
-    this.peerServer.onMessages(RAFT_CHANNELS.messages, (fromOrg, swarmId, messages) => {
-      const swarm = memberSwarm(fromOrg, swarmId);
-      if (!swarm) return;
-      const { dropped } = swarm.raft.receive(fromOrg, messages);
-      if (dropped) this.metrics.droppedMessages.inc({ swarm: swarmId, reason: 'bad-raft-message' }, dropped);
-    });
-    this.peerServer.onRequest(RAFT_CHANNELS.propose, async (fromOrg, swarmId, body) => {
-      const swarm = memberSwarm(fromOrg, swarmId);
-      if (!swarm) return Buffer.from(JSON.stringify({ error: 'NOT_A_MEMBER' }));
-      return swarm.raft.handleForwardedProposal(body);
-    });
+    // Consensus channels carry their era ("raft.e0", "pbft.e1", ...): each swarm routes them to the engine of that era.
+    for (const family of ['raft', 'raft-propose', 'pbft', 'pbft-call']) {
+      this.peerServer.onMessages(`${family}.*`, (fromOrg, swarmId, messages, _peer, channel) => {
+        memberSwarm(fromOrg, swarmId)?.receive(fromOrg, channel, messages);
+      });
+      this.peerServer.onRequest(`${family}.*`, async (fromOrg, swarmId, body, _peer, channel) => {
+        const swarm = memberSwarm(fromOrg, swarmId);
+        if (!swarm) throw new PeerReplyError(403, 'NOT_A_MEMBER', `${fromOrg} is not a member of swarm ${swarmId}`);
+        return swarm.handleCall(fromOrg, channel, body);
+      });
+    }
     this.peerServer.onMessages('checkpoint', (fromOrg, swarmId, messages) => {
       memberSwarm(fromOrg, swarmId)?.receiveCheckpoint(fromOrg, messages);
     });
@@ -140,7 +137,7 @@ export class ConclaveNode implements NodeService {
 
   ready(): boolean {
     if (!this.store) return false;
-    for (const swarm of this.swarms.values()) if (!swarm.raft.status().leader) return false;
+    for (const swarm of this.swarms.values()) if (!swarm.serving()) return false;
     return true;
   }
 

@@ -19,6 +19,8 @@ export interface AppliedCommit {
   audit?: Array<{ index: number; record: Uint8Array }>;
   /** checkpoints to add, keyed by tree size */
   checkpoints?: Array<{ size: number; checkpoint: Uint8Array }>;
+  /** other keys of this space written in the same batch (e.g. the swarm's consensus era), value null deletes */
+  extra?: KvOp[];
 }
 
 export interface AppliedLoad {
@@ -43,6 +45,7 @@ export class AppliedStateStore {
     if (c.snapshot) ops.push({ key: SM_SNAPSHOT, value: Buffer.concat([u64(c.appliedIndex), c.snapshot]) });
     for (const a of c.audit ?? []) ops.push({ key: indexKey(AUDIT, a.index), value: a.record });
     for (const cp of c.checkpoints ?? []) ops.push({ key: indexKey(CHECKPOINT, cp.size), value: cp.checkpoint });
+    for (const op of c.extra ?? []) ops.push(op);
     return this.kv.putSynced(ops);
   }
 

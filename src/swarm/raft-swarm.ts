@@ -4,29 +4,14 @@ import { RaftCore } from '../consensus/raft/raft.ts';
 import { decodeMessages, encodeMessages } from '../consensus/raft/codec.ts';
 import type { ConfChange, Entry, Message, RaftInitialState, RaftStatus, Ready, Snapshot } from '../consensus/raft/types.ts';
 import type { Logger } from 'pino';
+import { SwarmError, type Applier, type ConsensusEngine, type EngineStatus, type SwarmLink } from './engine.ts';
+
+export { SwarmError };
 
 /** Durable log storage for one swarm (storage/RaftLogStore has this shape). */
 export interface RaftDurableLog {
   load(): Promise<Omit<RaftInitialState, 'applied'> & { conf: RaftInitialState['conf'] }>;
   persistReady(ready: Pick<Ready, 'hardState' | 'entries' | 'snapshot' | 'compactedTo'>): Promise<void>;
-}
-
-/** The node-to-node channel as this driver needs it (transport/ client pool + server handlers). */
-export interface SwarmLink {
-  send(to: string, swarm: string, channel: string, messages: Uint8Array[]): void;
-  call(to: string, swarm: string, channel: string, body: Uint8Array, timeoutMs: number): Promise<Uint8Array>;
-}
-
-/** The replicated state machine fed by committed entries. */
-export interface Applier {
-  /** Applies one committed entry; entries arrive exactly once each, in index order, after restore(). */
-  apply(entry: Entry): void;
-  /** Makes what the entries of one ready cycle produced durable (one synced batch). */
-  flush(): Promise<void>;
-  /** The state as of the last applied entry, for a Raft snapshot. */
-  snapshot(): Uint8Array;
-  /** Replaces the state with a snapshot taken at `index`. */
-  restore(data: Uint8Array, index: number, term: number): Promise<void>;
 }
 
 export interface RaftSwarmOptions {
@@ -41,20 +26,14 @@ export interface RaftSwarmOptions {
   tickMs?: number;
   electionTick?: number;
   heartbeatTick?: number;
+  /** The consensus era of the swarm (0, then +1 per committed mode switch); part of every channel name. */
+  era?: number;
+  /** The global log index this era starts after (0, or the index of the mode switch that began it). */
+  base?: number;
   /** Take a snapshot and compact the log after this many applied entries. */
   snapshotEvery?: number;
   rand?: () => number;
   onStatus?: (status: RaftStatus) => void;
-}
-
-export class SwarmError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 interface IndexWaiter {
@@ -63,10 +42,15 @@ interface IndexWaiter {
   reject: (error: Error) => void;
 }
 
-const PROPOSE_CHANNEL = 'raft-propose';
-const RAFT_CHANNEL = 'raft';
 
-export class RaftSwarm {
+export class RaftSwarm implements ConsensusEngine {
+  readonly mode = 'raft' as const;
+  /** Channels carry the era, so a draining engine of an earlier era never hears the current one. */
+  readonly channels: { messages: string[]; calls: string[] };
+  private readonly messageChannel: string;
+  private readonly proposeChannel: string;
+  /** Set once a committed entry ended this engine's era: nothing after it is applied or proposed. */
+  private haltedAt: number | null = null;
   readonly swarm: string;
   private core!: RaftCore;
   private timer: NodeJS.Timeout | null = null;
@@ -84,14 +68,30 @@ export class RaftSwarm {
 
   constructor(private readonly options: RaftSwarmOptions) {
     this.swarm = options.swarm;
+    const era = options.era ?? 0;
+    this.messageChannel = `raft.e${era}`;
+    this.proposeChannel = `raft-propose.e${era}`;
+    this.channels = { messages: [this.messageChannel], calls: [this.proposeChannel] };
   }
 
   async start(): Promise<void> {
     const stored = await this.options.log.load();
-    const applied = stored.snapshot ? stored.snapshot.index : 0;
-    if (stored.snapshot) await this.options.applier.restore(stored.snapshot.data, stored.snapshot.index, stored.snapshot.term);
+    const { applier } = this.options;
+    const base = this.options.base ?? 0;
+    // The replicated state was rebuilt from its own durable records before the engine starts; a Raft snapshot
+    // newer than that (installed from the leader just before a crash) wins.
+    if (stored.snapshot && stored.snapshot.index > applier.size && stored.snapshot.data.length > 0) {
+      await applier.restore(stored.snapshot.data, stored.snapshot.index);
+    }
+    const bootstrapConf = stored.conf.voters.length ? stored.conf : { voters: [...this.options.voters], learners: [] };
+    // An era that starts after a mode switch at index `base` begins with a log whose prefix is that switch.
+    const snapshot = stored.snapshot ?? (base > 0 ? { index: base, term: 0, conf: bootstrapConf, data: new Uint8Array(0) } : null);
+    const floor = snapshot?.index ?? 0;
+    const lastIndex = stored.entries.at(-1)?.index ?? floor;
+    const hardState = { ...stored.hardState, commit: Math.max(stored.hardState.commit, floor) };
+    const applied = Math.max(floor, Math.min(applier.size, hardState.commit, lastIndex));
     this.appliedIndex = applied;
-    const conf = stored.snapshot?.conf ?? (stored.conf.voters.length ? stored.conf : { voters: [...this.options.voters], learners: [] });
+    const conf = snapshot?.conf ?? bootstrapConf;
     this.core = new RaftCore(
       {
         id: this.options.self,
@@ -101,7 +101,7 @@ export class RaftSwarm {
         maxInflightMsgs: 256,
         maxSizePerMsg: 1024 * 1024,
       },
-      { hardState: stored.hardState, snapshot: stored.snapshot, entries: stored.entries, conf, applied },
+      { hardState, snapshot, entries: stored.entries, conf, applied },
     );
     const tickMs = this.options.tickMs ?? 100;
     this.timer = setInterval(() => {
@@ -121,8 +121,30 @@ export class RaftSwarm {
     while (this.running) await new Promise((resolve) => setTimeout(resolve, 5));
   }
 
-  status(): RaftStatus {
+  raftStatus(): RaftStatus {
     return this.core.status();
+  }
+
+  status(): EngineStatus {
+    const status = this.core.status();
+    return {
+      mode: 'raft',
+      role: this.haltedAt === null ? status.role : `${status.role} (era ended at ${this.haltedAt})`,
+      term: status.term,
+      leader: status.leader,
+      commitIndex: status.commit,
+      lastIndex: status.lastIndex,
+      peers: Object.entries(status.progress).map(([org, p]) => ({ org, match: p.match, next: p.next, state: p.state, active: p.recentActive })),
+    };
+  }
+
+  serving(): boolean {
+    return this.haltedAt === null && this.loopError === null && this.core.status().leader !== null;
+  }
+
+  async handleCall(_fromOrg: string, channel: string, body: Uint8Array): Promise<Uint8Array> {
+    if (channel !== this.proposeChannel) throw new SwarmError(404, 'UNKNOWN_CHANNEL', `no raft call ${channel}`);
+    return this.handleForwardedProposal(body);
   }
 
   get applied(): number {
@@ -130,7 +152,7 @@ export class RaftSwarm {
   }
 
   /** Raft messages from an authenticated peer org; a message claiming another sender is dropped. */
-  receive(fromOrg: string, batch: Uint8Array[]): { accepted: number; dropped: number } {
+  receive(fromOrg: string, _channel: string, batch: Uint8Array[]): { accepted: number; dropped: number } {
     let accepted = 0;
     let dropped = 0;
     for (const bytes of batch) {
@@ -155,11 +177,17 @@ export class RaftSwarm {
   }
 
   /** Proposes bytes; resolves with (index, term) once that entry is applied on this node. */
-  async propose(data: Uint8Array, timeoutMs: number): Promise<{ index: number; term: number }> {
+  async propose(data: Uint8Array, timeoutMs: number): Promise<void> {
+    await this.proposeAt(data, timeoutMs);
+  }
+
+  /** Proposes bytes; resolves with (index, term) once that entry is applied on this node. */
+  async proposeAt(data: Uint8Array, timeoutMs: number): Promise<{ index: number; term: number }> {
     const deadline = Date.now() + timeoutMs;
     let attempt = 0;
     for (;;) {
       if (this.stopped) throw new SwarmError(503, 'NODE_STOPPING', 'the node is shutting down');
+      if (this.haltedAt !== null) throw new SwarmError(503, 'MODE_SWITCHED', `swarm ${this.swarm} left raft mode at index ${this.haltedAt}; resubmit to use the new protocol`);
       const placed = await this.place(data, deadline);
       if (placed) {
         const remaining = deadline - Date.now();
@@ -183,7 +211,7 @@ export class RaftSwarm {
     }
     if (result.code === 'NOT_LEADER' && result.leader && result.leader !== this.options.self) {
       try {
-        const answer = await this.options.link.call(result.leader, this.swarm, PROPOSE_CHANNEL, data, Math.max(deadline - Date.now(), 1));
+        const answer = await this.options.link.call(result.leader, this.swarm, this.proposeChannel, data, Math.max(deadline - Date.now(), 1));
         const placed = JSON.parse(Buffer.from(answer).toString('utf8')) as { index?: number; term?: number };
         if (typeof placed.index === 'number' && typeof placed.term === 'number') return { index: placed.index, term: placed.term };
       } catch (error) {
@@ -195,6 +223,7 @@ export class RaftSwarm {
 
   /** A follower forwarded a proposal: place it if we lead; answer where it went. */
   async handleForwardedProposal(data: Uint8Array): Promise<Uint8Array> {
+    if (this.haltedAt !== null) return Buffer.from(JSON.stringify({ error: 'MODE_SWITCHED', leader: null }));
     const result = this.core.propose(data);
     if (!result.ok) return Buffer.from(JSON.stringify({ error: result.code, leader: result.leader }));
     this.schedule();
@@ -283,7 +312,7 @@ export class RaftSwarm {
         this.send(ready.messages);
         if (ready.snapshot) await this.installSnapshot(ready.snapshot);
         for (const entry of ready.committed) this.applyEntry(entry);
-        if (ready.committed.length) await this.options.applier.flush();
+        if (ready.committed.length || ready.snapshot) await this.options.applier.flush();
         this.wakeWaitersUpTo(this.appliedIndex);
         for (const readState of ready.readStates) {
           const waiter = this.readWaiters.get(Buffer.from(readState.ctx).toString('utf8'));
@@ -293,7 +322,7 @@ export class RaftSwarm {
           }
         }
         this.core.advance(ready);
-        this.maybeCompact();
+        await this.maybeCompact();
         this.options.onStatus?.(this.core.status());
       }
     } catch (error) {
@@ -314,11 +343,11 @@ export class RaftSwarm {
       list.push(message);
       byPeer.set(message.to, list);
     }
-    for (const [peer, list] of byPeer) this.options.link.send(peer, this.swarm, RAFT_CHANNEL, [encodeMessages(list)]);
+    for (const [peer, list] of byPeer) this.options.link.send(peer, this.swarm, this.messageChannel, [encodeMessages(list)]);
   }
 
   private async installSnapshot(snapshot: Snapshot): Promise<void> {
-    await this.options.applier.restore(snapshot.data, snapshot.index, snapshot.term);
+    if (snapshot.data.length > 0) await this.options.applier.restore(snapshot.data, snapshot.index);
     this.appliedIndex = snapshot.index;
     this.appliedSinceSnapshot = 0;
     this.appliedTerms.set(snapshot.index, snapshot.term);
@@ -328,7 +357,18 @@ export class RaftSwarm {
   private applyEntry(entry: Entry): void {
     if (entry.index <= this.appliedIndex) return;
     if (entry.index !== this.appliedIndex + 1) throw new Error(`apply gap: ${this.appliedIndex} then ${entry.index}`);
-    this.options.applier.apply(entry);
+    // After a committed mode switch, later Raft entries belong to no one: every replica stops at the same index.
+    if (this.haltedAt !== null) return;
+    const verdict = this.options.applier.apply({ index: entry.index, epoch: entry.term, kind: entry.type === 'conf' ? 'conf' : 'command', data: entry.data });
+    if (verdict === 'halt') {
+      this.haltedAt = entry.index;
+      // Proposals placed after the switch will never apply here: tell their callers now, so they go to the new protocol.
+      for (const [index, list] of this.waiters) {
+        if (index <= entry.index) continue;
+        this.waiters.delete(index);
+        for (const waiter of list) waiter.reject(new SwarmError(503, 'MODE_SWITCHED', `swarm ${this.swarm} left raft mode at index ${entry.index}`));
+      }
+    }
     this.appliedIndex = entry.index;
     this.appliedSinceSnapshot++;
     this.appliedTerms.set(entry.index, entry.term);
@@ -344,12 +384,13 @@ export class RaftSwarm {
     }
   }
 
-  private maybeCompact(): void {
+  /** Snapshot the state and compact the log: the snapshot is durable before any Ready may drop the prefix. */
+  private async maybeCompact(): Promise<void> {
+    if (this.haltedAt !== null) return;
     const every = this.options.snapshotEvery ?? 10_000;
     if (this.appliedSinceSnapshot < every) return;
-    this.core.compact(this.appliedIndex, this.options.applier.snapshot());
     this.appliedSinceSnapshot = 0;
+    const snapshot = this.core.compact(this.appliedIndex, this.options.applier.snapshot());
+    if (snapshot) await this.options.log.persistReady({ hardState: null, entries: [], snapshot, compactedTo: null });
   }
 }
-
-export const RAFT_CHANNELS = { messages: RAFT_CHANNEL, propose: PROPOSE_CHANNEL } as const;

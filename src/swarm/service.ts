@@ -61,6 +61,8 @@ export interface PeerProgressView {
 export interface SwarmStatusView {
   swarm: string;
   mode: ConsensusMode;
+  /** 0, then +1 for every committed mode switch. */
+  era: number;
   members: string[];
   role: string;
   term: number;
@@ -69,6 +71,7 @@ export interface SwarmStatusView {
   appliedIndex: number;
   lastIndex: number;
   peers: PeerProgressView[];
+  detail?: Record<string, unknown>;
 }
 
 export type { Checkpoint as CheckpointView } from '../audit/checkpoint.ts';

@@ -9,16 +9,23 @@ import { mergeCheckpointSignatures, signCheckpoint, verifyCheckpoint, type Check
 import { DecisionMachine, type ApplyOutcome } from '../verdict/machine.ts';
 import type { Keyring } from '../verdict/keyring.ts';
 import { jwsHashOf } from '../verdict/verify.ts';
-import { decodeCommand, verifyProposal, type LogCommand } from '../verdict/proposal.ts';
+import { checkAdminApprovals, decodeCommand, verifyProposal, type AdminAction, type AdminCommand, type LogCommand } from '../verdict/proposal.ts';
 import type { AppliedStateStore } from '../storage/applied-state.ts';
+import { recordHash } from '../audit/chain.ts';
+import type { CommittedEntry } from './engine.ts';
 
-export interface CommittedEntry {
-  index: number;
-  /** Raft term or PBFT view. */
-  epoch: number;
-  /** Raft configuration entries are recorded in the audit trail but carry no command. */
-  kind: 'command' | 'conf';
-  data: Uint8Array;
+export type { CommittedEntry };
+
+/** Where an admin change stands: approvals are counted per org across every committed admin entry with its id. */
+export interface AdminChangeView {
+  id: string;
+  action: AdminAction;
+  status: 'pending' | 'applied' | 'refused';
+  approvers: string[];
+  required: number;
+  /** Index of the entry that made it take effect (or refused it). */
+  index: number | null;
+  reason: string | null;
 }
 
 export interface SwarmStateOptions {
@@ -32,6 +39,10 @@ export interface SwarmStateOptions {
   onOutcomes: (outcomes: ApplyOutcome[], entry: { index: number; hash: string }) => void;
   /** Called when this node has a checkpoint worth telling its peers about. */
   onCheckpoint: (checkpoint: Checkpoint) => void;
+  /** Called when a committed admin change took effect or was refused (also for a change still pending). */
+  onAdmin?: (change: AdminChangeView) => void;
+  /** Called when a committed mode switch takes effect at `index`; the next entry belongs to the new protocol. */
+  onModeSwitch?: (index: number, mode: ConsensusMode) => void;
   /** Checkpoint at every multiple of this tree size (all nodes agree on these sizes). */
   checkpointEvery?: number;
   now?: () => number;
@@ -42,7 +53,11 @@ interface SnapshotV1 {
   machine: string;
   audit: AuditState;
   mode: ConsensusMode;
+  admin: AdminChangeView[];
 }
+
+/** Persist the state machine snapshot with the records at least this often, so a restart replays little. */
+const SNAPSHOT_EVERY = 5000;
 
 /** Roots kept for co-signing checkpoints of recent sizes. */
 const MAX_REMEMBERED_ROOTS = 4096;
@@ -58,6 +73,10 @@ export class SwarmState {
   private readonly checkpointsBySize = new Map<number, Checkpoint>();
   private readonly waitingCheckpoints = new Map<number, Checkpoint[]>();
   private readonly lastHashes = new Map<number, string>();
+  private readonly adminChanges = new Map<string, AdminChangeView>();
+  private replaying = false;
+  private lastSnapshotIndex = 0;
+  private snapshotDue = false;
 
   constructor(private readonly options: SwarmStateOptions) {
     this.machine = new DecisionMachine(options.swarm, options.keyring);
@@ -71,6 +90,10 @@ export class SwarmState {
 
   get size(): number {
     return this.audit.size;
+  }
+
+  head(): { size: number; hash: string } {
+    return { size: this.audit.size, hash: this.audit.head.hash };
   }
 
   get currentMode(): ConsensusMode {
@@ -94,8 +117,11 @@ export class SwarmState {
     }
   }
 
-  apply(entry: CommittedEntry): void {
+  apply(entry: CommittedEntry): 'continue' | 'halt' {
     let outcomes: ApplyOutcome[] = [];
+    let admin: AdminChangeView | null = null;
+    // The record carries the mode the entry was committed under, even when the entry itself switches modes.
+    const modeBefore = this.mode;
     if (entry.kind === 'command' && entry.data.length > 0) {
       let command: LogCommand | null = null;
       try {
@@ -103,15 +129,79 @@ export class SwarmState {
       } catch {
         command = null; // recorded in the audit trail as it is; it changes no state
       }
-      if (command) outcomes = this.applyCommand(entry.index, command);
+      if (command?.type === 'admin') admin = this.applyAdmin(entry.index, command);
+      else if (command) outcomes = this.applyCommand(entry.index, command);
     }
-    const appended = this.audit.append({ index: entry.index, mode: this.mode, epoch: entry.epoch, data: entry.data });
+    const appended = this.audit.append({ index: entry.index, mode: modeBefore, epoch: entry.epoch, data: entry.data });
     const hash = appended.hash;
-    this.pendingRecords.push({ index: entry.index, record: canonicalBytes(appended.record) });
     const root = toHex(appended.root);
     this.rememberRoot(entry.index, root, hash);
+    if (this.replaying) return this.mode === modeBefore ? 'continue' : 'halt';
+    this.pendingRecords.push({ index: entry.index, record: canonicalBytes(appended.record) });
+    if (entry.index - this.lastSnapshotIndex >= SNAPSHOT_EVERY) this.snapshotDue = true;
     if (outcomes.length) this.options.onOutcomes(outcomes, { index: entry.index, hash });
+    if (admin) this.options.onAdmin?.(admin);
     this.afterAppend(entry.index, root);
+    if (this.mode !== modeBefore) {
+      this.snapshotDue = true;
+      this.options.onModeSwitch?.(entry.index, this.mode);
+      return 'halt';
+    }
+    return 'continue';
+  }
+
+  /**
+   * An admin change: approvals accumulate per id (one per org) across committed entries; once the swarm's admin
+   * policy is met it takes effect at that index, once. Deterministic: every replica counts the same signatures.
+   */
+  private applyAdmin(index: number, command: AdminCommand): AdminChangeView {
+    const existing = this.adminChanges.get(command.id);
+    if (existing && canonicalJsonEquals(existing.action, command.action) === false) {
+      return { ...existing, reason: `id ${command.id} already names another change` };
+    }
+    const swarm = { ...this.options.swarm, mode: this.mode };
+    const check = checkAdminApprovals(command, swarm, this.options.keyring);
+    const approvers = new Set([...(existing?.approvers ?? []), ...check.approvers]);
+    const change: AdminChangeView = existing
+      ? { ...existing, approvers: [...approvers].sort(), required: check.required }
+      : { id: command.id, action: command.action, status: 'pending', approvers: [...approvers].sort(), required: check.required, index: null, reason: null };
+    if (change.status !== 'pending' || command.swarm !== this.options.swarm.id) {
+      this.adminChanges.set(change.id, change);
+      return change;
+    }
+    if (approvers.size < check.required) {
+      change.reason = `approved by ${approvers.size} of the ${check.required} orgs required (${[...approvers].sort().join(', ') || 'none'})`;
+      this.adminChanges.set(change.id, change);
+      return change;
+    }
+    const action = command.action;
+    change.index = index;
+    if (action.kind === 'set-mode') {
+      if (action.mode === 'pbft' && this.options.swarm.members.length < 4) {
+        change.status = 'refused';
+        change.reason = `pbft needs at least 4 members (3f+1 with f >= 1); swarm ${this.options.swarm.id} has ${this.options.swarm.members.length}`;
+      } else if (action.mode === this.mode) {
+        change.status = 'applied';
+        change.reason = `already in ${this.mode} mode`;
+      } else {
+        change.status = 'applied';
+        change.reason = `switched from ${this.mode} to ${action.mode} at index ${index}`;
+        this.mode = action.mode;
+      }
+    } else {
+      change.status = 'refused';
+      change.reason = `${action.kind} is applied through federation membership, which this node does not support yet`;
+    }
+    this.adminChanges.set(change.id, change);
+    return change;
+  }
+
+  adminChange(id: string): AdminChangeView | undefined {
+    return this.adminChanges.get(id);
+  }
+
+  adminChangesList(): AdminChangeView[] {
+    return [...this.adminChanges.values()].sort((a, b) => (a.id < b.id ? -1 : 1));
   }
 
   private applyCommand(index: number, command: LogCommand): ApplyOutcome[] {
@@ -204,17 +294,51 @@ export class SwarmState {
   }
 
   /** Writes what this ready cycle applied: records, checkpoints and the applied index, in one synced batch. */
-  async flush(): Promise<void> {
-    if (this.pendingRecords.length === 0 && this.pendingCheckpoints.length === 0) return;
+  async flush(extra: { key: string; value: Uint8Array | null }[] = []): Promise<void> {
+    if (this.pendingRecords.length === 0 && this.pendingCheckpoints.length === 0 && extra.length === 0 && !this.snapshotDue) return;
     const audit = this.pendingRecords;
     const checkpoints = this.pendingCheckpoints;
     this.pendingRecords = [];
     this.pendingCheckpoints = [];
-    await this.options.applied.commit({ appliedIndex: this.audit.size, audit, checkpoints });
+    const snapshot = this.snapshotDue ? this.snapshot() : undefined;
+    if (snapshot) {
+      this.snapshotDue = false;
+      this.lastSnapshotIndex = this.audit.size;
+    }
+    await this.options.applied.commit({ appliedIndex: this.audit.size, audit, checkpoints, extra, ...(snapshot ? { snapshot } : {}) });
+  }
+
+  /**
+   * Rebuilds the state after a restart from what this node made durable: its last state snapshot, then every
+   * stored audit record after it, re-applied — and each recomputed record hash must equal the stored one.
+   */
+  async rebuild(): Promise<void> {
+    const loaded = await this.options.applied.load();
+    if (loaded.snapshot) {
+      this.restore(loaded.snapshot.data);
+      this.lastSnapshotIndex = loaded.snapshot.index;
+    }
+    this.replaying = true;
+    try {
+      let next = this.audit.size + 1;
+      while (next <= loaded.appliedIndex) {
+        const records = await this.records(next, Math.min(4096, loaded.appliedIndex - next + 1));
+        if (records.length === 0 || records[0]!.index !== next) throw new Error(`swarm ${this.swarmId}: audit record ${next} is missing from storage; cannot rebuild`);
+        for (const record of records) {
+          this.apply({ index: record.index, epoch: record.term ?? record.view ?? 0, kind: 'command', data: fromBase64Url(record.data) });
+          if (this.lastHashes.get(record.index) !== recordHash(record)) {
+            throw new Error(`swarm ${this.swarmId}: stored audit record ${record.index} does not match the entry it records (storage corrupted?)`);
+          }
+        }
+        next += records.length;
+      }
+    } finally {
+      this.replaying = false;
+    }
   }
 
   snapshot(): Uint8Array {
-    const snapshot: SnapshotV1 = { v: 1, machine: toBase64Url(this.machine.snapshot()), audit: this.audit.state(), mode: this.mode };
+    const snapshot: SnapshotV1 = { v: 1, machine: toBase64Url(this.machine.snapshot()), audit: this.audit.state(), mode: this.mode, admin: this.adminChangesList() };
     return canonicalBytes(snapshot);
   }
 
@@ -224,7 +348,16 @@ export class SwarmState {
     this.machine = DecisionMachine.restore(this.options.swarm, this.options.keyring, fromBase64Url(snapshot.machine));
     this.audit = AuditLog.restore(snapshot.audit);
     this.mode = snapshot.mode;
+    this.adminChanges.clear();
+    for (const change of snapshot.admin ?? []) this.adminChanges.set(change.id, change);
     this.rootsAt.set(this.audit.size, toHex(this.audit.root()));
+    this.lastHashes.set(this.audit.size, this.audit.head.hash);
+  }
+
+  /** Replaces the state with a snapshot installed from the leader, and makes it durable with the next flush. */
+  installSnapshot(data: Uint8Array): void {
+    this.restore(data);
+    this.snapshotDue = true;
   }
 
   /** The audit records [from, from+limit) this node stores (after a snapshot install, older ones may be absent). */
@@ -232,4 +365,8 @@ export class SwarmState {
     const rows = await this.options.applied.audit(from, limit);
     return rows.map((row) => JSON.parse(fromUtf8(row.record)) as AuditRecord);
   }
+}
+
+function canonicalJsonEquals(a: unknown, b: unknown): boolean {
+  return Buffer.from(canonicalBytes(a)).equals(Buffer.from(canonicalBytes(b)));
 }

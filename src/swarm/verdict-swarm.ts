@@ -12,12 +12,15 @@ import type { Checkpoint } from '../audit/checkpoint.ts';
 import { VerdictError } from '../verdict/format.ts';
 import type { Keyring } from '../verdict/keyring.ts';
 import type { ApplyOutcome, SubjectState } from '../verdict/machine.ts';
-import { decodeCommand, encodeCommand, signProposal } from '../verdict/proposal.ts';
+import { checkAdminApprovals, decodeCommand, encodeCommand, signProposal, verifyProposal, type AdminCommand } from '../verdict/proposal.ts';
 import { jwsHashOf, verifyVerdict } from '../verdict/verify.ts';
 import type { NodeStore } from '../storage/node-store.ts';
 import { AppliedStateStore } from '../storage/applied-state.ts';
-import { RaftSwarm, SwarmError, type SwarmLink } from './raft-swarm.ts';
-import { SwarmState } from './swarm-state.ts';
+import { RaftSwarm } from './raft-swarm.ts';
+import { PbftSwarm } from './pbft-swarm.ts';
+import { SwarmError, type Applier, type ConsensusEngine, type SwarmLink } from './engine.ts';
+import { SwarmState, type AdminChangeView } from './swarm-state.ts';
+import type { ConsensusMode } from '../config/types.ts';
 import type { NodeMetrics } from './metrics.ts';
 import type { LogEntryView, SubjectView, SubmitResult, SwarmService, SwarmStatusView } from './service.ts';
 
@@ -38,6 +41,12 @@ export interface VerdictSwarmOptions {
   maxBatch?: number;
 }
 
+interface QueuedVerdict {
+  jws: string;
+  reject: (error: Error) => void;
+  confirm: () => void;
+}
+
 interface Waiter {
   promise: Promise<{ outcome: ApplyOutcome; entryHash: string }>;
   resolve: (value: { outcome: ApplyOutcome; entryHash: string }) => void;
@@ -46,13 +55,29 @@ interface Waiter {
 
 const CHECKPOINT_CHANNEL = 'checkpoint';
 
+/** Which protocol runs the swarm now: era n starts after log index `base` (0, or a committed mode switch). */
+interface Era {
+  n: number;
+  mode: ConsensusMode;
+  base: number;
+}
+
+const ERA_KEY = 'era';
+/** How long an engine of an ended era keeps running, so lagging replicas still learn the switch from it. */
+const DRAIN_MS = 30_000;
+
 export class VerdictSwarm implements SwarmService {
   readonly id: string;
   readonly state: SwarmState;
-  readonly raft: RaftSwarm;
+  private engine!: ConsensusEngine;
+  private era!: Era;
+  private pendingEra: Era | null = null;
+  private readonly draining = new Set<ConsensusEngine>();
   private readonly waiters = new Map<string, Waiter>();
-  private queue: { jws: string; reject: (error: Error) => void }[] = [];
+  private readonly adminWaiters = new Map<string, ((change: AdminChangeView) => void)[]>();
+  private queue: QueuedVerdict[] = [];
   private flushScheduled = false;
+  private stopped = false;
   private readonly applied: AppliedStateStore;
 
   constructor(private readonly options: VerdictSwarmOptions) {
@@ -68,42 +93,155 @@ export class VerdictSwarm implements SwarmService {
       checkpointEvery: options.checkpointEvery ?? 1000,
       onOutcomes: (outcomes, entry) => this.onOutcomes(outcomes, entry),
       onCheckpoint: (checkpoint) => this.broadcastCheckpoint(checkpoint),
+      onAdmin: (change) => this.onAdmin(change),
+      onModeSwitch: (index, mode) => {
+        this.pendingEra = { n: this.era.n + 1, mode, base: index };
+      },
     });
-    this.raft = new RaftSwarm({
-      swarm: options.swarm.id,
+  }
+
+  private makeEngine(era: Era): ConsensusEngine {
+    const { options } = this;
+    const logger = options.logger.child({ swarm: this.id, era: era.n, mode: era.mode });
+    const state = this.state;
+    // Both engines feed the same applier; a committed mode switch is made durable with its records, then takes effect.
+    const applier: Applier = {
+      apply: (entry) => state.apply(entry),
+      head: () => state.head(),
+      flush: async (extra = []) => {
+        const next = this.pendingEra;
+        await state.flush(next ? [...extra, { key: ERA_KEY, value: Buffer.from(JSON.stringify(next)) }] : extra);
+        if (next) {
+          this.pendingEra = null;
+          await this.enterEra(next);
+        }
+      },
+      snapshot: () => state.snapshot(),
+      restore: async (data) => state.installSnapshot(data),
+      get size() {
+        return state.size;
+      },
+    };
+    if (era.mode === 'pbft') {
+      return new PbftSwarm({
+        swarm: this.id,
+        self: options.self,
+        replicas: [...options.swarm.members].sort(),
+        era: era.n,
+        base: era.base,
+        store: options.store.kv(this.id, `pbft.e${era.n}`),
+        link: options.link,
+        applier,
+        logger,
+        signingKey: options.signingKey,
+        keyring: options.keyring,
+        validate: (payload: Uint8Array) => this.validateForPbft(payload),
+        tickMs: options.tickMs ?? 50,
+        onDrop: (reason: string) => options.metrics.droppedMessages.inc({ swarm: this.id, reason }),
+        loadExec: (key: string) => this.applied.kv.get(key),
+        records: (from: number, limit: number) => state.records(from, limit),
+      });
+    }
+    return new RaftSwarm({
+      swarm: this.id,
       self: options.self,
       voters: options.swarm.members,
-      log: options.store.raftLog(options.swarm.id),
+      era: era.n,
+      base: era.base,
+      log: options.store.raftLog(`${this.id}.e${era.n}`),
       link: options.link,
-      logger: options.logger.child({ swarm: options.swarm.id }),
+      logger,
       tickMs: options.tickMs ?? 50,
       electionTick: 10,
       heartbeatTick: 2,
       snapshotEvery: options.snapshotEvery ?? 10_000,
-      applier: {
-        apply: (entry) => this.state.apply({ index: entry.index, epoch: entry.term, kind: entry.type === 'conf' ? 'conf' : 'command', data: entry.data }),
-        flush: () => this.state.flush(),
-        snapshot: () => this.state.snapshot(),
-        restore: async (data) => this.state.restore(data),
-      },
-      onStatus: (status) => {
-        const { metrics } = this.options;
-        metrics.setRole(this.id, status.role);
-        metrics.term.set({ swarm: this.id }, status.term);
-        metrics.commitIndex.set({ swarm: this.id }, status.commit);
-        metrics.appliedIndex.set({ swarm: this.id }, this.raft.applied);
-        metrics.applyLag.set({ swarm: this.id }, Math.max(0, status.commit - this.raft.applied));
-      },
+      applier,
+      onStatus: () => this.updateMetrics(),
     });
+  }
+
+  /** PBFT: a replica votes only for batches whose every agent JWS and node signature it verified itself. */
+  private validateForPbft(payload: Uint8Array): boolean {
+    try {
+      const command = decodeCommand(payload);
+      if (command.type === 'verdicts') {
+        if (command.swarm !== this.id || !verifyProposal(command, this.options.keyring)) return false;
+        for (const jws of command.batch) verifyVerdict(jws, { keyring: this.options.keyring, swarms: [this.options.swarm], expectedSwarm: this.id });
+        return true;
+      }
+      if (command.type === 'admin') return command.swarm === this.id && checkAdminApprovals(command, { ...this.options.swarm, mode: 'pbft' }, this.options.keyring).approvers.length > 0;
+      return command.type === 'noop';
+    } catch {
+      return false;
+    }
+  }
+
+  private updateMetrics(): void {
+    const { metrics } = this.options;
+    const status = this.engine.status();
+    metrics.setRole(this.id, status.role);
+    metrics.term.set({ swarm: this.id }, status.term);
+    metrics.commitIndex.set({ swarm: this.id }, status.commitIndex);
+    metrics.appliedIndex.set({ swarm: this.id }, this.state.size);
+    metrics.applyLag.set({ swarm: this.id }, Math.max(0, status.commitIndex - this.state.size));
   }
 
   async start(): Promise<void> {
     await this.state.loadCheckpoints();
-    await this.raft.start();
+    await this.state.rebuild();
+    const stored = await this.applied.kv.get(ERA_KEY);
+    const era: Era = stored ? (JSON.parse(fromUtf8(stored)) as Era) : { n: 0, mode: this.options.swarm.mode, base: 0 };
+    if (era.mode !== this.state.currentMode && stored) throw new Error(`swarm ${this.id}: stored era says ${era.mode} but the state says ${this.state.currentMode}`);
+    this.era = era;
+    this.engine = this.makeEngine(era);
+    await this.engine.start();
+  }
+
+  /** A committed mode switch took effect here: the old engine drains, the new one starts after `base`. */
+  private async enterEra(era: Era): Promise<void> {
+    const old = this.engine;
+    this.era = era;
+    this.engine = this.makeEngine(era);
+    this.options.logger.info({ swarm: this.id, era: era.n, mode: era.mode, base: era.base }, 'consensus mode switched');
+    this.draining.add(old);
+    setTimeout(() => {
+      this.draining.delete(old);
+      void old.stop();
+    }, DRAIN_MS).unref();
+    await this.engine.start();
   }
 
   async stop(): Promise<void> {
-    await this.raft.stop();
+    this.stopped = true;
+    for (const engine of this.draining) await engine.stop();
+    await this.engine?.stop();
+  }
+
+  get mode(): ConsensusMode {
+    return this.era.mode;
+  }
+
+  serving(): boolean {
+    return this.engine?.serving() ?? false;
+  }
+
+  /** Peer messages of any engine channel (the current era's, or a draining one's). */
+  receive(fromOrg: string, channel: string, messages: Uint8Array[]): void {
+    for (const engine of [this.engine, ...this.draining]) {
+      if (engine.channels.messages.includes(channel)) {
+        const { dropped } = engine.receive(fromOrg, channel, messages);
+        if (dropped) this.options.metrics.droppedMessages.inc({ swarm: this.id, reason: `bad-${engine.mode}-message` }, dropped);
+        return;
+      }
+    }
+    this.options.metrics.droppedMessages.inc({ swarm: this.id, reason: 'other-era' }, messages.length);
+  }
+
+  async handleCall(fromOrg: string, channel: string, body: Uint8Array): Promise<Uint8Array> {
+    for (const engine of [this.engine, ...this.draining]) {
+      if (engine.channels.calls.includes(channel)) return engine.handleCall(fromOrg, channel, body);
+    }
+    throw new SwarmError(409, 'OTHER_ERA', `swarm ${this.id} has no engine for channel ${channel} (now era ${this.era.n}, ${this.era.mode})`);
   }
 
   /** Admission: every check that needs no consensus happens here, once; a refused verdict never enters the log. */
@@ -128,10 +266,17 @@ export class VerdictSwarm implements SwarmService {
       const promise = new Promise<{ outcome: ApplyOutcome; entryHash: string }>((r) => (resolve = r));
       waiter = { promise, resolve, receivedAt };
       this.waiters.set(verified.jwsHash, waiter);
-      const failure = new Promise<never>((_, reject) => this.enqueue(verified.jws, reject));
-      // Whoever waits observes the failure; nobody waiting is fine too.
-      failure.catch(() => undefined);
-      waiter.promise = Promise.race([promise, failure]);
+      // The proposal's own confirmation: Raft — applied here; PBFT — f+1 replicas reported the same result.
+      let confirm!: () => void;
+      let fail!: (error: Error) => void;
+      const confirmed = new Promise<void>((resolve, reject) => {
+        confirm = resolve;
+        fail = reject;
+      });
+      confirmed.catch(() => undefined);
+      this.enqueue(verified.jws, fail, confirm);
+      waiter.promise = Promise.all([promise, confirmed]).then(([outcome]) => outcome);
+      waiter.promise.catch(() => undefined);
     }
     if (!options.wait) return this.result('accepted', verified.jwsHash, null, null, verified.payload.subject);
     const timeout = new Promise<never>((_, reject) =>
@@ -144,8 +289,8 @@ export class VerdictSwarm implements SwarmService {
     return this.outcomeResult(outcome, entryHash);
   }
 
-  private enqueue(jws: string, reject: (error: Error) => void): void {
-    this.queue.push({ jws, reject });
+  private enqueue(jws: string, reject: (error: Error) => void, confirm: () => void): void {
+    this.queue.push({ jws, reject, confirm });
     if (this.flushScheduled) return;
     this.flushScheduled = true;
     setImmediate(() => {
@@ -161,14 +306,37 @@ export class VerdictSwarm implements SwarmService {
       const batch = this.queue.splice(0, maxBatch);
       const command = signProposal(this.id, this.options.self, batch.map((item) => item.jws), this.options.signingKey);
       this.options.metrics.proposals.inc({ swarm: this.id, outcome: 'proposed' });
-      this.raft.propose(encodeCommand(command), 30_000).catch((error: Error) => {
+      void this.proposeBatch(batch, encodeCommand(command));
+    }
+  }
+
+  /** Proposes through the current engine; a proposal cut off by a mode switch is re-proposed under the new one. */
+  private async proposeBatch(batch: QueuedVerdict[], bytes: Uint8Array): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.engine.propose(bytes, 30_000);
+        for (const item of batch) item.confirm();
+        return;
+      } catch (error) {
+        const code = (error as { code?: string }).code;
+        if (code === 'MODE_SWITCHED' && attempt < 3 && !this.stopped) {
+          await new Promise((resolve) => setTimeout(resolve, 50));
+          continue;
+        }
+        this.failBatch(batch, error as Error);
+        return;
+      }
+    }
+  }
+
+  private failBatch(batch: QueuedVerdict[], error: Error): void {
+    {
         this.options.metrics.proposals.inc({ swarm: this.id, outcome: 'failed' });
         for (const item of batch) {
           item.reject(error);
           // Let a later resubmission try again from scratch.
           this.waiters.delete(jwsHashOf(item.jws));
         }
-      });
     }
   }
 
@@ -239,19 +407,57 @@ export class VerdictSwarm implements SwarmService {
   }
 
   status(): SwarmStatusView {
-    const status = this.raft.status();
+    const status = this.engine.status();
     return {
       swarm: this.id,
       mode: this.state.currentMode,
+      era: this.era.n,
       members: [...this.options.swarm.members],
       role: status.role,
       term: status.term,
       leader: status.leader,
-      commitIndex: status.commit,
-      appliedIndex: this.raft.applied,
+      commitIndex: status.commitIndex,
+      appliedIndex: this.state.size,
       lastIndex: status.lastIndex,
-      peers: Object.entries(status.progress).map(([org, p]) => ({ org, match: p.match, next: p.next, state: p.state, active: p.recentActive })),
+      peers: status.peers,
+      ...(status.detail ? { detail: status.detail } : {}),
     };
+  }
+
+  /**
+   * An admin change (mode switch, membership) with one or more admin approvals: checked, then committed; approvals
+   * accumulate across submissions with the same id until the swarm's admin policy is met.
+   */
+  async submitAdmin(command: AdminCommand, timeoutMs: number): Promise<AdminChangeView> {
+    const check = checkAdminApprovals(command, { ...this.options.swarm, mode: this.state.currentMode }, this.options.keyring);
+    if (command.swarm !== this.id) throw new VerdictError('SWARM_MISMATCH', `the change names swarm ${command.swarm}, but was sent to swarm ${this.id}`);
+    if (check.approvers.length === 0) {
+      throw new VerdictError('ADMIN_APPROVAL_INVALID', `no valid admin approval: ${check.refused.map((r) => `#${r.position}: ${r.reason}`).join('; ') || 'none given'}`);
+    }
+    if (command.action.kind === 'set-mode' && command.action.mode === 'pbft' && this.options.swarm.members.length < 4) {
+      throw new SwarmError(422, 'PBFT_TOO_FEW_MEMBERS', `pbft needs at least 4 members (n = 3f+1, f >= 1); swarm ${this.id} has ${this.options.swarm.members.length}: ${this.options.swarm.members.join(', ')}`);
+    }
+    const answer = new Promise<AdminChangeView>((resolve) => {
+      const list = this.adminWaiters.get(command.id) ?? [];
+      list.push(resolve);
+      this.adminWaiters.set(command.id, list);
+    });
+    const timeout = new Promise<never>((_, reject) =>
+      setTimeout(() => reject(new SwarmError(504, 'COMMIT_TIMEOUT', `admin change ${command.id} was not committed within ${timeoutMs} ms`)), timeoutMs).unref(),
+    );
+    await this.engine.propose(encodeCommand(command), timeoutMs);
+    return Promise.race([answer, timeout]);
+  }
+
+  adminChange(id: string): AdminChangeView | null {
+    return this.state.adminChange(id) ?? null;
+  }
+
+  private onAdmin(change: AdminChangeView): void {
+    const list = this.adminWaiters.get(change.id);
+    if (!list) return;
+    this.adminWaiters.delete(change.id);
+    for (const resolve of list) resolve(change);
   }
 
   checkpoints(): Checkpoint[] {

@@ -12,8 +12,8 @@ export const CALL_CONTENT_TYPE = 'application/octet-stream';
 /** Header naming the swarm of a call. */
 export const SWARM_HEADER = 'conclave-swarm';
 
-export type MessagesHandler = (fromOrg: string, swarm: string, messages: Uint8Array[], peer: PeerIdentity) => void;
-export type RequestHandler = (fromOrg: string, swarm: string, body: Uint8Array, peer: PeerIdentity) => Promise<Uint8Array> | Uint8Array;
+export type MessagesHandler = (fromOrg: string, swarm: string, messages: Uint8Array[], peer: PeerIdentity, channel: string) => void;
+export type RequestHandler = (fromOrg: string, swarm: string, body: Uint8Array, peer: PeerIdentity, channel: string) => Promise<Uint8Array> | Uint8Array;
 
 /** Throw this from a request handler to answer the caller with a specific status and stable code. */
 export class PeerReplyError extends Error {
@@ -187,16 +187,19 @@ export class PeerServer {
     return `https://${host}:${address.port}`;
   }
 
-  /** Routes batched messages of `channel` (any swarm) to `handler`. One handler per channel. */
+  /**
+   * Routes batched messages of `channel` (any swarm) to `handler`. One handler per channel. A handler registered
+   * as "family.*" receives every channel "family.<anything>" without a handler of its own (e.g. "raft.e3").
+   */
   onMessages(channel: string, handler: MessagesHandler): void {
-    if (!CHANNEL_PATTERN.test(channel)) throw new Error(`invalid channel ${JSON.stringify(channel)}`);
+    if (!CHANNEL_PATTERN.test(channel.replace(/\.\*$/, ''))) throw new Error(`invalid channel ${JSON.stringify(channel)}`);
     if (this.messageHandlers.has(channel)) throw new Error(`a messages handler for channel ${channel} is already registered`);
     this.messageHandlers.set(channel, handler);
   }
 
   /** Answers calls on `channel` (POST /peer/v1/call/<channel>). One responder per channel. */
   onRequest(channel: string, handler: RequestHandler): void {
-    if (!CHANNEL_PATTERN.test(channel)) throw new Error(`invalid channel ${JSON.stringify(channel)}`);
+    if (!CHANNEL_PATTERN.test(channel.replace(/\.\*$/, ''))) throw new Error(`invalid channel ${JSON.stringify(channel)}`);
     if (this.requestHandlers.has(channel)) throw new Error(`a request handler for channel ${channel} is already registered`);
     this.requestHandlers.set(channel, handler);
   }
@@ -275,13 +278,13 @@ export class PeerServer {
     let unrouted = 0;
     for (const group of groups) {
       this.counters.messagesReceived += group.messages.length;
-      const handler = this.messageHandlers.get(group.channel);
+      const handler = this.messageHandlers.get(group.channel) ?? this.messageHandlers.get(familyOf(group.channel));
       if (!handler) {
         unrouted += group.messages.length;
         continue;
       }
       try {
-        handler(request.peer.org, group.swarm, group.messages, request.peer);
+        handler(request.peer.org, group.swarm, group.messages, request.peer, group.channel);
         accepted += group.messages.length;
       } catch (error) {
         this.counters.handlerErrors++;
@@ -298,11 +301,11 @@ export class PeerServer {
     if (typeof swarm !== 'string' || !SWARM_ID_PATTERN.test(swarm)) {
       return reply.code(400).send({ code: 'CALL_BAD_SWARM', message: `header ${SWARM_HEADER} must name a swarm id` });
     }
-    const handler = this.requestHandlers.get(channel);
+    const handler = this.requestHandlers.get(channel) ?? this.requestHandlers.get(familyOf(channel));
     if (!handler) return reply.code(404).send({ code: 'CALL_NO_HANDLER', message: `this node answers no calls on channel ${channel}` });
     const body = request.body instanceof Buffer ? new Uint8Array(request.body.buffer, request.body.byteOffset, request.body.byteLength) : new Uint8Array(0);
     try {
-      const answer = await handler(request.peer.org, swarm, body, request.peer);
+      const answer = await handler(request.peer.org, swarm, body, request.peer, channel);
       this.counters.callsServed++;
       return reply.code(200).header('content-type', CALL_CONTENT_TYPE).send(Buffer.from(answer.buffer, answer.byteOffset, answer.byteLength));
     } catch (error) {
@@ -312,4 +315,10 @@ export class PeerServer {
       return reply.code(500).send({ code: 'CALL_HANDLER_FAILED', message: (error as Error).message });
     }
   }
+}
+
+/** The wildcard key of a channel: "raft.e3" → "raft.*". */
+function familyOf(channel: string): string {
+  const dot = channel.indexOf('.');
+  return dot < 0 ? channel : `${channel.slice(0, dot)}.*`;
 }

@@ -1,0 +1,435 @@
+// Drives one PBFT core for one swarm era: signs every outgoing message with the node's Ed25519 key and verifies
+// every incoming one before the core sees it, persists accepted protocol state (synced) before sending, executes
+// committed batches in order into the replicated state, answers state transfer from its audit records, and
+// collects the f+1 matching replies that make an agent's answer final.
+import { createHash } from 'node:crypto';
+import type { Logger } from 'pino';
+import {
+  PbftCore,
+  applyPersist,
+  decodePbftDurableState,
+  decodePbftMessage,
+  emptyPbftState,
+  encodePbftDurableState,
+  encodePbftMessage,
+  pbftFaults,
+  signingBytes,
+  type PbftDurableState,
+  type PbftMessage,
+  type PbftReady,
+  type SignedPbftMessage,
+} from '../consensus/pbft/index.ts';
+import { fromBase64Url, fromUtf8, toHex, utf8 } from '../crypto/encoding.ts';
+import { signBytes, type SigningKey } from '../crypto/ed25519.ts';
+import type { KvStore } from '../storage/kv-store.ts';
+import type { Keyring } from '../verdict/keyring.ts';
+import { SwarmError, type Applier, type ConsensusEngine, type EngineStatus, type SwarmLink } from './engine.ts';
+import type { AuditRecord } from '../audit/chain.ts';
+
+export interface PbftSwarmOptions {
+  swarm: string;
+  self: string;
+  /** The replica order (primary of view v = replicas[v mod n]); the same on every node. */
+  replicas: string[];
+  era: number;
+  /** Global log index this era starts after. */
+  base: number;
+  /** This era's durable protocol state. */
+  store: KvStore;
+  link: SwarmLink;
+  applier: Applier;
+  logger: Logger;
+  signingKey: SigningKey;
+  keyring: Keyring;
+  /** The app's check of a request (every agent JWS and the proposal signature verify). */
+  validate: (payload: Uint8Array) => boolean;
+  /** Reads the execution state this engine wrote with the applier's records (key execKey). */
+  loadExec: (key: string) => Promise<Uint8Array | undefined>;
+  /** Stored audit records, for state transfer to a lagging replica. */
+  records: (from: number, limit: number) => Promise<AuditRecord[]>;
+  tickMs?: number;
+  checkpointInterval?: number;
+  viewChangeTimeoutTicks?: number;
+  onDrop?: (reason: string) => void;
+}
+
+interface ExecState {
+  lastExecuted: number;
+  /** Ids of requests executed since the last stable checkpoint (at-most-once across restarts). */
+  executedIds: string[];
+}
+
+interface ReplyTally {
+  byOrg: Map<string, string>;
+  resolve: (() => void) | null;
+  reject: ((error: Error) => void) | null;
+  needed: number;
+}
+
+const STATE_KEY = 'state';
+
+function sha256(bytes: Uint8Array): Uint8Array {
+  return new Uint8Array(createHash('sha256').update(bytes).digest());
+}
+
+/** The state digest a checkpoint certifies: the audit chain head (size and last record hash) commits to it all. */
+export function stateDigest(size: number, lastHash: string): Uint8Array {
+  return sha256(utf8(`conclave/pbft-state/v1\n${size}\n${lastHash}`));
+}
+
+export class PbftSwarm implements ConsensusEngine {
+  readonly mode = 'pbft' as const;
+  readonly channels: { messages: string[]; calls: string[] };
+  private core!: PbftCore;
+  private durable: PbftDurableState = emptyPbftState();
+  private exec: ExecState = { lastExecuted: 0, executedIds: [] };
+  private readonly messageChannel: string;
+  private readonly replyChannel: string;
+  private readonly callChannel: string;
+  private readonly execKey: string;
+  private timer: NodeJS.Timeout | null = null;
+  private scheduled = false;
+  private running = false;
+  private stopped = false;
+  private haltedAt: number | null = null;
+  private loopError: Error | null = null;
+  private readonly tallies = new Map<string, ReplyTally>();
+  private transferring = false;
+  /** Last known head per replica, for status. */
+  private readonly f: number;
+
+  constructor(private readonly options: PbftSwarmOptions) {
+    this.messageChannel = `pbft.e${options.era}`;
+    this.replyChannel = `pbft.e${options.era}.reply`;
+    this.callChannel = `pbft-call.e${options.era}`;
+    this.execKey = `pbft-exec.e${options.era}`;
+    this.channels = { messages: [this.messageChannel, this.replyChannel], calls: [this.callChannel] };
+    this.f = pbftFaults(options.replicas.length);
+  }
+
+  async start(): Promise<void> {
+    const stored = await this.options.store.get(STATE_KEY);
+    this.durable = stored ? decodePbftDurableState(stored) : emptyPbftState();
+    const exec = await this.options.loadExec(this.execKey);
+    if (exec) this.exec = JSON.parse(fromUtf8(exec)) as ExecState;
+    this.core = new PbftCore(
+      {
+        id: this.options.self,
+        replicas: this.options.replicas,
+        checkpointInterval: this.options.checkpointInterval ?? 16,
+        watermarkWindow: 4 * (this.options.checkpointInterval ?? 16),
+        maxBatch: 64,
+        viewChangeTimeoutTicks: this.options.viewChangeTimeoutTicks ?? 40,
+        hash: sha256,
+        validateRequest: (payload) => this.options.validate(payload),
+        verify: (msg) => this.verifySigned(msg),
+      },
+      { ...this.durable, lastExecuted: this.exec.lastExecuted, executedIds: this.exec.executedIds },
+    );
+    this.timer = setInterval(() => {
+      this.core.tick();
+      this.schedule();
+    }, this.options.tickMs ?? 50);
+    this.timer.unref();
+    this.schedule();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    for (const tally of this.tallies.values()) tally.reject?.(new SwarmError(503, 'NODE_STOPPING', 'the node is shutting down'));
+    this.tallies.clear();
+    while (this.running) await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+
+  status(): EngineStatus {
+    const status = this.core.status();
+    return {
+      mode: 'pbft',
+      role: this.haltedAt !== null ? `ended at ${this.haltedAt}` : status.isPrimary ? 'primary' : 'backup',
+      term: status.view,
+      leader: status.inViewChange ? null : status.primary,
+      commitIndex: this.options.applier.size,
+      lastIndex: this.options.applier.size,
+      peers: [],
+      detail: {
+        view: status.view,
+        inViewChange: status.inViewChange,
+        lowWatermark: status.lowWatermark,
+        highWatermark: status.highWatermark,
+        lastExecuted: status.lastExecuted,
+        stableCheckpoint: status.stableCheckpoint,
+        pendingRequests: status.pendingRequests,
+        dropped: status.dropped,
+        f: this.f,
+      },
+    };
+  }
+
+  serving(): boolean {
+    return this.haltedAt === null && this.loopError === null && !this.core.status().inViewChange;
+  }
+
+  /** Signs a message as this node: the signature covers swarm, sender and body (codec.signingBytes). */
+  private sign(message: PbftMessage): SignedPbftMessage {
+    const withFrom = { ...message, from: this.options.self } as PbftMessage & { from: string };
+    return { ...withFrom, sig: signBytes(this.options.signingKey, signingBytes(withFrom, this.options.swarm)) } as SignedPbftMessage;
+  }
+
+  /** True when the message is signed by a node key of the org it names (cached: never verified twice). */
+  private verifySigned(message: SignedPbftMessage): boolean {
+    if (!this.options.replicas.includes(message.from)) return false;
+    const bytes = signingBytes(message, this.options.swarm);
+    for (const key of this.options.keyring.keysOf(message.from, 'node')) {
+      if (this.options.keyring.verify(key, bytes, message.sig)) return true;
+    }
+    return false;
+  }
+
+  receive(fromOrg: string, channel: string, batch: Uint8Array[]): { dropped: number } {
+    if (channel === this.replyChannel) return this.receiveReplies(fromOrg, batch);
+    let dropped = 0;
+    let accepted = 0;
+    for (const bytes of batch) {
+      let message: SignedPbftMessage;
+      try {
+        message = decodePbftMessage(bytes);
+      } catch {
+        dropped++;
+        this.options.onDrop?.('pbft-malformed');
+        continue;
+      }
+      // The transport authenticated the org; the signature proves the node key of that org wrote this message.
+      if (message.from !== fromOrg) {
+        dropped++;
+        this.options.onDrop?.('pbft-forged-sender');
+        continue;
+      }
+      if (!this.verifySigned(message)) {
+        dropped++;
+        this.options.onDrop?.('pbft-bad-signature');
+        continue;
+      }
+      this.core.step(message);
+      accepted++;
+    }
+    if (accepted) this.schedule();
+    return { dropped };
+  }
+
+  /**
+   * Proposes one request (a node-signed proposal or an admin change) and resolves once f+1 replicas, this one
+   * included, reported executing it at the same log index with the same entry hash: then at least one correct
+   * replica vouches for the result.
+   */
+  async propose(data: Uint8Array, timeoutMs: number): Promise<void> {
+    if (this.haltedAt !== null) throw new SwarmError(503, 'MODE_SWITCHED', `swarm ${this.options.swarm} left pbft mode at index ${this.haltedAt}`);
+    if (this.stopped) throw new SwarmError(503, 'NODE_STOPPING', 'the node is shutting down');
+    const id = toHex(sha256(data));
+    let tally = this.tallies.get(id);
+    if (!tally) {
+      tally = { byOrg: new Map(), resolve: null, reject: null, needed: this.f + 1 };
+      this.tallies.set(id, tally);
+    }
+    const done = new Promise<void>((resolve, reject) => {
+      tally.resolve = resolve;
+      tally.reject = reject;
+    });
+    this.checkTally(id);
+    this.core.propose({ id, payload: data });
+    this.schedule();
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new SwarmError(504, 'COMMIT_TIMEOUT', `swarm ${this.options.swarm}: fewer than ${this.f + 1} replicas confirmed the request within ${timeoutMs} ms (view change in progress, or too many replicas down); it may still commit — resubmitting is safe`)),
+        timeoutMs,
+      );
+    });
+    try {
+      await Promise.race([done, timeout]);
+    } finally {
+      clearTimeout(timer);
+      this.tallies.delete(id);
+    }
+  }
+
+  private receiveReplies(fromOrg: string, batch: Uint8Array[]): { dropped: number } {
+    let dropped = 0;
+    for (const bytes of batch) {
+      try {
+        const reply = JSON.parse(fromUtf8(bytes)) as { id: unknown; result: unknown };
+        if (typeof reply.id !== 'string' || typeof reply.result !== 'string') throw new Error('bad reply');
+        this.recordReply(fromOrg, reply.id, reply.result);
+      } catch {
+        dropped++;
+      }
+    }
+    return { dropped };
+  }
+
+  private recordReply(org: string, id: string, result: string): void {
+    const tally = this.tallies.get(id);
+    if (!tally) return;
+    tally.byOrg.set(org, result);
+    this.checkTally(id);
+  }
+
+  private checkTally(id: string): void {
+    const tally = this.tallies.get(id);
+    if (!tally?.resolve) return;
+    const counts = new Map<string, number>();
+    for (const result of tally.byOrg.values()) counts.set(result, (counts.get(result) ?? 0) + 1);
+    for (const count of counts.values()) {
+      if (count >= tally.needed) {
+        tally.resolve();
+        tally.resolve = null;
+        return;
+      }
+    }
+  }
+
+  /** Request/response: state transfer (audit records from an index on). */
+  async handleCall(_fromOrg: string, channel: string, body: Uint8Array): Promise<Uint8Array> {
+    if (channel !== this.callChannel) throw new SwarmError(404, 'UNKNOWN_CHANNEL', `no pbft call ${channel}`);
+    const request = JSON.parse(fromUtf8(body)) as { from?: unknown; limit?: unknown };
+    const from = typeof request.from === 'number' && request.from >= 1 ? request.from : 1;
+    const limit = typeof request.limit === 'number' ? Math.min(Math.max(request.limit, 1), 2048) : 512;
+    const records = await this.options.records(from, limit);
+    return utf8(JSON.stringify({ records, size: this.options.applier.size }));
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.stopped) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      void this.runReady();
+    });
+  }
+
+  private async runReady(): Promise<void> {
+    if (this.running || this.loopError) return;
+    this.running = true;
+    try {
+      while (!this.stopped && this.core.hasReady()) {
+        const ready = this.core.ready();
+        if (ready.persist) await this.persist(ready);
+        const loopback = this.send(ready.messages);
+        await this.execute(ready);
+        this.core.advance(ready);
+        // Our own broadcast votes count only through their signed copies (the core's rule).
+        for (const message of loopback) this.core.step(message);
+        if (ready.stateTransfer && !this.transferring) void this.transferState(ready.stateTransfer.seq, ready.stateTransfer.digest, ready.stateTransfer.from);
+      }
+    } catch (error) {
+      this.loopError = error as Error;
+      this.options.logger.fatal({ err: error, swarm: this.options.swarm }, 'pbft driver failed; this swarm stops here');
+      if (this.timer) clearInterval(this.timer);
+    } finally {
+      this.running = false;
+    }
+    if (!this.stopped && !this.loopError && this.core.hasReady()) this.schedule();
+  }
+
+  /** Accepted protocol state is durable before any message that depends on it leaves this node. */
+  private async persist(ready: PbftReady): Promise<void> {
+    applyPersist(this.durable, ready.persist!);
+    await this.options.store.putSynced([{ key: STATE_KEY, value: encodePbftDurableState(this.durable) }]);
+  }
+
+  private send(messages: PbftMessage[]): SignedPbftMessage[] {
+    const loopback: SignedPbftMessage[] = [];
+    const byPeer = new Map<string, Uint8Array[]>();
+    for (const message of messages) {
+      const signed = this.sign(message);
+      const bytes = encodePbftMessage(signed);
+      const targets = message.to === 'all' ? this.options.replicas.filter((r) => r !== this.options.self) : [message.to];
+      if (message.to === 'all') loopback.push(signed);
+      for (const target of targets) {
+        if (target === this.options.self) {
+          loopback.push(signed);
+          continue;
+        }
+        const list = byPeer.get(target) ?? [];
+        list.push(bytes);
+        byPeer.set(target, list);
+      }
+    }
+    for (const [peer, list] of byPeer) this.options.link.send(peer, this.options.swarm, this.messageChannel, list);
+    return loopback;
+  }
+
+  /** Executes committed batches in sequence order; each request becomes the next global log entry. */
+  private async execute(ready: PbftReady): Promise<void> {
+    if (ready.committed.length === 0 && ready.checkpointsDue.length === 0) return;
+    const replies: Uint8Array[] = [];
+    for (const committed of ready.committed) {
+      for (const request of committed.requests) {
+        if (this.haltedAt !== null) break;
+        const index = this.options.applier.size + 1;
+        const verdict = this.options.applier.apply({ index, epoch: Math.max(committed.view, 0), kind: 'command', data: request.payload });
+        this.exec.executedIds.push(request.id);
+        // Every replica tells every other what it executed; whoever proposed the request waits for f+1 that agree.
+        const result = `${index}:${this.options.applier.head().hash}`;
+        this.recordReply(this.options.self, request.id, result);
+        replies.push(utf8(JSON.stringify({ id: request.id, result })));
+        if (verdict === 'halt') this.haltedAt = index;
+      }
+      this.exec.lastExecuted = committed.seq;
+    }
+    if (ready.stableCheckpoint) {
+      // Ids executed before the stable checkpoint can no longer be re-proposed inside the watermarks.
+      this.exec.executedIds = this.exec.executedIds.slice(-4096);
+    }
+    await this.options.applier.flush([{ key: this.execKey, value: utf8(JSON.stringify(this.exec)) }]);
+    if (replies.length) {
+      for (const peer of this.options.replicas) if (peer !== this.options.self) this.options.link.send(peer, this.options.swarm, this.replyChannel, replies);
+    }
+    for (const seq of ready.checkpointsDue) {
+      this.core.checkpointReady(seq, this.currentDigest());
+    }
+  }
+
+  private currentDigest(): Uint8Array {
+    const head = this.options.applier.head();
+    return stateDigest(head.size, head.hash);
+  }
+
+  /**
+   * State transfer: fetch audit records after our head from the replicas that signed the stable checkpoint,
+   * re-apply them, and stop at the head whose digest the checkpoint certifies. The chain makes every record
+   * verifiable by its successor, and the certified digest closes it.
+   */
+  private async transferState(seq: number, digest: Uint8Array, from: string[]): Promise<void> {
+    this.transferring = true;
+    try {
+      for (const peer of from.filter((p) => p !== this.options.self)) {
+        try {
+          for (let round = 0; round < 1000; round++) {
+            const head = this.options.applier.head();
+            if (Buffer.from(stateDigest(head.size, head.hash)).equals(Buffer.from(digest))) {
+              this.core.installState(seq, digest, []);
+              this.schedule();
+              return;
+            }
+            const answer = await this.options.link.call(peer, this.options.swarm, this.callChannel, utf8(JSON.stringify({ from: head.size + 1, limit: 512 })), 10_000);
+            const { records } = JSON.parse(fromUtf8(answer)) as { records: AuditRecord[] };
+            if (records.length === 0) break;
+            for (const record of records) {
+              if (record.index !== this.options.applier.size + 1) throw new Error(`state transfer from ${peer}: record ${record.index} out of order`);
+              this.options.applier.apply({ index: record.index, epoch: record.view ?? record.term ?? 0, kind: 'command', data: fromBase64Url(record.data) });
+              const now = this.options.applier.head();
+              if (Buffer.from(stateDigest(now.size, now.hash)).equals(Buffer.from(digest))) break;
+            }
+            await this.options.applier.flush([{ key: this.execKey, value: utf8(JSON.stringify({ ...this.exec, lastExecuted: seq })) }]);
+          }
+        } catch (error) {
+          this.options.logger.warn({ err: error, peer, seq }, 'state transfer from this peer failed; trying the next');
+        }
+      }
+    } finally {
+      this.transferring = false;
+    }
+  }
+}
