@@ -4,6 +4,7 @@
 // checks. Every result is one JSON line on stdout and in <out>/results.jsonl; <out>/chart.svg is drawn beside it.
 //   npm run bench [-- --quick] [--with-etcd] [--duration S] [--concurrency 1,16,64,256] [--out DIR]
 //                 [--rounds N] [--only micro,raft,pbft,scale] [--idle-swarms N] [--memory-seconds S]
+//                 [--warmup S] [--micro-seconds S] [--audit-entries N] [--tree head|working]
 import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -30,6 +31,8 @@ const { values: args } = parseArgs({
     'idle-swarms': { type: 'string' },
     'memory-seconds': { type: 'string' },
     tree: { type: 'string' },
+    'micro-seconds': { type: 'string' },
+    'audit-entries': { type: 'string' },
   },
   allowPositionals: false,
 });
@@ -67,14 +70,16 @@ function progress(text: string): void {
 // Micro-benchmarks
 
 async function micro(): Promise<void> {
-  const s = quick ? 0.5 : 3;
+  const given = args['micro-seconds'] === undefined ? null : Number(args['micro-seconds']);
+  const s = given ?? (quick ? 0.5 : 3);
+  const auditEntries = args['audit-entries'] ?? (quick ? '2000' : '100000');
   const pieces: { name: string; script: string; args: string[]; env?: Record<string, string>; timeoutS: number }[] = [
     { name: 'raft-core', script: 'bench/micro/raft.ts', args: [String(s)], timeoutS: 60 + s * 10 },
     { name: 'pbft-core', script: 'bench/micro/pbft.ts', args: [String(s)], timeoutS: 60 + s * 10 },
-    { name: 'ed25519', script: 'bench/micro/ed25519.ts', args: [String(quick ? 0.3 : 2)], timeoutS: 60 },
+    { name: 'ed25519', script: 'bench/micro/ed25519.ts', args: [String(given ?? (quick ? 0.3 : 2))], timeoutS: 60 },
     { name: 'transport', script: 'bench/micro/transport.ts', args: [String(s)], timeoutS: 90 + s * 10 },
-    { name: 'storage', script: 'bench/storage.ts', args: [String(quick ? 0.2 : 2)], timeoutS: 120 },
-    { name: 'audit', script: 'bench/audit.ts', args: [], env: { AUDIT_BENCH_ENTRIES: quick ? '2000' : '100000' }, timeoutS: 300 },
+    { name: 'storage', script: 'bench/storage.ts', args: [String(given !== null ? given / 2 : quick ? 0.2 : 2)], timeoutS: 120 },
+    { name: 'audit', script: 'bench/audit.ts', args: [], env: { AUDIT_BENCH_ENTRIES: auditEntries }, timeoutS: 300 },
   ];
   for (const piece of pieces) {
     progress(`micro: ${piece.name}`);

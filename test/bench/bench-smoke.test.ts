@@ -1,0 +1,34 @@
+// Owns the benchmark smoke test: `npm run bench -- --quick --only micro` with tiny durations, as a real process.
+// Checks only that it exits 0 and that stdout and results.jsonl are valid JSON lines covering every micro-benchmark;
+// never a timing assertion (benchmarks are not tests).
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const repo = resolve(import.meta.dirname, '..', '..');
+const out = mkdtempSync(join(tmpdir(), 'conclave-bench-smoke-'));
+
+afterAll(() => rmSync(out, { recursive: true, force: true }));
+
+describe('npm run bench (smoke)', () => {
+  it('runs the micro-benchmarks and prints valid JSON lines', () => {
+    const run = spawnSync('npm', ['run', '--silent', 'bench', '--', '--quick', '--only', 'micro', '--micro-seconds', '0.1', '--audit-entries', '300', '--out', out], {
+      cwd: repo,
+      encoding: 'utf8',
+      timeout: 110_000,
+    });
+    expect(run.error, String(run.error)).toBeUndefined();
+    expect(run.status, run.stderr.slice(-2000)).toBe(0);
+    const lines = run.stdout.split('\n').filter((l) => l.trim().length > 0);
+    const parsed = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(parsed[0]).toMatchObject({ bench: 'start' });
+    expect(parsed.at(-1)).toMatchObject({ bench: 'end' });
+    const micro = parsed.filter((p) => p.group === 'micro');
+    expect(micro.filter((p) => 'error' in p), JSON.stringify(micro.filter((p) => 'error' in p))).toEqual([]);
+    expect(new Set(micro.map((p) => p.bench))).toEqual(new Set(['raft-core', 'pbft-core', 'ed25519', 'transport', 'storage', 'audit']));
+    const saved = readFileSync(join(out, 'results.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as unknown);
+    expect(saved).toHaveLength(parsed.length);
+  }, 120_000);
+});
