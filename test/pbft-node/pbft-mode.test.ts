@@ -1,0 +1,55 @@
+// PBFT mode end to end inside one process: four real nodes (mutual TLS, RocksDB) in a pbft swarm commit verdicts,
+// every node reaches the same decision and the same audit head, and the answer waits for f+1 matching replies.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startInProcessFederation, type InProcessFederation } from '../support/inproc-federation.ts';
+
+const orgs = ['acme', 'globex', 'initech', 'umbrella'];
+let fed: InProcessFederation;
+
+beforeAll(async () => {
+  fed = await startInProcessFederation({
+    orgs,
+    swarms: [{ id: 'audit', mode: 'pbft', policy: { values: ['approve', 'reject'], quorum: 'all', rule: 'majority' } }],
+  });
+  await fed.waitFor('every node to be ready', async () => {
+    for (const org of orgs) if ((await fed.api(org, 'GET', '/readyz')).status !== 200) return false;
+    return true;
+  });
+});
+
+afterAll(async () => {
+  await fed?.close();
+});
+
+describe('pbft swarm', () => {
+  it('four orgs commit verdicts and every replica reports the same decision and log head', async () => {
+    const subject = 'github.com/acme/widget/pull/7@abc123';
+    const answers = await Promise.all(
+      orgs.map(async (org, i) => fed.api(org, 'POST', '/v1/swarms/audit/verdicts', { jws: await fed.sign(org, { swarm: 'audit', subject, verdict: i === 3 ? 'reject' : 'approve' }) })),
+    );
+    for (const answer of answers) {
+      expect(answer.status, answer.text).toBe(200);
+      expect(answer.json.status).toBe('committed');
+    }
+    const views = [];
+    for (const org of orgs) {
+      views.push(
+        await fed.waitFor(`decision on ${org}`, async () => {
+          const answer = await fed.api(org, 'GET', `/v1/swarms/audit/subjects/${subject}`);
+          return answer.json?.decision ? answer.json : null;
+        }),
+      );
+    }
+    for (const view of views) expect(view.decision).toEqual(views[0].decision);
+    expect(views[0].decision.value).toBe('approve');
+    const heads = await fed.waitFor('identical logs', async () => {
+      const logs = await Promise.all(orgs.map(async (org) => (await fed.api(org, 'GET', '/v1/swarms/audit/log?from=1&limit=100')).json.entries));
+      const hashes = logs.map((entries: any[]) => entries.map((e) => e.hash).join(','));
+      return hashes.every((h) => h === hashes[0]) && logs[0].length >= 4 ? logs[0] : null;
+    });
+    expect(heads.every((entry: any) => entry.mode === 'pbft')).toBe(true);
+    const status = await fed.api('acme', 'GET', '/v1/swarms/audit/status');
+    expect(status.json.mode).toBe('pbft');
+    expect(status.json.detail.f).toBe(1);
+  });
+});
