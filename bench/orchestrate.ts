@@ -4,16 +4,17 @@
 // checks. Every result is one JSON line on stdout and in <out>/results.jsonl; <out>/chart.svg is drawn beside it.
 //   npm run bench [-- --quick] [--with-etcd] [--duration S] [--concurrency 1,16,64,256] [--out DIR]
 //                 [--rounds N] [--only micro,raft,pbft,scale] [--idle-swarms N] [--memory-seconds S]
-//                 [--warmup S] [--micro-seconds S] [--audit-entries N] [--tree head|working]
+//                 [--warmup S] [--micro-seconds S] [--audit-entries N] [--tree head|working] [--profile]
 import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { REPO_ROOT } from '../src/devcluster/cluster.ts';
+import { apiJson, REPO_ROOT } from '../src/devcluster/cluster.ts';
 import { runScript } from './lib/child.ts';
 import { commitIndex, pbftWired, startConclave, stopConclave, type ConclaveCluster } from './lib/conclave.ts';
 import { ensureEtcd, startEtcd, stopEtcd, type EtcdCluster } from './lib/etcd.ts';
-import { cpuPercent, cpuSample, loadAverage, probeFsyncs, rssMb, type CpuSample } from './lib/proc.ts';
+import { cpuPercent, cpuSample, loadAverage, probeFsyncs, rssMb, runQueuePercent, type CpuSample } from './lib/proc.ts';
+import { profilesIn, summarizeProfile } from './lib/profile.ts';
 import { idleSwarms } from './lib/scale.ts';
 import { renderChart, type ChartSeries } from './lib/svg.ts';
 import type { LoadConfig, LoadTarget } from './loadgen.ts';
@@ -33,6 +34,7 @@ const { values: args } = parseArgs({
     tree: { type: 'string' },
     'micro-seconds': { type: 'string' },
     'audit-entries': { type: 'string' },
+    profile: { type: 'boolean', default: false },
   },
   allowPositionals: false,
 });
@@ -113,7 +115,18 @@ interface LoadRun {
 
 let runCounter = 0;
 
-async function loadRun(scenario: string, system: 'conclave' | 'etcd', procs: Proc[], targets: LoadTarget[], concurrency: number, subjects: 'unique' | 'shared', round: number, swarm?: string): Promise<LoadRun | null> {
+async function loadRun(
+  scenario: string,
+  system: 'conclave' | 'etcd',
+  procs: Proc[],
+  targets: LoadTarget[],
+  concurrency: number,
+  subjects: 'unique' | 'shared',
+  round: number,
+  swarm?: string,
+  /** Called at the start and at the end of the measured window (CPU profiling). */
+  onWindow?: () => void,
+): Promise<LoadRun | null> {
   const runId = `${process.pid}-${++runCounter}-${Date.now().toString(36)}`;
   const config: LoadConfig = {
     kind: system,
@@ -138,8 +151,12 @@ async function loadRun(scenario: string, system: 'conclave' | 'etcd', procs: Pro
   const result = await runScript('bench/loadgen.ts', [configFile], {
     timeoutMs: (warmup + duration + TAIL_SECONDS + 90) * 1000,
     onEvent: (event) => {
-      if (event === 'measure-start') before = procs.map((p) => cpuSample(p.pid));
+      if (event === 'measure-start') {
+        before = procs.map((p) => cpuSample(p.pid));
+        onWindow?.();
+      }
       if (event === 'measure-end') {
+        onWindow?.();
         after = procs.map((p) => cpuSample(p.pid));
         rss = procs.map((p) => rssMb(p.pid));
         probes = procs.map((p, i) => probeFsyncs(p.pid, join(workDir, `strace-${runId}-${i}.txt`)));
@@ -169,6 +186,7 @@ async function loadRun(scenario: string, system: 'conclave' | 'etcd', procs: Pro
       name: p.name,
       pid: p.pid,
       cpuPercent: cpuPercent(before[i] ?? null, after[i] ?? null),
+      runQueueWaitPercent: runQueuePercent(before[i] ?? null, after[i] ?? null),
       rssMb: rss[i] ?? null,
       fsyncsInProbe: fsync[i]?.fsyncs ?? null,
       ...(fsync[i]?.error ? { probeError: fsync[i]!.error } : {}),
@@ -333,6 +351,49 @@ async function pbft(): Promise<void> {
   }
 }
 
+/** A fresh raft-3 cluster whose nodes run with --cpu-prof, 64 in flight; then self time by function per node. */
+async function profileRun(): Promise<void> {
+  const profDir = join(workDir, 'profiles');
+  mkdirSync(profDir, { recursive: true });
+  const saved = process.env.NODE_OPTIONS;
+  process.env.NODE_OPTIONS = `${saved ?? ''} --import ${join(REPO_ROOT, 'bench', 'lib', 'cpu-prof-preload.mjs')}`.trim();
+  process.env.CONCLAVE_CPU_PROF_DIR = profDir;
+  let cluster: ConclaveCluster;
+  try {
+    progress('profile: starting raft-3 with --cpu-prof');
+    cluster = await startConclave(join(workDir, 'raft-3-profiled'), 3, 'raft', progress);
+  } finally {
+    if (saved === undefined) delete process.env.NODE_OPTIONS;
+    else process.env.NODE_OPTIONS = saved;
+    delete process.env.CONCLAVE_CPU_PROF_DIR;
+  }
+  const toggle = () => {
+    for (const n of cluster.info.nodes) {
+      try {
+        process.kill(n.pid, 'SIGUSR2');
+      } catch {
+        // gone
+      }
+    }
+  };
+  let leader: string | null = null;
+  try {
+    await loadRun('raft-3-profiled', 'conclave', conclaveProcs(cluster), cluster.targets, 64, 'unique', 1, cluster.info.swarm, toggle);
+    await new Promise((done) => setTimeout(done, 1000)); // profiles written
+    const status = await apiJson<{ swarms: { swarm: string; leader: string | null }[] }>(cluster.info.nodes[0]!, '/v1/status', { timeoutMs: 10_000 }).catch(() => null);
+    leader = status?.swarms.find((w) => w.swarm === cluster.info.swarm)?.leader ?? null;
+  } finally {
+    await stopConclave(cluster);
+  }
+  const files = profilesIn(profDir);
+  if (files.length === 0) emit({ profile: 'raft-3 c=64', error: 'no .cpuprofile written (did the nodes exit cleanly on SIGTERM?)' });
+  for (const file of files) {
+    const pid = Number(/(\d+)-\d+\.cpuprofile$/.exec(file)?.[1]);
+    const org = cluster.info.nodes.find((n) => n.pid === pid)?.org ?? `pid ${pid}`;
+    emit({ profile: 'raft-3, 64 in flight, measured window only', org, leader: org === leader, ...summarizeProfile(file) });
+  }
+}
+
 function chart(): void {
   const series: ChartSeries[] = [];
   const bySystem: [string, (r: LoadRun) => boolean][] = [
@@ -363,6 +424,7 @@ async function main(): Promise<void> {
   if (only.has('micro')) await micro();
   if (only.has('raft') || withEtcd) await endToEnd();
   if (only.has('pbft')) await pbft();
+  if (args.profile) await profileRun();
   if (runs.length) chart();
   if (only.has('scale')) {
     progress(`scale: ${idleSwarmCount} idle swarms`);

@@ -1,7 +1,7 @@
 // Owns process measurements for the benchmarks (Linux /proc): CPU time of a pid from /proc/<pid>/stat, RSS from
 // /proc/<pid>/status, the load average, and fsync counting by attaching strace to a process for a short window.
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 const TICKS_PER_SECOND = 100; // USER_HZ on Linux
 
@@ -9,6 +9,8 @@ export interface CpuSample {
   pid: number;
   /** user + system CPU seconds so far (all threads). */
   cpuSeconds: number;
+  /** Seconds its threads spent runnable but waiting for a CPU (sum of /proc/<pid>/task/<tid>/schedstat field 2). */
+  runQueueSeconds: number | null;
   /** performance.now() when sampled. */
   at: number;
 }
@@ -20,10 +22,35 @@ export function cpuSample(pid: number): CpuSample | null {
     // fields[0] is state (field 3); utime is field 14, stime field 15
     const utime = Number(fields[11]);
     const stime = Number(fields[12]);
-    return { pid, cpuSeconds: (utime + stime) / TICKS_PER_SECOND, at: performance.now() };
+    return { pid, cpuSeconds: (utime + stime) / TICKS_PER_SECOND, runQueueSeconds: runQueueSeconds(pid), at: performance.now() };
   } catch {
     return null;
   }
+}
+
+function runQueueSeconds(pid: number): number | null {
+  try {
+    let ns = 0;
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[1]);
+      } catch {
+        // thread gone
+      }
+    }
+    return ns / 1e9;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Time the process's threads waited for a CPU while runnable, as % of the window (100 = one thread always waiting):
+ * how much the machine's load starved it.
+ */
+export function runQueuePercent(a: CpuSample | null, b: CpuSample | null): number | null {
+  if (!a || !b || b.at <= a.at || a.runQueueSeconds === null || b.runQueueSeconds === null) return null;
+  return Math.round(((b.runQueueSeconds - a.runQueueSeconds) / ((b.at - a.at) / 1000)) * 1000) / 10;
 }
 
 /** CPU % of one core between two samples (100 = one core busy all the time). */
