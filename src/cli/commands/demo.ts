@@ -79,16 +79,24 @@ async function runDemo(options: DemoOptions): Promise<number> {
       const jwk = JSON.parse(readFileSync(join(node.orgDir, 'agent.jwk'), 'utf8'));
       const { verdict, reason } = DEMO_VERDICTS[org];
       const jws = await signVerdict({ privateJwk: jwk, swarm: DEMO_SWARM, subject: DEMO_SUBJECT, org, agent: `${org}-review-bot`, verdict, reason });
-      const response = await cluster.apiFetch(node, `/v1/swarms/${DEMO_SWARM}/verdicts`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ jws }),
-        timeoutMs: 90_000,
-      });
-      const body = (await response.json()) as any;
-      if (response.status !== 200 || body.status !== 'committed') {
-        throw new Error(`${org}'s verdict was not committed: HTTP ${response.status} ${JSON.stringify(body)}`);
-      }
+      // The same signed verdict may be posted again after a transient failure (a leader change on a loaded
+      // machine): the swarm commits it once and answers `duplicate` to the repeat.
+      const body = await cluster.waitFor(
+        async () => {
+          const response = await cluster.apiFetch(node, `/v1/swarms/${DEMO_SWARM}/verdicts`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ jws }),
+            timeoutMs: 60_000,
+          });
+          const answer = (await response.json()) as any;
+          if (response.status === 200 && (answer.status === 'committed' || answer.status === 'duplicate')) return answer;
+          const message = `HTTP ${response.status} ${JSON.stringify(answer)}`;
+          if (response.status >= 500) throw new Error(message); // transient: try again
+          throw new cluster.StopWaiting(`${org}'s verdict was not committed: ${message}`);
+        },
+        { timeoutMs: 90_000, what: `${org}'s verdict to be committed`, intervalMs: 1000 },
+      );
       const votes = body.subject?.votes?.length ?? '?';
       const decided = body.subject?.decision ? `, decision: ${body.subject.decision.value}` : '';
       say(`  ${org.padEnd(8)} ${verdict.padEnd(16)} → ${org}'s node: committed at index ${body.index} (${votes}/3 votes${decided})`);
