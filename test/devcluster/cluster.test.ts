@@ -144,3 +144,53 @@ describe('dev cluster: three raft node processes', () => {
     await waitFor(() => nodes.every((node) => gone(node.pid)), { timeoutMs: 30_000, what: 'every node pid to leave the process table' });
   });
 });
+
+describe('dev cluster: four pbft node processes', () => {
+  let dir: string;
+
+  afterAll(async () => {
+    if (dir) {
+      await downCluster(dir).catch(() => undefined);
+      stopAll();
+      await closeClients();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
+
+  it('refuses fewer than 4 orgs, then runs 4, commits a verdict and agrees on the primary', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'conclave-devcluster-pbft-'));
+    await expect(upCluster({ orgs: 3, mode: 'pbft', dir: join(dir, 'three') })).rejects.toThrow(/at least 4/);
+    const clusterDir = join(dir, 'four');
+    const info = await upCluster({ orgs: 4, mode: 'pbft', dir: clusterDir, readyTimeoutMs: 120_000 });
+    expect(info.mode).toBe('pbft');
+    expect(info.nodes.map((n) => n.org)).toEqual(['acme', 'globex', 'initech', 'umbrella']);
+    expect(await waitFor(() => currentLeader(clusterDir), { timeoutMs: 90_000, what: 'a primary a majority agrees on' })).toBeTruthy();
+
+    const node = findNode(info, 'umbrella');
+    const jwk = JSON.parse(readFileSync(join(node.orgDir, 'agent.jwk'), 'utf8')) as AgentPrivateJwk;
+    const jws = await signVerdict({ privateJwk: jwk, swarm: 'reviews', subject: SUBJECT, org: 'umbrella', agent: 'test-agent', verdict: 'reject' });
+    const answer = await waitFor(
+      async () => {
+        const response = await apiFetch(node, '/v1/swarms/reviews/verdicts', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ jws }),
+        });
+        const body = (await response.json()) as any;
+        if (response.status !== 200) throw new Error(`HTTP ${response.status}: ${JSON.stringify(body)}`);
+        return body;
+      },
+      { timeoutMs: 90_000, what: "umbrella's verdict to commit under pbft" },
+    );
+    expect(['committed', 'duplicate']).toContain(answer.status);
+    await waitFor(
+      async () => {
+        const views = await Promise.all(info.nodes.map((n) => apiFetch(n, `/v1/swarms/reviews/subjects/${SUBJECT}`)));
+        return views.every((v) => v.status === 200);
+      },
+      { timeoutMs: 90_000, what: 'every pbft replica to apply the verdict' },
+    );
+    await downCluster(clusterDir);
+    for (const n of info.nodes) expect(isNodeRunning(n)).toBe(false);
+  });
+});

@@ -68,7 +68,6 @@ Examples:
           console.log(JSON.stringify(info, null, 2));
           return;
         }
-        if (info.mode === 'pbft') console.log('note: pbft is not wired into the node yet; the nodes run but do not start the pbft swarm');
         console.log(`cluster up: ${info.nodes.length} nodes, swarm ${info.swarm} (${info.mode})`);
         for (const node of info.nodes) console.log(`  ${node.org.padEnd(10)} pid ${String(node.pid).padEnd(7)} api ${node.apiUrl}  peer ${node.peerUrl}`);
         console.log(`described in ${options.dir}/cluster.json; stop with: conclave dev-cluster down --dir ${options.dir}`);
