@@ -1,10 +1,12 @@
 // The public REST API (fastify over TLS, HTTP/2 with HTTP/1.1 fallback): verdicts, subjects, the log, proofs,
 // exports, status, health and metrics. Every route declares its schemas; every error is {code, message}.
+import { Readable } from 'node:stream';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { ApiError, sendError } from './errors.ts';
 import { buildOpenApi, collectRoutes } from './openapi.ts';
 import type { NodeService, SwarmService } from '../swarm/service.ts';
+import { validateCommand } from '../verdict/proposal.ts';
 
 export interface ApiServerOptions {
   node: NodeService;
@@ -111,6 +113,45 @@ export async function createApiServer(options: ApiServerOptions): Promise<Fastif
     },
   );
 
+  app.post(
+    '/v1/swarms/:swarm/admin',
+    {
+      schema: {
+        summary: 'submit an admin change (switch mode, add or remove a member) with one or more admin approvals',
+        description:
+          'Body: a log command {v:1, type:"admin", swarm, id, action, approvals:[JWS]}. Approvals of one id accumulate across ' +
+          'submissions; the change takes effect once the swarm admin policy is met. Answers with where the change stands.',
+        tags: ['admin'],
+        params: swarmParams,
+        body: { type: 'object', required: ['v', 'type', 'swarm', 'id', 'action', 'approvals'] },
+      },
+    },
+    async (request) => {
+      const { swarm: swarmId } = request.params as { swarm: string };
+      const swarm = swarmOf(node, swarmId);
+      const command = validateCommand(request.body);
+      if (command.type !== 'admin') throw new ApiError(400, 'NOT_AN_ADMIN_COMMAND', 'this route takes admin commands only');
+      return swarm.submitAdmin(command, commitTimeoutMs);
+    },
+  );
+
+  app.get(
+    '/v1/swarms/:swarm/admin/:id',
+    {
+      schema: {
+        summary: 'where an admin change stands: pending (with approvals so far and how many are needed), applied or refused',
+        tags: ['admin'],
+        params: { type: 'object', properties: { swarm: { type: 'string' }, id: { type: 'string' } }, required: ['swarm', 'id'] },
+      },
+    },
+    async (request) => {
+      const { swarm: swarmId, id } = request.params as { swarm: string; id: string };
+      const change = swarmOf(node, swarmId).adminChange(id);
+      if (!change) throw new ApiError(404, 'UNKNOWN_CHANGE', `no admin change ${JSON.stringify(id)} was committed in swarm ${swarmId}`);
+      return change;
+    },
+  );
+
   app.get(
     '/v1/swarms/:swarm/subjects/*',
     {
@@ -213,7 +254,7 @@ export async function createApiServer(options: ApiServerOptions): Promise<Fastif
       async function* stream(): AsyncGenerator<string> {
         for await (const line of lines) yield `${line}\n`;
       }
-      return reply.type('application/x-ndjson').send(stream());
+      return reply.type('application/x-ndjson').send(Readable.from(stream()));
     },
   );
 

@@ -242,8 +242,11 @@ export class AuditVerifier {
     const index = record.index;
     const at = `line ${lineNumber}, entry ${index}`;
     let cmd: LogCommand;
+    const data = recordData(record);
+    // An empty entry is the protocol's own no-op (a new Raft leader's first entry): chained and hashed, no command.
+    if (data.length === 0) return;
     try {
-      cmd = decodeCommand(recordData(record));
+      cmd = decodeCommand(data);
     } catch (error) {
       this.fail('MALFORMED_ENTRY', index, lineNumber, `${at}: ${(error as Error).message}`);
       return;

@@ -85,7 +85,13 @@ export class RaftSwarm implements ConsensusEngine {
     }
     const bootstrapConf = stored.conf.voters.length ? stored.conf : { voters: [...this.options.voters], learners: [] };
     // An era that starts after a mode switch at index `base` begins with a log whose prefix is that switch.
-    const snapshot = stored.snapshot ?? (base > 0 ? { index: base, term: 0, conf: bootstrapConf, data: new Uint8Array(0) } : null);
+    let snapshot = stored.snapshot;
+    if (!snapshot && base > 0) {
+      // The era's log begins after the switch: record that prefix as a (data-less) snapshot so storage and the core
+      // agree where the log starts.
+      snapshot = { index: base, term: 0, conf: bootstrapConf, data: new Uint8Array(0) };
+      await this.options.log.persistReady({ hardState: null, entries: [], snapshot, compactedTo: null });
+    }
     const floor = snapshot?.index ?? 0;
     const lastIndex = stored.entries.at(-1)?.index ?? floor;
     const hardState = { ...stored.hardState, commit: Math.max(stored.hardState.commit, floor) };

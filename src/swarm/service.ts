@@ -1,5 +1,7 @@
 // What a running swarm offers the public API: the one boundary between api/ and the consensus drivers.
 import type { ConsensusMode } from '../config/types.ts';
+import type { AdminCommand } from '../verdict/proposal.ts';
+import type { AdminChangeView } from './swarm-state.ts';
 
 export interface VoteView {
   org: string;
@@ -86,6 +88,8 @@ export interface SwarmService {
   checkpoints(): CheckpointView[];
   inclusionProof(index: number, size: number | null): Promise<unknown>;
   consistencyProof(size1: number, size2: number): Promise<unknown>;
+  submitAdmin(command: AdminCommand, timeoutMs: number): Promise<AdminChangeView>;
+  adminChange(id: string): AdminChangeView | null;
   /** JSON Lines of the audit export format (docs/audit-format.md), one string per line. */
   exportLines(from: number, to: number | null): AsyncIterable<string>;
 }
