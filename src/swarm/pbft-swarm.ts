@@ -368,7 +368,10 @@ export class PbftSwarm implements ConsensusEngine {
       for (const request of committed.requests) {
         if (this.haltedAt !== null) break;
         const index = this.options.applier.size + 1;
-        const verdict = this.options.applier.apply({ index, epoch: Math.max(committed.view, 0), kind: 'command', data: request.payload });
+        // The audit record's `view` field carries the agreed sequence number: the view in which a batch commits can
+        // differ between correct replicas (a prepared batch is re-committed after a view change), and a replica that
+        // learnt the batch from f+1 `executed` messages knows no view at all; the sequence number is the same everywhere.
+        const verdict = this.options.applier.apply({ index, epoch: committed.seq, kind: 'command', data: request.payload });
         this.exec.executedIds.push(request.id);
         // Every replica tells every other what it executed; whoever proposed the request waits for f+1 that agree.
         const result = `${index}:${this.options.applier.head().hash}`;
@@ -379,8 +382,8 @@ export class PbftSwarm implements ConsensusEngine {
       this.exec.lastExecuted = committed.seq;
     }
     if (ready.stableCheckpoint) {
-      // Ids executed before the stable checkpoint can no longer be re-proposed inside the watermarks.
-      this.exec.executedIds = this.exec.executedIds.slice(-4096);
+      // Bounded memory: an id this old cannot be re-proposed by a node that is still waiting for it.
+      this.exec.executedIds = this.exec.executedIds.slice(-100_000);
     }
     await this.options.applier.flush([{ key: this.execKey, value: utf8(JSON.stringify(this.exec)) }]);
     if (replies.length) {
