@@ -1,0 +1,216 @@
+// Owns the chaos tool's nemesis: a seeded schedule of faults on real node processes and on the ProxyMesh —
+// SIGKILL + restart (a random node or the leader), SIGSTOP / SIGCONT pauses, partitions (isolate a node, bridge,
+// one-way in or out, black-holed links) and link delays — one fault at a time touching at most `maxFaulty` nodes
+// (a minority for raft, f for pbft), each healed after a few seconds, all within the run's duration.
+import { currentLeader, killNode, restartNode, isNodeRunning, readCluster, findNode, logTail } from '../devcluster/cluster.ts';
+import { Prng } from '../sim/prng.ts';
+import type { ProxyMesh } from './proxy.ts';
+
+export type FaultKind = 'kill' | 'kill-leader' | 'pause' | 'isolate' | 'blackhole' | 'bridge' | 'one-way-out' | 'one-way-in' | 'delay';
+
+export const FAULT_KINDS: readonly FaultKind[] = ['kill', 'kill-leader', 'pause', 'isolate', 'blackhole', 'bridge', 'one-way-out', 'one-way-in', 'delay'];
+
+export interface FaultRecord {
+  kind: FaultKind;
+  nodes: string[];
+  /** ms since the run started. */
+  at: number;
+  healedAt: number | null;
+  detail: string;
+  error?: string;
+}
+
+export interface NemesisOptions {
+  dir: string;
+  mesh: ProxyMesh;
+  orgs: string[];
+  maxFaulty: number;
+  seed: number;
+  /** Epoch ms: no fault starts after this, and the last one is healed by about then. */
+  until: number;
+  started: number;
+  kinds?: readonly FaultKind[];
+  /** How long a fault lasts (ms, default 2000..5000) and the quiet gap after it (default 500..2500). */
+  holdMs?: [number, number];
+  gapMs?: [number, number];
+  log?: (line: string) => void;
+}
+
+export class Nemesis {
+  readonly faults: FaultRecord[] = [];
+  private readonly prng: Prng;
+  private stopped = false;
+  private wake: (() => void) | null = null;
+  private readonly paused = new Set<string>();
+  private readonly killed = new Set<string>();
+  /** Nodes found dead that the nemesis had not killed (a crash: reported, then restarted). */
+  readonly unexpectedExits: { org: string; at: number; logTail: string }[] = [];
+
+  constructor(private readonly options: NemesisOptions) {
+    this.prng = new Prng(options.seed);
+  }
+
+  private now(): number {
+    return Math.round(performance.now() - this.options.started);
+  }
+
+  private between([lo, hi]: [number, number]): number {
+    return lo + this.prng.int(hi - lo + 1);
+  }
+
+  /** Sleeps `ms`, or less when stopped. */
+  private async sleep(ms: number): Promise<void> {
+    if (this.stopped || ms <= 0) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.wake = null;
+        resolve();
+      }, ms);
+      this.wake = () => {
+        clearTimeout(timer);
+        this.wake = null;
+        resolve();
+      };
+    });
+  }
+
+  /** Ends the schedule early; run() then heals what is broken and returns. */
+  stop(): void {
+    this.stopped = true;
+    this.wake?.();
+  }
+
+  private pickNodes(count: number): string[] {
+    const pool = [...this.options.orgs];
+    const chosen: string[] = [];
+    for (let i = 0; i < count && pool.length; i++) chosen.push(pool.splice(this.prng.int(pool.length), 1)[0]!);
+    return chosen;
+  }
+
+  async run(): Promise<void> {
+    const kinds = this.options.kinds ?? FAULT_KINDS;
+    const log = this.options.log ?? (() => undefined);
+    // A quiet start: the clients get some verdicts in before the first fault.
+    await this.sleep(this.between([1000, 2000]));
+    while (!this.stopped && Date.now() < this.options.until) {
+      const kind = this.prng.pick(kinds);
+      const hold = this.between(this.options.holdMs ?? [2000, 5000]);
+      const count = kind === 'bridge' ? 1 : 1 + this.prng.int(Math.max(1, this.options.maxFaulty));
+      const record: FaultRecord = { kind, nodes: [], at: this.now(), healedAt: null, detail: '' };
+      this.faults.push(record);
+      try {
+        const heal = await this.inject(record, count);
+        log(`fault ${kind} ${record.nodes.join(',')}${record.detail ? ` (${record.detail})` : ''} for ${hold} ms`);
+        await this.sleep(Math.min(hold, Math.max(500, this.options.until - Date.now())));
+        await heal();
+        record.healedAt = this.now();
+        log(`healed ${kind} ${record.nodes.join(',')}`);
+      } catch (error) {
+        record.error = (error as Error).message;
+        record.healedAt = this.now();
+        log(`fault ${kind} failed: ${record.error}`);
+        await this.healAll();
+      }
+      await this.sleep(this.between(this.options.gapMs ?? [500, 2500]));
+    }
+    await this.healAll();
+  }
+
+  /** Applies one fault and returns how to heal it. */
+  private async inject(record: FaultRecord, count: number): Promise<() => Promise<void>> {
+    const { mesh, dir } = this.options;
+    switch (record.kind) {
+      case 'kill':
+      case 'kill-leader': {
+        let nodes = this.pickNodes(count);
+        if (record.kind === 'kill-leader') {
+          const leader = await currentLeader(dir).catch(() => null);
+          if (leader) nodes = [leader, ...nodes.filter((n) => n !== leader)].slice(0, count);
+          record.detail = leader ? `leader ${leader}` : 'no leader known: random node';
+        }
+        record.nodes = nodes;
+        for (const org of nodes) {
+          await killNode(dir, org, 'SIGKILL');
+          this.killed.add(org);
+        }
+        return async () => {
+          for (const org of nodes) {
+            await restartNode(dir, org, { timeoutMs: 120_000 });
+            this.killed.delete(org);
+          }
+        };
+      }
+      case 'pause': {
+        const nodes = this.pickNodes(count);
+        record.nodes = nodes;
+        for (const org of nodes) {
+          await killNode(dir, org, 'SIGSTOP');
+          this.paused.add(org);
+        }
+        return async () => {
+          for (const org of nodes) {
+            await killNode(dir, org, 'SIGCONT');
+            this.paused.delete(org);
+          }
+        };
+      }
+      case 'isolate':
+      case 'blackhole':
+      case 'one-way-out':
+      case 'one-way-in': {
+        const nodes = this.pickNodes(count);
+        record.nodes = nodes;
+        const links = mesh.isolate(nodes, {
+          mode: record.kind === 'blackhole' ? 'blackhole' : 'reset',
+          inbound: record.kind !== 'one-way-out',
+          outbound: record.kind !== 'one-way-in',
+        });
+        record.detail = `${links.length} links cut${record.kind === 'blackhole' ? ' (black-holed)' : ''}`;
+        return async () => {
+          for (const link of links) link.heal();
+        };
+      }
+      case 'bridge': {
+        // Two nodes lose each other (both directions); everyone still reaches a majority through the others.
+        const [a, b] = this.pickNodes(2);
+        record.nodes = [a!, b!];
+        const links = [mesh.link(a!, b!), mesh.link(b!, a!)];
+        for (const link of links) link.cut('reset');
+        record.detail = `${a}↮${b}`;
+        return async () => {
+          for (const link of links) link.heal();
+        };
+      }
+      case 'delay': {
+        const nodes = this.pickNodes(count);
+        record.nodes = nodes;
+        const ms = 20 + this.prng.int(280);
+        const inSide = new Set(nodes);
+        const links = mesh.all().filter((link) => inSide.has(link.from) !== inSide.has(link.to));
+        for (const link of links) link.delay(ms);
+        record.detail = `${ms} ms per chunk on ${links.length} links`;
+        return async () => {
+          for (const link of links) link.heal();
+        };
+      }
+    }
+  }
+
+  /** Heals everything: every link, every paused node resumed, every dead node restarted. */
+  async healAll(): Promise<void> {
+    const { mesh, dir } = this.options;
+    mesh.healAll();
+    const info = readCluster(dir);
+    for (const org of this.options.orgs) {
+      const node = findNode(info, org);
+      if (isNodeRunning(node)) {
+        await killNode(dir, org, 'SIGCONT');
+        this.paused.delete(org);
+      } else {
+        if (!this.killed.has(org)) this.unexpectedExits.push({ org, at: this.now(), logTail: logTail(dir, org, 30) });
+        await restartNode(dir, org, { timeoutMs: 120_000 });
+        this.killed.delete(org);
+      }
+    }
+  }
+}
