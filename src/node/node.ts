@@ -69,6 +69,9 @@ export class ConclaveNode implements NodeService {
       send: (to, swarm, channel, messages) => pool.send(to, swarm, channel, messages),
       call: (to, swarm, channel, body, timeoutMs) => pool.call(to, swarm, channel, body, { timeoutMs }),
     };
+    // TEST ONLY: CONCLAVE_TEST_BYZANTINE=equivocate:<org> turns that org's PBFT replicas into an equivocating primary.
+    const byzantine = process.env.CONCLAVE_TEST_BYZANTINE === `equivocate:${this.org}` ? ('equivocate' as const) : undefined;
+    if (byzantine) logger.warn({ org: this.org }, 'TEST MODE: this node behaves as a Byzantine (equivocating) PBFT primary');
     for (const swarmConfig of config.swarms) {
       if (!swarmConfig.members.includes(this.org)) continue;
       const swarm = new VerdictSwarm({
@@ -82,6 +85,7 @@ export class ConclaveNode implements NodeService {
         logger,
         metrics: this.metrics,
         ...(options.tickMs ? { tickMs: options.tickMs } : {}),
+        ...(byzantine ? { byzantine } : {}),
       });
       this.swarms.set(swarmConfig.id, swarm);
     }

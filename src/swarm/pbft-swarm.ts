@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import {
   PbftCore,
   applyPersist,
+  batchDigest,
   decodePbftDurableState,
   decodePbftMessage,
   emptyPbftState,
@@ -51,6 +52,12 @@ export interface PbftSwarmOptions {
   checkpointInterval?: number;
   viewChangeTimeoutTicks?: number;
   onDrop?: (reason: string) => void;
+  /**
+   * TEST ONLY: 'equivocate' makes this replica, while primary, send a different (validly signed) pre-prepare for the
+   * same view and sequence number to half of the other replicas. Used to show a Byzantine primary cannot break
+   * agreement. Enabled only by CONCLAVE_TEST_BYZANTINE=equivocate:<org>; the node logs a warning when it is on.
+   */
+  byzantine?: 'equivocate';
 }
 
 interface ExecState {
@@ -344,6 +351,11 @@ export class PbftSwarm implements ConsensusEngine {
     for (const message of messages) {
       const signed = this.sign(message);
       const bytes = encodePbftMessage(signed);
+      if (this.options.byzantine === 'equivocate' && message.type === 'pre-prepare' && message.to === 'all') {
+        this.equivocate(message, bytes, byPeer);
+        loopback.push(signed);
+        continue;
+      }
       const targets = message.to === 'all' ? this.options.replicas.filter((r) => r !== this.options.self) : [message.to];
       if (message.to === 'all') loopback.push(signed);
       for (const target of targets) {
@@ -358,6 +370,18 @@ export class PbftSwarm implements ConsensusEngine {
     }
     for (const [peer, list] of byPeer) this.options.link.send(peer, this.options.swarm, this.messageChannel, list);
     return loopback;
+  }
+
+  /** TEST ONLY (see options.byzantine): half of the backups get another batch for the same (view, seq). */
+  private equivocate(message: Extract<PbftMessage, { type: 'pre-prepare' }>, honest: Uint8Array, byPeer: Map<string, Uint8Array[]>): void {
+    const others = this.options.replicas.filter((r) => r !== this.options.self);
+    const requests = message.requests.length > 1 ? [...message.requests].reverse() : [];
+    const forged = this.sign({ ...message, requests, digest: batchDigest(sha256, requests) });
+    others.forEach((peer, i) => {
+      const list = byPeer.get(peer) ?? [];
+      list.push(i % 2 === 0 ? honest : encodePbftMessage(forged));
+      byPeer.set(peer, list);
+    });
   }
 
   /** Executes committed batches in sequence order; each request becomes the next global log entry. */

@@ -23,6 +23,7 @@ import { SwarmState, type AdminChangeView } from './swarm-state.ts';
 import type { ConsensusMode } from '../config/types.ts';
 import type { NodeMetrics } from './metrics.ts';
 import type { LogEntryView, SubjectView, SubmitResult, SwarmService, SwarmStatusView } from './service.ts';
+import { ConfChangeDriver, membershipDrift, type MembershipState, type MembershipView } from './membership.ts';
 
 export interface VerdictSwarmOptions {
   federation: FederationConfig;
@@ -39,6 +40,10 @@ export interface VerdictSwarmOptions {
   snapshotEvery?: number;
   /** Most verdicts in one node-signed proposal. */
   maxBatch?: number;
+  /** Called when the committed membership of this swarm changed (the node updates its peer transport). */
+  onMembership?: (swarm: string, membership: MembershipState) => void;
+  /** TEST ONLY: a Byzantine behaviour of this node's PBFT replica (see PbftSwarmOptions.byzantine). */
+  byzantine?: 'equivocate';
 }
 
 interface QueuedVerdict {
@@ -63,6 +68,8 @@ interface Era {
 }
 
 const ERA_KEY = 'era';
+/** The membership this swarm was bootstrapped with on this node (written once, at first start). */
+const GENESIS_KEY = 'genesis-members';
 /** How long an engine of an ended era keeps running, so lagging replicas still learn the switch from it. */
 const DRAIN_MS = 30_000;
 
@@ -79,8 +86,16 @@ export class VerdictSwarm implements SwarmService {
   private flushScheduled = false;
   private stopped = false;
   private readonly applied: AppliedStateStore;
+  private genesis: string[];
+  private readonly driver: ConfChangeDriver;
+  /** The swarm as this node's federation file lists it now (replaced on reload): the operator's intent. */
+  private fileSwarm: SwarmConfig;
+  private knownOrgs: string[];
 
   constructor(private readonly options: VerdictSwarmOptions) {
+    this.genesis = [...options.swarm.members];
+    this.fileSwarm = options.swarm;
+    this.knownOrgs = options.federation.members.map((m) => m.org);
     this.id = options.swarm.id;
     this.applied = new AppliedStateStore(options.store.kv(options.swarm.id, 'applied'));
     this.state = new SwarmState({
@@ -97,7 +112,39 @@ export class VerdictSwarm implements SwarmService {
       onModeSwitch: (index, mode) => {
         this.pendingEra = { n: this.era.n + 1, mode, base: index };
       },
+      onMembership: (membership, index) => this.onMembership(membership, index),
     });
+    this.driver = new ConfChangeDriver({
+      self: options.self,
+      swarm: this.id,
+      logger: options.logger.child({ swarm: this.id, part: 'membership' }),
+      membership: () => this.state.membership(),
+      engine: () => (this.engine instanceof RaftSwarm ? this.engine : null),
+      knownOrgs: () => this.knownOrgs,
+      intervalMs: Math.max(20, (options.tickMs ?? 50) * 2),
+    });
+  }
+
+  /** The swarm as committed now (members = committed voters), for every check that needs its members. */
+  get config(): SwarmConfig {
+    return this.state.currentSwarm();
+  }
+
+  private onMembership(membership: MembershipState, index: number): void {
+    this.options.logger.info({ swarm: this.id, index, voters: membership.voters, learners: membership.learners, pending: membership.pending }, 'swarm membership changed');
+    this.options.onMembership?.(this.id, membership);
+  }
+
+  /** Reload: the federation file's view of this swarm and the orgs it has cards for. Reported, never applied. */
+  setFileConfig(federation: FederationConfig): void {
+    this.fileSwarm = federation.swarms.find((s) => s.id === this.id) ?? { ...this.options.swarm, members: [] };
+    this.knownOrgs = federation.members.map((m) => m.org);
+  }
+
+  /** The committed membership and how the federation file differs from it. */
+  membershipView(): MembershipView {
+    const membership = this.state.membership();
+    return { ...membership, file: [...this.fileSwarm.members].sort(), drift: membershipDrift(this.fileSwarm.members, membership, this.knownOrgs) };
   }
 
   private makeEngine(era: Era): ConsensusEngine {
@@ -126,7 +173,7 @@ export class VerdictSwarm implements SwarmService {
       return new PbftSwarm({
         swarm: this.id,
         self: options.self,
-        replicas: [...options.swarm.members].sort(),
+        replicas: [...this.config.members].sort(),
         era: era.n,
         base: era.base,
         store: options.store.kv(this.id, `pbft.e${era.n}`),
@@ -140,12 +187,15 @@ export class VerdictSwarm implements SwarmService {
         onDrop: (reason: string) => options.metrics.droppedMessages.inc({ swarm: this.id, reason }),
         loadExec: (key: string) => this.applied.kv.get(key),
         records: (from: number, limit: number) => state.records(from, limit),
+        ...(options.byzantine ? { byzantine: options.byzantine } : {}),
       });
     }
     return new RaftSwarm({
       swarm: this.id,
       self: options.self,
-      voters: options.swarm.members,
+      // Era 0 bootstraps with the genesis membership (conf entries in its log replay on top); a later era starts
+      // from the membership committed when it began (stored with its first snapshot).
+      voters: era.n === 0 ? this.genesis : this.config.members,
       era: era.n,
       base: era.base,
       log: options.store.raftLog(`${this.id}.e${era.n}`),
@@ -166,10 +216,10 @@ export class VerdictSwarm implements SwarmService {
       const command = decodeCommand(payload);
       if (command.type === 'verdicts') {
         if (command.swarm !== this.id || !verifyProposal(command, this.options.keyring)) return false;
-        for (const jws of command.batch) verifyVerdict(jws, { keyring: this.options.keyring, swarms: [this.options.swarm], expectedSwarm: this.id });
+        for (const jws of command.batch) verifyVerdict(jws, { keyring: this.options.keyring, swarms: [this.config], expectedSwarm: this.id });
         return true;
       }
-      if (command.type === 'admin') return command.swarm === this.id && checkAdminApprovals(command, { ...this.options.swarm, mode: 'pbft' }, this.options.keyring).approvers.length > 0;
+      if (command.type === 'admin') return command.swarm === this.id && checkAdminApprovals(command, { ...this.config, mode: 'pbft' }, this.options.keyring).approvers.length > 0;
       return command.type === 'noop';
     } catch {
       return false;
@@ -188,6 +238,10 @@ export class VerdictSwarm implements SwarmService {
 
   async start(): Promise<void> {
     await this.state.loadCheckpoints();
+    const genesis = await this.applied.kv.get(GENESIS_KEY);
+    if (genesis) this.genesis = JSON.parse(fromUtf8(genesis)) as string[];
+    else await this.applied.kv.putSynced([{ key: GENESIS_KEY, value: Buffer.from(JSON.stringify(this.genesis)) }]);
+    this.state.setGenesis(this.genesis);
     await this.state.rebuild();
     const stored = await this.applied.kv.get(ERA_KEY);
     const era: Era = stored ? (JSON.parse(fromUtf8(stored)) as Era) : { n: 0, mode: this.options.swarm.mode, base: 0 };
@@ -195,6 +249,7 @@ export class VerdictSwarm implements SwarmService {
     this.era = era;
     this.engine = this.makeEngine(era);
     await this.engine.start();
+    this.driver.start();
   }
 
   /** A committed mode switch took effect here: the old engine drains, the new one starts after `base`. */
@@ -213,6 +268,7 @@ export class VerdictSwarm implements SwarmService {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.driver.stop();
     for (const engine of this.draining) await engine.stop();
     await this.engine?.stop();
   }
@@ -249,7 +305,7 @@ export class VerdictSwarm implements SwarmService {
     const receivedAt = performance.now();
     const verified = verifyVerdict(jws, {
       keyring: this.options.keyring,
-      swarms: [this.options.swarm],
+      swarms: [this.config],
       expectedSwarm: this.id,
       now: Math.floor(Date.now() / 1000),
     });
@@ -412,8 +468,8 @@ export class VerdictSwarm implements SwarmService {
       swarm: this.id,
       mode: this.state.currentMode,
       era: this.era.n,
-      members: [...this.options.swarm.members],
-      role: status.role,
+      members: this.config.members,
+      role: this.state.peers().includes(this.options.self) ? status.role : 'removed',
       term: status.term,
       leader: status.leader,
       commitIndex: status.commitIndex,
@@ -421,6 +477,7 @@ export class VerdictSwarm implements SwarmService {
       lastIndex: status.lastIndex,
       peers: status.peers,
       ...(status.detail ? { detail: status.detail } : {}),
+      membership: this.membershipView(),
     };
   }
 
@@ -429,14 +486,16 @@ export class VerdictSwarm implements SwarmService {
    * accumulate across submissions with the same id until the swarm's admin policy is met.
    */
   async submitAdmin(command: AdminCommand, timeoutMs: number): Promise<AdminChangeView> {
-    const check = checkAdminApprovals(command, { ...this.options.swarm, mode: this.state.currentMode }, this.options.keyring);
+    const config = this.config;
+    const check = checkAdminApprovals(command, config, this.options.keyring);
     if (command.swarm !== this.id) throw new VerdictError('SWARM_MISMATCH', `the change names swarm ${command.swarm}, but was sent to swarm ${this.id}`);
     if (check.approvers.length === 0) {
       throw new VerdictError('ADMIN_APPROVAL_INVALID', `no valid admin approval: ${check.refused.map((r) => `#${r.position}: ${r.reason}`).join('; ') || 'none given'}`);
     }
-    if (command.action.kind === 'set-mode' && command.action.mode === 'pbft' && this.options.swarm.members.length < 4) {
-      throw new SwarmError(422, 'PBFT_TOO_FEW_MEMBERS', `pbft needs at least 4 members (n = 3f+1, f >= 1); swarm ${this.id} has ${this.options.swarm.members.length}: ${this.options.swarm.members.join(', ')}`);
+    if (command.action.kind === 'set-mode' && command.action.mode === 'pbft' && config.members.length < 4) {
+      throw new SwarmError(422, 'PBFT_TOO_FEW_MEMBERS', `pbft needs at least 4 members (n = 3f+1, f >= 1); swarm ${this.id} has ${config.members.length}: ${config.members.join(', ')}`);
     }
+    if (command.action.kind === 'add-member' || command.action.kind === 'remove-member') this.checkMemberAction(command.action);
     const answer = new Promise<AdminChangeView>((resolve) => {
       const list = this.adminWaiters.get(command.id) ?? [];
       list.push(resolve);
@@ -447,6 +506,19 @@ export class VerdictSwarm implements SwarmService {
     );
     await this.engine.propose(encodeCommand(command), timeoutMs);
     return Promise.race([answer, timeout]);
+  }
+
+  /** Refusals that need no consensus: a membership change this node could never carry out. */
+  private checkMemberAction(action: { kind: 'add-member' | 'remove-member'; org: string }): void {
+    if (this.state.currentMode !== 'raft') {
+      throw new SwarmError(422, 'MEMBERSHIP_NEEDS_RAFT', `membership changes are carried out by Raft conf changes; swarm ${this.id} runs ${this.state.currentMode}: switch it to raft, change the membership, then switch back`);
+    }
+    if (action.kind === 'add-member' && !this.knownOrgs.includes(action.org)) {
+      throw new SwarmError(422, 'UNKNOWN_ORG', `org ${action.org} has no member card in this node's federation file: add its card under members (conclave init prints it) and reload before proposing`);
+    }
+    if (action.kind === 'add-member' && this.era.n > 0) {
+      throw new SwarmError(422, 'MEMBERSHIP_AFTER_MODE_SWITCH', `swarm ${this.id} has switched modes before (era ${this.era.n}); a new node cannot join it yet (it would start in era 0)`);
+    }
   }
 
   adminChange(id: string): AdminChangeView | null {
@@ -465,7 +537,7 @@ export class VerdictSwarm implements SwarmService {
   }
 
   receiveCheckpoint(fromOrg: string, messages: Uint8Array[]): void {
-    if (!this.options.swarm.members.includes(fromOrg)) return;
+    if (!this.state.peers().includes(fromOrg)) return;
     for (const bytes of messages) {
       try {
         this.state.receiveCheckpoint(JSON.parse(fromUtf8(bytes)) as Checkpoint);
@@ -477,7 +549,7 @@ export class VerdictSwarm implements SwarmService {
 
   private broadcastCheckpoint(checkpoint: Checkpoint): void {
     const bytes = Buffer.from(JSON.stringify(checkpoint));
-    for (const org of this.options.swarm.members) {
+    for (const org of this.config.members) {
       if (org !== this.options.self) this.options.link.send(org, this.id, CHECKPOINT_CHANNEL, [bytes]);
     }
   }

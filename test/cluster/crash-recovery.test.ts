@@ -171,3 +171,27 @@ describe('pbft: real processes survive SIGKILL of the primary', () => {
     await expectConverged(info, stream.acked);
   }, 600_000);
 });
+
+describe('pbft: a Byzantine primary', () => {
+  it('an equivocating primary (different pre-prepares to different replicas) does not break agreement', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'conclave-pbft-byzantine-'));
+    dirs.push(dir);
+    // acme is the primary of view 0 (replicas in sorted order); only its node runs the equivocating test mode.
+    process.env.CONCLAVE_TEST_BYZANTINE = 'equivocate:acme';
+    let info: ClusterInfo;
+    try {
+      info = await upCluster({ orgs: ['acme', 'globex', 'initech', 'umbrella'], mode: 'pbft', dir, policy: { values: ['approve', 'reject'], quorum: 1, rule: 'majority' }, readyTimeoutMs: 120_000 });
+    } finally {
+      delete process.env.CONCLAVE_TEST_BYZANTINE;
+    }
+    const down = new Set<string>();
+    const stream = startStream(info, down);
+    const target = 30;
+    await waitFor(() => stream.acked.length >= target, { timeoutMs: 240_000, what: `${target} verdicts committed despite the equivocating primary` });
+    await stream.stop();
+    // initech was sent forged pre-prepares (the odd position among acme's peers): it still agrees with everyone.
+    const initech = await apiJson(findNode(info, 'initech'), `/v1/swarms/${info.swarm}/status`);
+    expect(initech.mode).toBe('pbft');
+    await expectConverged(info, stream.acked);
+  }, 600_000);
+});
