@@ -78,7 +78,7 @@ export async function createApiServer(options: ApiServerOptions): Promise<Fastif
   const { node } = options;
   const commitTimeoutMs = options.commitTimeoutMs ?? 30_000;
   const app = (options.tls
-    ? Fastify({ http2: true, http2SessionTimeout: 5000, forceCloseConnections: true, https: { allowHTTP1: true, key: options.tls.key, cert: options.tls.cert }, ...(options.logger ? { loggerInstance: options.logger } : {}), bodyLimit: options.bodyLimit ?? 64 * 1024 } as any)
+    ? Fastify({ http2: true, forceCloseConnections: true, https: { allowHTTP1: true, key: options.tls.key, cert: options.tls.cert }, ...(options.logger ? { loggerInstance: options.logger } : {}), bodyLimit: options.bodyLimit ?? 64 * 1024 } as any)
     : Fastify({ ...(options.logger ? { loggerInstance: options.logger } : {}), bodyLimit: options.bodyLimit ?? 64 * 1024 })) as unknown as FastifyInstance;
   const routes = collectRoutes(app);
 

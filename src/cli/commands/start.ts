@@ -31,6 +31,8 @@ export function register(program: Command): void {
         await node.stop();
         process.exit(0);
       };
+      // A rejection nobody handled (seen from undici on an HTTP/2 GOAWAY) must not take the node down: log it loudly.
+      process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled promise rejection'));
       process.on('SIGTERM', () => void stop('SIGTERM'));
       process.on('SIGINT', () => void stop('SIGINT'));
       try {
