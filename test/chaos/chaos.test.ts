@@ -1,0 +1,189 @@
+// Owns the CI-sized chaos runs: `node bin/conclave.js chaos --duration 20` as a real process, for raft (3 orgs) and
+// pbft (4 orgs), asserting exit 0, the final line with lost/duplicated/divergent 0 and acked > 0, a non-empty fault
+// summary, a well-formed JSON Lines history, and that no node process outlives the run. Also the proxy on its own.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { LinkProxy } from '../../src/chaos/proxy.ts';
+
+const ROOT = resolve(import.meta.dirname, '..', '..');
+const work = mkdtempSync(join(tmpdir(), 'conclave-chaos-test-'));
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+function run(args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((done, fail) => {
+    const child = spawn(process.execPath, [join(ROOT, 'bin', 'conclave.js'), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGINT'); // chaos stops its nodes on SIGINT
+      fail(new Error(`chaos did not finish within ${timeoutMs / 1000} s\n${stdout}\n${stderr}`));
+    }, timeoutMs);
+    child.on('error', fail);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      done({ code, stdout, stderr });
+    });
+  });
+}
+
+/** Pids of live (non-zombie) processes whose command line mentions `text`. */
+function processesMentioning(text: string): number[] {
+  if (process.platform !== 'linux') return [];
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z') continue;
+      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(text)) pids.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return pids;
+}
+
+async function chaosRun(mode: 'raft' | 'pbft', seed: number): Promise<void> {
+  const dir = join(work, mode);
+  const historyFile = join(work, `${mode}-history.jsonl`);
+  const { code, stdout, stderr } = await run(['chaos', '--duration', '20', '--mode', mode, '--seed', String(seed), '--dir', dir, '--history', historyFile], 240_000);
+  const transcript = `exit ${code}\n--- stdout\n${stdout}\n--- stderr\n${stderr}`;
+  const lines = stdout.trimEnd().split('\n');
+  const last = lines[lines.length - 1]!;
+  // Exactly one final line, in the documented shape.
+  expect(last, transcript).toMatch(/^acked: \d+, lost: \d+, duplicated: \d+, divergent: \d+$/);
+  expect(lines.filter((line) => line.startsWith('acked: ')), transcript).toHaveLength(1);
+  expect(last, transcript).toMatch(/, lost: 0, duplicated: 0, divergent: 0$/);
+  expect(Number(/^acked: (\d+)/.exec(last)![1]), transcript).toBeGreaterThan(0);
+  expect(stdout, transcript).toMatch(/audit: verifies/);
+  expect(code, transcript).toBe(0);
+  // Faults were injected and reported.
+  const faults = /^ {2}(\d+) in all: /m.exec(stdout);
+  expect(Number(faults?.[1] ?? 0), transcript).toBeGreaterThan(0);
+
+  // The history: JSON Lines, every invoke answered by exactly one ok / fail / info of the same process.
+  const history = readFileSync(historyFile, 'utf8').trimEnd().split('\n').map((line) => JSON.parse(line) as { type: string; process: number; time: number; f: string; value: { subject: string; jwsHash: string; index?: number } });
+  expect(history.length).toBeGreaterThan(0);
+  const open = new Map<number, string>();
+  let oks = 0;
+  for (const record of history) {
+    expect(record.f).toBe('submit');
+    expect(typeof record.time).toBe('number');
+    expect(record.value.jwsHash).toMatch(/^[0-9a-f]{64}$/);
+    if (record.type === 'invoke') {
+      expect(open.has(record.process)).toBe(false);
+      open.set(record.process, record.value.jwsHash);
+    } else {
+      expect(['ok', 'fail', 'info']).toContain(record.type);
+      expect(open.get(record.process)).toBe(record.value.jwsHash);
+      open.delete(record.process);
+      if (record.type === 'ok') {
+        oks++;
+        expect(record.value.index).toBeGreaterThan(0);
+      }
+    }
+  }
+  expect(open.size).toBe(0);
+  expect(`acked: ${oks},`).toBe(last.slice(0, last.indexOf(',') + 1));
+  // No node outlives the run.
+  expect(processesMentioning(dir)).toEqual([]);
+}
+
+describe('conclave chaos (real processes, fault-injecting proxies)', () => {
+  it('raft, 3 orgs, 20 s of faults: nothing lost, duplicated or divergent, and the audit verifies', async () => {
+    await chaosRun('raft', 7);
+  }, 300_000);
+
+  it('pbft, 4 orgs, 20 s of faults: nothing lost, duplicated or divergent, and the audit verifies', async () => {
+    await chaosRun('pbft', 11);
+  }, 300_000);
+});
+
+describe('LinkProxy', () => {
+  let echo: Server;
+  const sockets: Socket[] = [];
+
+  afterAll(async () => {
+    for (const socket of sockets) socket.destroy();
+    await new Promise<void>((done) => (echo ? echo.close(() => done()) : done()));
+  });
+
+  function dial(port: number): Promise<Socket> {
+    return new Promise((resolvePromise, reject) => {
+      const socket = connect({ host: '127.0.0.1', port }, () => resolvePromise(socket));
+      socket.once('error', reject);
+      socket.on('error', () => undefined); // resets are what the test provokes
+      sockets.push(socket);
+    });
+  }
+
+  function roundTrip(socket: Socket, text: string, timeoutMs: number): Promise<string | null> {
+    return new Promise((done) => {
+      const timer = setTimeout(() => {
+        socket.off('data', onData);
+        done(null);
+      }, timeoutMs);
+      const onData = (chunk: Buffer) => {
+        clearTimeout(timer);
+        socket.off('data', onData);
+        done(chunk.toString());
+      };
+      socket.on('data', onData);
+      socket.write(text);
+    });
+  }
+
+  it('forwards, delays, black-holes, resets and refuses, then heals', async () => {
+    echo = createServer((socket) => {
+      socket.on('error', () => undefined);
+      socket.pipe(socket);
+    });
+    await new Promise<void>((done) => echo.listen(0, '127.0.0.1', () => done()));
+    const port = (echo.address() as { port: number }).port;
+    const link = new LinkProxy('a', 'b', { host: '127.0.0.1', port });
+    await link.start();
+    try {
+      const socket = await dial(link.port);
+      expect(await roundTrip(socket, 'hello', 10_000)).toBe('hello');
+
+      link.delay(300);
+      const started = Date.now();
+      expect(await roundTrip(socket, 'slow', 10_000)).toBe('slow');
+      expect(Date.now() - started).toBeGreaterThanOrEqual(550); // 300 ms each way
+
+      link.heal();
+      link.cut('blackhole');
+      expect(await roundTrip(socket, 'lost', 700)).toBeNull();
+      expect(link.stats.bytesDropped).toBeGreaterThan(0);
+
+      link.cut('reset');
+      const closed = await new Promise<boolean>((done) => {
+        if (socket.destroyed) done(true);
+        socket.once('close', () => done(true));
+        setTimeout(() => done(false), 10_000);
+      });
+      expect(closed).toBe(true);
+      const refused = await dial(link.port).then(
+        (s) => new Promise<boolean>((done) => {
+          s.once('close', () => done(true));
+          s.once('error', () => done(true));
+          setTimeout(() => done(false), 10_000);
+        }),
+        () => true,
+      );
+      expect(refused).toBe(true);
+
+      link.heal();
+      const again = await dial(link.port);
+      expect(await roundTrip(again, 'back', 10_000)).toBe('back');
+    } finally {
+      await link.close();
+    }
+  });
+});
