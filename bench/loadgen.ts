@@ -108,6 +108,8 @@ const ACCEPTED = new Set(['committed', 'duplicate', 'decided-already']);
 let phase: 'warmup' | 'measure' | 'tail' | 'stopping' = 'warmup';
 let next = 0;
 const measured: Window = { ok: 0, errors: 0, histogram: new Histogram() };
+/** Latency per target (per org's node, or per etcd member): shows what the leader / followers add. */
+const perTarget = config.targets.map(() => new Histogram());
 const tail = { ok: 0, errors: 0 };
 const warm = { ok: 0, errors: 0 };
 const errorCodes: Record<string, number> = {};
@@ -157,6 +159,7 @@ async function worker(): Promise<void> {
       else if (phase === 'measure' && startPhase === 'measure') {
         measured.ok++;
         measured.histogram.record(micros);
+        perTarget[target]!.record(micros);
       } else if (phase === 'measure') measured.ok++; // started in warm-up, completed in the window: counts for throughput
       else if (phase === 'tail') tail.ok++;
       else warm.ok++;
@@ -197,6 +200,7 @@ console.log(
     committedPerSec: round(measured.ok / seconds),
     latencyMs: measured.histogram.summaryMs(),
     latencySamples: measured.histogram.count,
+    perTarget: config.targets.map((t, i) => ({ target: t.org ?? t.url, samples: perTarget[i]!.count, p50: perTarget[i]!.summaryMs().p50, p99: perTarget[i]!.summaryMs().p99 })),
     errors: measured.errors,
     errorCodes,
     ...(sampleError ? { sampleError } : {}),

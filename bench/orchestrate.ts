@@ -11,7 +11,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { apiJson, REPO_ROOT } from '../src/devcluster/cluster.ts';
 import { runScript } from './lib/child.ts';
-import { commitIndex, pbftWired, startConclave, stopConclave, type ConclaveCluster } from './lib/conclave.ts';
+import { commitIndex, leaderOf, pbftWired, startConclave, stopConclave, type ConclaveCluster } from './lib/conclave.ts';
 import { ensureEtcd, startEtcd, stopEtcd, type EtcdCluster } from './lib/etcd.ts';
 import { cpuPercent, cpuSample, loadAverage, probeFsyncs, rssMb, runQueuePercent, type CpuSample } from './lib/proc.ts';
 import { profilesIn, summarizeProfile } from './lib/profile.ts';
@@ -126,6 +126,8 @@ async function loadRun(
   swarm?: string,
   /** Called at the start and at the end of the measured window (CPU profiling). */
   onWindow?: () => void,
+  /** The Conclave cluster, to report its leader beside the per-target latencies. */
+  cluster?: ConclaveCluster,
 ): Promise<LoadRun | null> {
   const runId = `${process.pid}-${++runCounter}-${Date.now().toString(36)}`;
   const config: LoadConfig = {
@@ -167,6 +169,7 @@ async function loadRun(
     },
   });
   const fsync = probeDone.length ? await probeDone[0]! : [];
+  const leader = cluster ? await leaderOf(cluster) : null;
   const gen = result.lines[0] as unknown as (LoadRun & { tail: { ok: number; seconds: number }; errors: number }) | undefined;
   if (result.code !== 0 || !gen) {
     emit({ scenario, system, subjects, concurrency, round, error: `load generator exit ${result.code}`, stderr: result.stderr.slice(-600) });
@@ -181,6 +184,7 @@ async function loadRun(
     scenario,
     system,
     ...measured,
+    ...(cluster ? { leader } : {}),
     round,
     nodes: procs.map((p, i) => ({
       name: p.name,
@@ -229,7 +233,7 @@ async function endToEnd(): Promise<void> {
     for (let round = 1; round <= rounds; round++) {
       for (const c of concurrencies) {
         if (raft) {
-          const r = await loadRun('raft-3', 'conclave', conclaveProcs(raft), raft.targets, c, 'unique', round, raft.info.swarm);
+          const r = await loadRun('raft-3', 'conclave', conclaveProcs(raft), raft.targets, c, 'unique', round, raft.info.swarm, undefined, raft);
           if (r) runs.push(r);
         }
         if (etcd) {
@@ -241,7 +245,7 @@ async function endToEnd(): Promise<void> {
     // several verdicts per subject (one per org: the decision commits at the second, the third is decided-already)
     if (raft) {
       for (const c of concurrencies) {
-        const r = await loadRun('raft-3', 'conclave', conclaveProcs(raft), raft.targets, c, 'shared', 1, raft.info.swarm);
+        const r = await loadRun('raft-3', 'conclave', conclaveProcs(raft), raft.targets, c, 'shared', 1, raft.info.swarm, undefined, raft);
         if (r) runs.push(r);
       }
     }
@@ -356,7 +360,7 @@ async function pbft(): Promise<void> {
     progress('starting Conclave pbft-4 cluster');
     cluster = await startConclave(join(workDir, 'pbft-4'), 4, 'pbft', progress);
     for (const c of concurrencies) {
-      const r = await loadRun('pbft-4', 'conclave', conclaveProcs(cluster), cluster.targets, c, 'unique', 1, cluster.info.swarm);
+      const r = await loadRun('pbft-4', 'conclave', conclaveProcs(cluster), cluster.targets, c, 'unique', 1, cluster.info.swarm, undefined, cluster);
       if (r) runs.push(r);
     }
   } catch (error) {
@@ -393,7 +397,7 @@ async function profileRun(): Promise<void> {
   };
   let leader: string | null = null;
   try {
-    await loadRun('raft-3-profiled', 'conclave', conclaveProcs(cluster), cluster.targets, 64, 'unique', 1, cluster.info.swarm, toggle);
+    await loadRun('raft-3-profiled', 'conclave', conclaveProcs(cluster), cluster.targets, 64, 'unique', 1, cluster.info.swarm, toggle, cluster);
     await new Promise((done) => setTimeout(done, 1000)); // profiles written
     const status = await apiJson<{ swarms: { swarm: string; leader: string | null }[] }>(cluster.info.nodes[0]!, '/v1/status', { timeoutMs: 10_000 }).catch(() => null);
     leader = status?.swarms.find((w) => w.swarm === cluster.info.swarm)?.leader ?? null;
@@ -444,7 +448,11 @@ async function main(): Promise<void> {
   if (runs.length) chart();
   if (only.has('scale')) {
     progress(`scale: ${idleSwarmCount} idle swarms`);
-    emit(await idleSwarms(join(workDir, 'idle'), idleSwarmCount, quick ? 5 : 15, progress));
+    try {
+      emit(await idleSwarms(join(workDir, 'idle'), idleSwarmCount, quick ? 5 : 15, progress));
+    } catch (error) {
+      emit({ scale: 'idle-swarms', swarms: idleSwarmCount, works: false, error: (error as Error).message.slice(0, 800) });
+    }
   }
   emit({ bench: 'end' });
 }

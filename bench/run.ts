@@ -1,7 +1,8 @@
 // Owns `npm run bench` (entry point). Makes a consistent source snapshot to benchmark, then runs
 // bench/orchestrate.ts inside it. Other engineers edit the shared working tree while benchmarks run, so by default
 // the nodes, load generator and micro-benchmarks run from `git archive HEAD` (plus this working tree's bench/ and,
-// while it is not committed yet, src/devcluster/) with node_modules linked; `--tree working` runs in place.
+// while it is not committed yet, src/devcluster/) with node_modules linked; `--tree working` runs in place and
+// `--tree <rev>` (a commit, tag or branch) benchmarks that revision instead of HEAD.
 // Results go to the working tree's bench/out/ unless --out says otherwise. Only node: imports here, on purpose:
 // a half-edited file elsewhere in the tree cannot break the launcher.
 import { spawn, execFileSync } from 'node:child_process';
@@ -23,13 +24,15 @@ let root = repo;
 let snapshot: string | null = null;
 let commit: string | null = null;
 try {
-  commit = execFileSync('git', ['-C', repo, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
+  const rev = tree === 'head' || tree === 'working' ? 'HEAD' : tree;
+  commit = execFileSync('git', ['-C', repo, 'rev-parse', '--short', `${rev}^{commit}`], { encoding: 'utf8' }).trim();
 } catch {
   commit = null;
 }
 if (tree !== 'working') {
   snapshot = mkdtempSync(join(tmpdir(), 'conclave-bench-tree-'));
-  execFileSync('sh', ['-c', `git -C "${repo}" archive HEAD | tar -x -C "${snapshot}"`]);
+  if (!commit) throw new Error(`--tree ${tree}: not a revision of ${repo}`);
+  execFileSync('sh', ['-c', `git -C "${repo}" archive ${commit} | tar -x -C "${snapshot}"`]);
   cpSync(join(repo, 'bench'), join(snapshot, 'bench'), { recursive: true, filter: (src) => !src.startsWith(join(repo, 'bench', 'out')) });
   if (!existsSync(join(snapshot, 'src', 'devcluster', 'cluster.ts')) && existsSync(join(repo, 'src', 'devcluster', 'cluster.ts'))) {
     cpSync(join(repo, 'src', 'devcluster'), join(snapshot, 'src', 'devcluster'), { recursive: true });
@@ -41,7 +44,7 @@ if (tree !== 'working') {
 const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'bench', 'orchestrate.ts'), ...passOn], {
   cwd: root,
   stdio: 'inherit',
-  env: { ...process.env, CONCLAVE_BENCH_TREE: tree === 'working' ? 'working' : 'head', ...(commit ? { CONCLAVE_BENCH_COMMIT: commit } : {}) },
+  env: { ...process.env, CONCLAVE_BENCH_TREE: tree === 'working' ? 'working' : tree === 'head' ? 'head' : `rev ${tree}`, ...(commit ? { CONCLAVE_BENCH_COMMIT: commit } : {}) },
 });
 const forward = (sig: NodeJS.Signals) => child.kill(sig);
 process.on('SIGINT', forward);

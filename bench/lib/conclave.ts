@@ -38,6 +38,20 @@ export async function commitIndex(node: ClusterNode, swarm: string): Promise<num
   }
 }
 
+/** The leader (raft) or primary (pbft) the first answering node reports for the swarm, or null. */
+export async function leaderOf(cluster: ConclaveCluster): Promise<string | null> {
+  for (const node of cluster.info.nodes) {
+    try {
+      const status = await apiJson<{ swarms: { swarm: string; leader?: string | null; primary?: string | null }[] }>(node, '/v1/status', { timeoutMs: 5_000 });
+      const s = status.swarms.find((w) => w.swarm === cluster.info.swarm);
+      if (s) return s.leader ?? s.primary ?? null;
+    } catch {
+      // try the next node
+    }
+  }
+  return null;
+}
+
 /**
  * Whether `conclave start` runs pbft swarms: node.ts no longer logs "pbft mode is not wired" and src/swarm holds a
  * pbft driver. Checked at run time, since another engineer is wiring it while this benchmark is written.

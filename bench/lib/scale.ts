@@ -10,8 +10,16 @@ import { cpuPercent, cpuSample, rssMb } from './proc.ts';
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
 
 export async function idleSwarms(dir: string, count: number, idleSeconds: number, progress: (line: string) => void): Promise<Record<string, unknown>> {
-  const swarms = Array.from({ length: count }, (_, i) => ({ id: `idle-${String(i).padStart(4, '0')}`, mode: 'raft' as const, policy: DEFAULT_POLICY }));
-  const federation = await writeLocalFederation({ dir, orgs: ['acme', 'globex', 'initech'], swarms });
+  const orgs = ['acme', 'globex', 'initech'];
+  // Fresh objects per swarm: the YAML writer turns objects shared between swarms into anchors and aliases, and the
+  // loader refuses a file with ~1,000 aliases as a resource exhaustion attack.
+  const swarms = Array.from({ length: count }, (_, i) => ({
+    id: `idle-${String(i).padStart(4, '0')}`,
+    mode: 'raft' as const,
+    members: [...orgs],
+    policy: structuredClone(DEFAULT_POLICY),
+  }));
+  const federation = await writeLocalFederation({ dir, orgs, swarms });
   mkdirSync(join(dir, 'logs'), { recursive: true });
   const nodes = federation.orgs.map((org) => {
     const out = openSync(join(dir, 'logs', `${org.org}.log`), 'a');
@@ -51,7 +59,25 @@ export async function idleSwarms(dir: string, count: number, idleSeconds: number
     const before = nodes.map(({ node }) => cpuSample(node.pid));
     await sleep(idleSeconds * 1000);
     const after = nodes.map(({ node }) => cpuSample(node.pid));
-    const perNode = nodes.map(({ node }, i) => ({ name: node.org, readyAfterSeconds: readyAfter[i], cpuPercent: cpuPercent(before[i]!, after[i]!), rssMb: rssMb(node.pid) }));
+    const withLeader = await Promise.all(
+      nodes.map(async ({ node }) => {
+        try {
+          const r = await apiFetch(node, '/v1/status', { timeoutMs: 30_000 });
+          const status = (await r.json()) as { swarms: { leader: string | null }[] };
+          return { hosted: status.swarms.length, withLeader: status.swarms.filter((s) => s.leader).length };
+        } catch {
+          return null;
+        }
+      }),
+    );
+    const perNode = nodes.map(({ node }, i) => ({
+      name: node.org,
+      readyAfterSeconds: readyAfter[i],
+      swarmsHosted: withLeader[i]?.hosted ?? null,
+      swarmsWithLeader: withLeader[i]?.withLeader ?? null,
+      cpuPercent: cpuPercent(before[i]!, after[i]!),
+      rssMb: rssMb(node.pid),
+    }));
     const cpuValues = perNode.map((n) => n.cpuPercent ?? 0);
     return {
       scale: 'idle-swarms',
