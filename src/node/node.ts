@@ -1,6 +1,7 @@
 // The composition root of one Conclave node: loads the federation file, opens storage, starts the peer server,
 // the peer client pool, every swarm this org belongs to, and the public API; stops them in reverse order.
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { loadFederation } from '../config/load.ts';
@@ -16,12 +17,30 @@ import type { SwarmLink } from '../swarm/engine.ts';
 import { PeerReplyError } from '../transport/server.ts';
 import { VerdictSwarm } from '../swarm/verdict-swarm.ts';
 import type { NodeService } from '../swarm/service.ts';
+import { nearestExpiry } from '../pki/doctor.ts';
+
+/** What a reload (SIGHUP, `conclave admin reload`) did: applied transport/key changes and reported drift. */
+export interface ReloadReport {
+  at: string;
+  ok: boolean;
+  error: string | null;
+  /** What was applied: peer endpoints, CA certificates, keys, this node's TLS certificate and signing key. */
+  applied: string[];
+  /** Per swarm: differences between the file's member list and the committed membership (never applied). */
+  drift: Record<string, string[]>;
+}
+
+/** Files in the node's data folder: its pid (for `conclave admin reload`) and the last reload's report. */
+export const PID_FILE = 'conclave.pid';
+export const RELOAD_REPORT_FILE = 'last-reload.json';
 
 export interface NodeOptions {
   configPath: string;
   logger: Logger;
   /** Milliseconds per Raft tick (election timeout is 10-20 ticks). */
   tickMs?: number;
+  /** Raft snapshot (and log compaction) every this many applied entries (tests make it small). */
+  snapshotEvery?: number;
 }
 
 export class ConclaveNode implements NodeService {
@@ -34,7 +53,12 @@ export class ConclaveNode implements NodeService {
   private peerServer: PeerServer | null = null;
   private api: FastifyInstance | null = null;
   private readonly metrics: NodeMetrics;
-  readonly config: FederationConfig;
+  config: FederationConfig;
+  /** The node's signing key: one object every swarm holds; a rotation replaces its contents in place. */
+  private signingKey: SigningKey | null = null;
+  private keyring: Keyring | null = null;
+  private tls: { certPem: string; keyPem: string } | null = null;
+  private lastReload: ReloadReport | null = null;
 
   constructor(private readonly options: NodeOptions) {
     this.config = loadFederation(options.configPath);
@@ -58,15 +82,26 @@ export class ConclaveNode implements NodeService {
       throw new Error(`the node signing key ${config.node.signingKeyFile} is not among org ${this.org}'s nodeKeys in the federation file`);
     }
     const keyring = Keyring.fromMembers(config.members);
+    this.signingKey = signingKey;
+    this.keyring = keyring;
+    this.tls = tls;
 
     this.store = await NodeStore.open(config.node.dataDir);
-    const members = config.members.map((m) => ({ org: m.org, peerUrl: m.peerUrl, caPem: m.caPem }));
+    const members = this.transportMembers();
     this.pool = new PeerClientPool({ self: this.org, tls, members, logger: logger.child({ part: 'peer-client' }) });
     this.peerServer = await PeerServer.start({ tls, members, listen: config.node.peerListen, logger: logger.child({ part: 'peer-server' }) });
 
     const pool = this.pool;
     const link: SwarmLink = {
-      send: (to, swarm, channel, messages) => pool.send(to, swarm, channel, messages),
+      send: (to, swarm, channel, messages) => {
+        try {
+          pool.send(to, swarm, channel, messages);
+        } catch (error) {
+          // a peer taken out of the transport by a committed removal: the message has no one to go to
+          this.metrics.droppedMessages.inc({ swarm, reason: 'no-peer-link' }, messages.length);
+          logger.debug({ err: error, to, swarm, channel }, 'message to a peer without a link dropped');
+        }
+      },
       call: (to, swarm, channel, body, timeoutMs) => pool.call(to, swarm, channel, body, { timeoutMs }),
     };
     // TEST ONLY: CONCLAVE_TEST_BYZANTINE=equivocate:<org> turns that org's PBFT replicas into an equivocating primary.
@@ -85,6 +120,8 @@ export class ConclaveNode implements NodeService {
         logger,
         metrics: this.metrics,
         ...(options.tickMs ? { tickMs: options.tickMs } : {}),
+        ...(options.snapshotEvery ? { snapshotEvery: options.snapshotEvery } : {}),
+        onMembership: () => setImmediate(() => this.applyTransportMembers()),
         ...(byzantine ? { byzantine } : {}),
       });
       this.swarms.set(swarmConfig.id, swarm);
@@ -92,7 +129,7 @@ export class ConclaveNode implements NodeService {
     // A peer may speak only for a swarm it is a member of; anything else is dropped and counted.
     const memberSwarm = (fromOrg: string, swarmId: string): VerdictSwarm | null => {
       const swarm = this.swarms.get(swarmId);
-      if (!swarm || !swarm.state.decisions().swarm.members.includes(fromOrg)) {
+      if (!swarm || !swarm.state.peers().includes(fromOrg)) {
         this.metrics.droppedMessages.inc({ swarm: swarmId, reason: swarm ? 'not-a-member' : 'unknown-swarm' });
         return null;
       }
@@ -113,6 +150,18 @@ export class ConclaveNode implements NodeService {
       memberSwarm(fromOrg, swarmId)?.receiveCheckpoint(fromOrg, messages);
     });
     for (const swarm of this.swarms.values()) await swarm.start();
+    // The committed membership (rebuilt from storage) decides whom the transport trusts, not the file alone.
+    this.applyTransportMembers();
+    this.setCertExpiryMetric();
+    for (const [id, swarm] of this.swarms) {
+      const drift = swarm.membershipView().drift;
+      if (drift.length) logger.warn({ swarm: id, drift }, 'the federation file and the committed membership differ (reported, not applied)');
+    }
+    try {
+      writeFileSync(join(config.node.dataDir, PID_FILE), `${process.pid}\n`);
+    } catch (error) {
+      logger.warn({ err: error }, 'could not write the pid file (conclave admin reload needs it)');
+    }
 
     this.api = await createApiServer({ node: this, tls: { key: tls.keyPem, cert: tls.certPem }, logger: logger.child({ part: 'api' }) });
     await this.api.listen({ host: config.node.apiListen.host, port: config.node.apiListen.port });
@@ -122,7 +171,105 @@ export class ConclaveNode implements NodeService {
     return { peerPort: this.peerServer.port, apiPort };
   }
 
+  /**
+   * The org → peer URL / CA the transport uses: members of the file that are in the committed membership (voters,
+   * learners, admitted orgs) of a swarm this node runs. A removed org's certificate is refused from then on.
+   */
+  private transportMembers(): { org: string; peerUrl: string; caPem: string }[] {
+    const wanted = new Set<string>([this.org]);
+    if (this.swarms.size === 0) for (const swarm of this.config.swarms) if (swarm.members.includes(this.org)) for (const org of swarm.members) wanted.add(org);
+    for (const swarm of this.swarms.values()) for (const org of swarm.state.peers()) wanted.add(org);
+    return this.config.members.filter((m) => wanted.has(m.org)).map((m) => ({ org: m.org, peerUrl: m.peerUrl, caPem: m.caPem }));
+  }
+
+  private applyTransportMembers(): void {
+    if (!this.pool || !this.peerServer) return;
+    const members = this.transportMembers();
+    this.pool.updateMembers(members);
+    this.peerServer.updateMembers(members);
+    this.options.logger.debug({ org: this.org, peers: members.map((m) => m.org) }, 'peer transport members updated');
+  }
+
+  private setCertExpiryMetric(): void {
+    const nearest = nearestExpiry(this.config, this.tls?.certPem ?? null);
+    if (nearest) this.metrics.certExpirySeconds.set(Math.round((nearest.validTo.getTime() - Date.now()) / 1000));
+  }
+
+  /**
+   * Re-reads the federation file: applies new peer endpoints, CA certificates, public keys, this node's TLS
+   * certificate and signing key; reports (log + /v1/status + the report file), never applies, differences between
+   * the file's swarm members and the committed membership. A file that does not load changes nothing.
+   */
+  reload(): ReloadReport {
+    const logger = this.options.logger;
+    const report: ReloadReport = { at: new Date().toISOString(), ok: true, error: null, applied: [], drift: {} };
+    try {
+      const next = loadFederation(this.options.configPath);
+      if (next.node.org !== this.org) throw new Error(`the file is now for org ${next.node.org}, this node runs org ${this.org}: restart instead`);
+      const tls = { certPem: readFileSync(next.node.tlsCertFile, 'utf8'), keyPem: readFileSync(next.node.tlsKeyFile, 'utf8') };
+      const signingKey = importPrivateJwk(JSON.parse(readFileSync(next.node.signingKeyFile, 'utf8')) as PrivateJwk);
+      const ownMember = next.members.find((m) => m.org === this.org)!;
+      if (!ownMember.nodeKeys.some((k) => k.x === signingKey.publicJwk.x)) throw new Error(`the node signing key ${next.node.signingKeyFile} is not among org ${this.org}'s nodeKeys`);
+      // Everything is read and checked before anything changes.
+      this.keyring?.replaceMembers(next.members);
+      const before = new Map(this.config.members.map((m) => [m.org, m]));
+      for (const member of next.members) {
+        const old = before.get(member.org);
+        if (!old) report.applied.push(`${member.org}: new member card`);
+        else {
+          if (old.peerUrl !== member.peerUrl) report.applied.push(`${member.org}: peer URL ${old.peerUrl} -> ${member.peerUrl}`);
+          if (old.caPem !== member.caPem) report.applied.push(`${member.org}: CA certificates changed`);
+          for (const role of ['nodeKeys', 'agentKeys', 'adminKeys'] as const) {
+            if (JSON.stringify(old[role]) !== JSON.stringify(member[role])) report.applied.push(`${member.org}: ${role} changed`);
+          }
+        }
+      }
+      for (const org of before.keys()) if (!next.members.some((m) => m.org === org)) report.applied.push(`${org}: member card removed`);
+      this.config = next;
+      if (this.tls && (this.tls.certPem !== tls.certPem || this.tls.keyPem !== tls.keyPem)) {
+        this.tls = tls;
+        this.peerServer?.updateTls(tls);
+        this.pool?.updateTls(tls);
+        report.applied.push('this node: TLS certificate and key');
+      }
+      if (this.signingKey && this.signingKey.kid !== signingKey.kid) {
+        Object.assign(this.signingKey, signingKey);
+        report.applied.push(`this node: signing key ${signingKey.kid}`);
+      }
+      this.applyTransportMembers();
+      for (const [id, swarm] of this.swarms) {
+        swarm.setFileConfig(next);
+        const drift = swarm.membershipView().drift;
+        if (drift.length) report.drift[id] = drift;
+      }
+      for (const swarm of next.swarms) {
+        if (swarm.members.includes(this.org) && !this.swarms.has(swarm.id)) {
+          (report.drift[swarm.id] ??= []).push(`swarm ${swarm.id} is new in the file: this node starts it only on restart`);
+        }
+      }
+      this.setCertExpiryMetric();
+      logger.info({ applied: report.applied, drift: report.drift }, 'federation file reloaded');
+      if (Object.keys(report.drift).length) logger.warn({ drift: report.drift }, 'the federation file and the committed membership differ (reported, not applied)');
+    } catch (error) {
+      report.ok = false;
+      report.error = error instanceof Error ? error.message : String(error);
+      logger.error({ err: error }, 'reload failed: the federation file was not applied');
+    }
+    this.lastReload = report;
+    try {
+      writeFileSync(join(this.config.node.dataDir, RELOAD_REPORT_FILE), JSON.stringify(report, null, 2) + '\n');
+    } catch {
+      // the report is also in the log and in /v1/status
+    }
+    return report;
+  }
+
+  reloadReport(): ReloadReport | null {
+    return this.lastReload;
+  }
+
   async stop(): Promise<void> {
+    rmSync(join(this.config.node.dataDir, PID_FILE), { force: true });
     await this.api?.close().catch(() => undefined);
     for (const swarm of this.swarms.values()) await swarm.stop();
     await this.pool?.close().catch(() => undefined);

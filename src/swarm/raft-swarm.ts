@@ -65,6 +65,8 @@ export class RaftSwarm implements ConsensusEngine {
   private readonly readWaiters = new Map<string, (index: number) => void>();
   private readSeq = 0;
   private loopError: Error | null = null;
+  /** Set by requestSnapshot (membership: a newcomer must be sent a snapshot); honoured at the next ready cycle. */
+  private snapshotRequested = false;
 
   constructor(private readonly options: RaftSwarmOptions) {
     this.swarm = options.swarm;
@@ -230,6 +232,8 @@ export class RaftSwarm implements ConsensusEngine {
   /** A follower forwarded a proposal: place it if we lead; answer where it went. */
   async handleForwardedProposal(data: Uint8Array): Promise<Uint8Array> {
     if (this.haltedAt !== null) return Buffer.from(JSON.stringify({ error: 'MODE_SWITCHED', leader: null }));
+    // Log commands are JSON objects (or empty); anything else could be mistaken for a conf entry in the audit trail.
+    if (data.length > 0 && data[0] !== 0x7b) return Buffer.from(JSON.stringify({ error: 'NOT_A_COMMAND', leader: null }));
     const result = this.core.propose(data);
     if (!result.ok) return Buffer.from(JSON.stringify({ error: result.code, leader: result.leader }));
     this.schedule();
@@ -285,9 +289,32 @@ export class RaftSwarm implements ConsensusEngine {
   }
 
   proposeConfChange(change: ConfChange): ReturnType<RaftCore['proposeConfChange']> {
+    if (this.haltedAt !== null) return { ok: false, code: 'NOT_LEADER', leader: null };
     const result = this.core.proposeConfChange(change);
     this.schedule();
     return result;
+  }
+
+  // ---- membership (driven by swarm/membership.ts ConfChangeDriver) ----
+
+  isLeader(): boolean {
+    return this.haltedAt === null && this.loopError === null && this.core.status().role === 'leader';
+  }
+
+  /** The configuration the core uses now (conf entries take effect when applied). */
+  conf(): { voters: string[]; learners: string[] } {
+    const { conf } = this.core.status();
+    return { voters: [...conf.voters], learners: [...conf.learners] };
+  }
+
+  snapshotIndex(): number {
+    return this.core.status().snapshotIndex;
+  }
+
+  /** Take a snapshot at the applied index and compact the log at the next ready cycle. */
+  requestSnapshot(): void {
+    this.snapshotRequested = true;
+    this.schedule();
   }
 
   transferLeadership(to: string): void {
@@ -309,6 +336,7 @@ export class RaftSwarm implements ConsensusEngine {
     if (this.running || this.loopError) return;
     this.running = true;
     try {
+      if (this.snapshotRequested) await this.maybeCompact();
       while (!this.stopped && this.core.hasReady()) {
         const ready = this.core.ready();
         // Durable first: vote, term and entries must be on disk before any message that depends on them.
@@ -363,8 +391,12 @@ export class RaftSwarm implements ConsensusEngine {
   private applyEntry(entry: Entry): void {
     if (entry.index <= this.appliedIndex) return;
     if (entry.index !== this.appliedIndex + 1) throw new Error(`apply gap: ${this.appliedIndex} then ${entry.index}`);
-    // After a committed mode switch, later Raft entries belong to no one: every replica stops at the same index.
-    if (this.haltedAt !== null) return;
+    // After a committed mode switch, later Raft entries belong to no one: every replica stops applying at the same
+    // index (they are consumed, never applied, so the core's bookkeeping still advances).
+    if (this.haltedAt !== null) {
+      this.appliedIndex = entry.index;
+      return;
+    }
     const verdict = this.options.applier.apply({ index: entry.index, epoch: entry.term, kind: entry.type === 'conf' ? 'conf' : 'command', data: entry.data });
     if (verdict === 'halt') {
       this.haltedAt = entry.index;
@@ -394,7 +426,12 @@ export class RaftSwarm implements ConsensusEngine {
   private async maybeCompact(): Promise<void> {
     if (this.haltedAt !== null) return;
     const every = this.options.snapshotEvery ?? 10_000;
-    if (this.appliedSinceSnapshot < every) return;
+    if (this.appliedSinceSnapshot < every && !this.snapshotRequested) return;
+    if (this.snapshotRequested && this.appliedIndex <= this.core.status().snapshotIndex) {
+      this.snapshotRequested = false; // nothing applied since the last snapshot (the driver asks again if it must)
+      return;
+    }
+    this.snapshotRequested = false;
     this.appliedSinceSnapshot = 0;
     const snapshot = this.core.compact(this.appliedIndex, this.options.applier.snapshot());
     if (snapshot) await this.options.log.persistReady({ hardState: null, entries: [], snapshot, compactedTo: null });

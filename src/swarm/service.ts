@@ -74,6 +74,8 @@ export interface SwarmStatusView {
   lastIndex: number;
   peers: PeerProgressView[];
   detail?: Record<string, unknown>;
+  /** The committed membership (voters, learners, changes under way) and its drift from the federation file. */
+  membership?: import('./membership.ts').MembershipView;
 }
 
 export type { Checkpoint as CheckpointView } from '../audit/checkpoint.ts';

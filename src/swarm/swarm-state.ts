@@ -13,6 +13,16 @@ import { checkAdminApprovals, decodeCommand, verifyProposal, type AdminAction, t
 import type { AppliedStateStore } from '../storage/applied-state.ts';
 import { recordHash } from '../audit/chain.ts';
 import type { CommittedEntry } from './engine.ts';
+import type { ConfChange } from '../consensus/raft/types.ts';
+import { validatePolicy } from '../verdict/policy.ts';
+import {
+  applyConfToMembership,
+  confChangeOfData,
+  emptyMembership,
+  peerOrgs,
+  targetVoters,
+  type MembershipState,
+} from './membership.ts';
 
 export type { CommittedEntry };
 
@@ -43,6 +53,8 @@ export interface SwarmStateOptions {
   onAdmin?: (change: AdminChangeView) => void;
   /** Called when a committed mode switch takes effect at `index`; the next entry belongs to the new protocol. */
   onModeSwitch?: (index: number, mode: ConsensusMode) => void;
+  /** Called when the committed membership changed (admin change applied, or a Raft conf entry applied). */
+  onMembership?: (membership: MembershipState, index: number) => void;
   /** Checkpoint at every multiple of this tree size (all nodes agree on these sizes). */
   checkpointEvery?: number;
   now?: () => number;
@@ -54,6 +66,8 @@ interface SnapshotV1 {
   audit: AuditState;
   mode: ConsensusMode;
   admin: AdminChangeView[];
+  /** Absent in snapshots taken before membership changes existed: the genesis membership then. */
+  membership?: MembershipState;
 }
 
 /** Persist the state machine snapshot with the records at least this often, so a restart replays little. */
@@ -77,11 +91,52 @@ export class SwarmState {
   private replaying = false;
   private lastSnapshotIndex = 0;
   private snapshotDue = false;
+  /** The committed membership; starts as the genesis membership (the swarm's members when it was bootstrapped). */
+  private membershipState: MembershipState;
 
   constructor(private readonly options: SwarmStateOptions) {
-    this.machine = new DecisionMachine(options.swarm, options.keyring);
+    this.membershipState = emptyMembership(options.swarm.members);
+    this.machine = new DecisionMachine(this.currentSwarm(), options.keyring);
     this.audit = AuditLog.create(options.federation.federation, options.swarm.id);
     this.mode = options.swarm.mode;
+  }
+
+  /**
+   * The membership the swarm started with (persisted at first start, so a later edit of the file never changes
+   * history). Only before anything is applied or rebuilt.
+   */
+  setGenesis(members: readonly string[]): void {
+    if (this.audit.size > 0) throw new Error(`swarm ${this.swarmId}: the genesis membership can only be set before any entry is applied`);
+    this.membershipState = emptyMembership(members);
+    this.machine = new DecisionMachine(this.currentSwarm(), this.options.keyring);
+  }
+
+  /** The swarm's configuration as committed now: the file's policy and id, the committed voters and mode. */
+  currentSwarm(): SwarmConfig {
+    return { ...this.options.swarm, members: [...this.membershipState.voters], mode: this.mode ?? this.options.swarm.mode };
+  }
+
+  membership(): MembershipState {
+    return { voters: [...this.membershipState.voters], learners: [...this.membershipState.learners], pending: this.membershipState.pending.map((p) => ({ ...p })) };
+  }
+
+  /** Orgs allowed on this swarm's peer channels: voters, learners, and admitted orgs about to join. */
+  peers(): string[] {
+    return peerOrgs(this.membershipState);
+  }
+
+  /** A new membership: the decision machine follows the voters (same votes and decisions, new member list). */
+  private setMembership(next: MembershipState, index: number): void {
+    const votersChanged = next.voters.join('\n') !== this.membershipState.voters.join('\n');
+    this.membershipState = next;
+    if (votersChanged) {
+      try {
+        this.machine = DecisionMachine.restore(this.currentSwarm(), this.options.keyring, this.machine.snapshot());
+      } catch {
+        // the policy cannot be met with these voters (admin checks refuse such changes): keep counting with the old list
+      }
+    }
+    if (!this.replaying) this.options.onMembership?.(this.membership(), index);
   }
 
   get swarmId(): string {
@@ -122,7 +177,10 @@ export class SwarmState {
     let admin: AdminChangeView | null = null;
     // The record carries the mode the entry was committed under, even when the entry itself switches modes.
     const modeBefore = this.mode;
-    if (entry.kind === 'command' && entry.data.length > 0) {
+    if (entry.kind === 'conf') {
+      const cc = confChangeOfData(entry.data);
+      if (cc) this.applyConf(entry.index, cc);
+    } else if (entry.kind === 'command' && entry.data.length > 0) {
       let command: LogCommand | null = null;
       try {
         command = decodeCommand(entry.data);
@@ -150,6 +208,21 @@ export class SwarmState {
     return 'continue';
   }
 
+  /** A committed Raft conf entry: the membership follows it exactly as the core's configuration does. */
+  private applyConf(index: number, cc: ConfChange): void {
+    const before = this.membershipState;
+    const next = applyConfToMembership(before, cc);
+    for (const done of before.pending.filter((p) => !next.pending.includes(p))) {
+      const change = this.adminChanges.get(done.id);
+      if (change) {
+        const updated = { ...change, reason: `${change.reason ?? ''}; ${done.org} ${done.kind === 'add' ? 'became a voter' : 'left the Raft configuration'} at index ${index}` };
+        this.adminChanges.set(done.id, updated);
+        if (!this.replaying) this.options.onAdmin?.(updated);
+      }
+    }
+    this.setMembership(next, index);
+  }
+
   /**
    * An admin change: approvals accumulate per id (one per org) across committed entries; once the swarm's admin
    * policy is met it takes effect at that index, once. Deterministic: every replica counts the same signatures.
@@ -159,7 +232,7 @@ export class SwarmState {
     if (existing && canonicalJsonEquals(existing.action, command.action) === false) {
       return { ...existing, reason: `id ${command.id} already names another change` };
     }
-    const swarm = { ...this.options.swarm, mode: this.mode };
+    const swarm = this.currentSwarm();
     const check = checkAdminApprovals(command, swarm, this.options.keyring);
     const approvers = new Set([...(existing?.approvers ?? []), ...check.approvers]);
     const change: AdminChangeView = existing
@@ -176,10 +249,14 @@ export class SwarmState {
     }
     const action = command.action;
     change.index = index;
+    const inProgress = this.membershipState.pending[0];
     if (action.kind === 'set-mode') {
-      if (action.mode === 'pbft' && this.options.swarm.members.length < 4) {
+      if (action.mode === 'pbft' && this.membershipState.voters.length < 4) {
         change.status = 'refused';
-        change.reason = `pbft needs at least 4 members (3f+1 with f >= 1); swarm ${this.options.swarm.id} has ${this.options.swarm.members.length}`;
+        change.reason = `pbft needs at least 4 members (3f+1 with f >= 1); swarm ${this.options.swarm.id} has ${this.membershipState.voters.length}`;
+      } else if (action.mode !== this.mode && inProgress) {
+        change.status = 'refused';
+        change.reason = `membership change ${inProgress.id} (${inProgress.kind} ${inProgress.org}) is still under way; switch modes once it completed`;
       } else if (action.mode === this.mode) {
         change.status = 'applied';
         change.reason = `already in ${this.mode} mode`;
@@ -189,11 +266,66 @@ export class SwarmState {
         this.mode = action.mode;
       }
     } else {
-      change.status = 'refused';
-      change.reason = `${action.kind} is applied through federation membership, which this node does not support yet`;
+      this.applyMemberAction(index, change, action);
     }
     this.adminChanges.set(change.id, change);
     return change;
+  }
+
+  /**
+   * add-member / remove-member, approved: decided from the log alone (every replica the same way), never from this
+   * node's federation file. The change becomes pending; the leader carries it out with Raft conf changes and the
+   * voters (hence the decision machine's members) follow those conf entries as they commit.
+   */
+  private applyMemberAction(index: number, change: AdminChangeView, action: Extract<AdminAction, { org: string }>): void {
+    const org = action.org;
+    const state = this.membershipState;
+    if (this.mode !== 'raft') {
+      change.status = 'refused';
+      change.reason = `membership changes are carried out by Raft conf changes; swarm ${this.options.swarm.id} runs ${this.mode}: switch it to raft, change the membership, switch back`;
+      return;
+    }
+    const target = targetVoters(state);
+    const pendingAdd = state.pending.find((p) => p.kind === 'add' && p.org === org);
+    const pendingRemove = state.pending.find((p) => p.kind === 'remove' && p.org === org);
+    if (pendingAdd || pendingRemove) {
+      // One change per org at a time: the leader may already have proposed the conf change of the first one.
+      const other = (pendingAdd ?? pendingRemove)!;
+      change.status = 'refused';
+      change.reason = `${org}'s ${other.kind === 'add' ? 'admission' : 'removal'} (change ${other.id}) is still under way; propose this again once it completed`;
+      return;
+    }
+    if (action.kind === 'add-member') {
+      change.status = 'applied';
+      if (target.includes(org)) {
+        change.reason = `${org} is already a member`;
+        return;
+      }
+      change.reason = `${org} admitted at index ${index}: it joins as a learner, catches up, then becomes a voter`;
+      this.setMembership({ ...state, pending: [...state.pending, { id: change.id, kind: 'add', org, index }] }, index);
+      return;
+    }
+    if (!target.includes(org)) {
+      change.status = 'refused';
+      change.reason = `${org} is not a member of swarm ${this.options.swarm.id} (members: ${target.join(', ')})`;
+      return;
+    }
+    const remaining = target.length - 1;
+    if (remaining < 1) {
+      change.status = 'refused';
+      change.reason = `${org} is the last member of swarm ${this.options.swarm.id}`;
+      return;
+    }
+    try {
+      validatePolicy(this.options.swarm.policy, remaining);
+    } catch (error) {
+      change.status = 'refused';
+      change.reason = `without ${org} the swarm's policy could not be met: ${(error as Error).message}`;
+      return;
+    }
+    change.status = 'applied';
+    change.reason = `${org} removed at index ${index}: the leader takes it out of the Raft configuration, then its certificate is refused`;
+    this.setMembership({ ...state, pending: [...state.pending, { id: change.id, kind: 'remove', org, index }] }, index);
   }
 
   adminChange(id: string): AdminChangeView | undefined {
@@ -325,7 +457,9 @@ export class SwarmState {
         const records = await this.records(next, Math.min(4096, loaded.appliedIndex - next + 1));
         if (records.length === 0 || records[0]!.index !== next) throw new Error(`swarm ${this.swarmId}: audit record ${next} is missing from storage; cannot rebuild`);
         for (const record of records) {
-          this.apply({ index: record.index, epoch: record.term ?? record.view ?? 0, kind: 'command', data: fromBase64Url(record.data) });
+          const data = fromBase64Url(record.data);
+          const kind = record.mode === 'raft' && confChangeOfData(data) ? 'conf' : 'command';
+          this.apply({ index: record.index, epoch: record.term ?? record.view ?? 0, kind, data });
           if (this.lastHashes.get(record.index) !== recordHash(record)) {
             throw new Error(`swarm ${this.swarmId}: stored audit record ${record.index} does not match the entry it records (storage corrupted?)`);
           }
@@ -338,16 +472,24 @@ export class SwarmState {
   }
 
   snapshot(): Uint8Array {
-    const snapshot: SnapshotV1 = { v: 1, machine: toBase64Url(this.machine.snapshot()), audit: this.audit.state(), mode: this.mode, admin: this.adminChangesList() };
+    const snapshot: SnapshotV1 = {
+      v: 1,
+      machine: toBase64Url(this.machine.snapshot()),
+      audit: this.audit.state(),
+      mode: this.mode,
+      admin: this.adminChangesList(),
+      membership: this.membership(),
+    };
     return canonicalBytes(snapshot);
   }
 
   restore(data: Uint8Array): void {
     const snapshot = JSON.parse(fromUtf8(data)) as SnapshotV1;
     if (snapshot.v !== 1) throw new Error(`unknown swarm snapshot version ${String(snapshot.v)}`);
-    this.machine = DecisionMachine.restore(this.options.swarm, this.options.keyring, fromBase64Url(snapshot.machine));
-    this.audit = AuditLog.restore(snapshot.audit);
     this.mode = snapshot.mode;
+    if (snapshot.membership) this.membershipState = snapshot.membership;
+    this.machine = DecisionMachine.restore(this.currentSwarm(), this.options.keyring, fromBase64Url(snapshot.machine));
+    this.audit = AuditLog.restore(snapshot.audit);
     this.adminChanges.clear();
     for (const change of snapshot.admin ?? []) this.adminChanges.set(change.id, change);
     this.rootsAt.set(this.audit.size, toHex(this.audit.root()));

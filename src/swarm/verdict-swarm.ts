@@ -255,15 +255,17 @@ export class VerdictSwarm implements SwarmService {
   /** A committed mode switch took effect here: the old engine drains, the new one starts after `base`. */
   private async enterEra(era: Era): Promise<void> {
     const old = this.engine;
-    this.era = era;
-    this.engine = this.makeEngine(era);
-    this.options.logger.info({ swarm: this.id, era: era.n, mode: era.mode, base: era.base }, 'consensus mode switched');
+    const next = this.makeEngine(era);
     this.draining.add(old);
+    // The new engine serves only once started; until then proposals meet the old one and are retried.
+    await next.start();
+    this.era = era;
+    this.engine = next;
+    this.options.logger.info({ swarm: this.id, era: era.n, mode: era.mode, base: era.base }, 'consensus mode switched');
     setTimeout(() => {
       this.draining.delete(old);
       void old.stop();
     }, DRAIN_MS).unref();
-    await this.engine.start();
   }
 
   async stop(): Promise<void> {
@@ -375,7 +377,7 @@ export class VerdictSwarm implements SwarmService {
         return;
       } catch (error) {
         const code = (error as { code?: string }).code;
-        if (code === 'MODE_SWITCHED' && attempt < 3 && !this.stopped) {
+        if (code === 'MODE_SWITCHED' && attempt < 200 && !this.stopped) {
           await new Promise((resolve) => setTimeout(resolve, 50));
           continue;
         }

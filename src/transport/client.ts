@@ -123,6 +123,14 @@ export class PeerClientPool {
     this.updateMembers(options.members);
   }
 
+  /** Certificate rotation: every link reconnects presenting the new client certificate (queued messages are dropped). */
+  updateTls(tls: { certPem: string; keyPem: string }): void {
+    (this.options as { tls: PeerClientPoolOptions['tls'] }).tls = tls;
+    const members = [...this.links.values()].map((link) => ({ org: link.org, peerUrl: link.url, caPem: link.caPem }));
+    this.updateMembers([]);
+    this.updateMembers(members);
+  }
+
   /** Adds, removes or re-pins peers (after a committed membership change). Unchanged peers keep their connection. */
   updateMembers(members: readonly { org: string; peerUrl: string; caPem: string }[]): void {
     const wanted = new Map(members.filter((member) => member.org !== this.options.self).map((member) => [member.org, member]));

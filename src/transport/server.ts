@@ -94,12 +94,17 @@ export class PeerServer {
     tlsFailureReasons: {},
   };
   private closing: Promise<void> | null = null;
+  /** The certificate presented now and the CA list trusted now (rotation and membership updates replace them). */
+  private tlsNow: { certPem: string; keyPem: string };
+  private caPems: string[];
 
-  private constructor(private readonly options: PeerServerOptions) {
+  private constructor(options: PeerServerOptions) {
     this.logger = options.logger ?? pino({ level: 'silent' });
     this.now = options.now ?? (() => new Date());
     this.closeGraceMs = options.closeGraceMs ?? 2000;
     this.trust = buildPeerTrust(options.members);
+    this.tlsNow = options.tls;
+    this.caPems = options.members.map((member) => member.caPem);
     const maxBatchBytes = Math.min(options.maxBatchBytes ?? BATCH_LIMITS.maxBytes, BATCH_LIMITS.maxBytes);
     const maxCallBytes = options.maxCallBytes ?? 16 * 1024 * 1024;
 
@@ -210,12 +215,19 @@ export class PeerServer {
    */
   updateMembers(members: readonly { org: string; caPem: string }[]): void {
     this.trust = buildPeerTrust(members);
+    this.caPems = members.map((member) => member.caPem);
     this.http2Server.setSecureContext({
-      key: this.options.tls.keyPem,
-      cert: this.options.tls.certPem,
-      ca: members.map((member) => member.caPem),
+      key: this.tlsNow.keyPem,
+      cert: this.tlsNow.certPem,
+      ca: this.caPems,
       minVersion: 'TLSv1.3',
     });
+  }
+
+  /** Certificate rotation: new handshakes are answered with this certificate and key; open sessions keep theirs. */
+  updateTls(tls: { certPem: string; keyPem: string }): void {
+    this.tlsNow = tls;
+    this.http2Server.setSecureContext({ key: tls.keyPem, cert: tls.certPem, ca: this.caPems, minVersion: 'TLSv1.3' });
   }
 
   stats(): PeerServerStats {

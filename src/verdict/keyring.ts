@@ -73,6 +73,18 @@ export class Keyring {
     return keyring;
   }
 
+  /**
+   * Reload: replaces the keys with those of `members` in place (every holder of this keyring sees them). The
+   * verification cache stays valid: its keys bind the public key bytes. Throws, changing nothing, when invalid.
+   */
+  replaceMembers(members: readonly Pick<MemberConfig, 'org' | 'agentKeys' | 'nodeKeys' | 'adminKeys'>[]): void {
+    const fresh = Keyring.fromMembers(members, { cacheSize: 0 });
+    this.byKid.clear();
+    this.byOrgRole.clear();
+    for (const [kid, entry] of fresh.byKid) this.byKid.set(kid, entry);
+    for (const [group, list] of fresh.byOrgRole) this.byOrgRole.set(group, list);
+  }
+
   get(kid: string): KeyringEntry | undefined {
     return this.byKid.get(kid);
   }

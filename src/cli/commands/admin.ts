@@ -55,6 +55,53 @@ function withConnection(command: Command): Command {
     .requiredOption('--swarm <id>', 'the swarm to change');
 }
 
+/** Sends SIGHUP to the node that runs `configPath` and prints the report it writes; 0 when the reload applied. */
+async function reloadNode(configPath: string, timeoutMs: number): Promise<number> {
+  const { readFileSync, statSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { loadFederation } = await import('../../config/load.ts');
+  const { PID_FILE, RELOAD_REPORT_FILE } = await import('../../node/node.ts');
+  const config = loadFederation(configPath);
+  const pidPath = join(config.node.dataDir, PID_FILE);
+  const reportPath = join(config.node.dataDir, RELOAD_REPORT_FILE);
+  let pid: number;
+  try {
+    pid = Number.parseInt(readFileSync(pidPath, 'utf8'), 10);
+  } catch {
+    console.error(`no running node found: ${pidPath} does not exist (is the node started with this file?)`);
+    return 1;
+  }
+  const before = (() => {
+    try {
+      return statSync(reportPath).mtimeMs + ':' + readFileSync(reportPath, 'utf8');
+    } catch {
+      return '';
+    }
+  })();
+  try {
+    process.kill(pid, 'SIGHUP');
+  } catch (error) {
+    console.error(`cannot signal pid ${pid} from ${pidPath}: ${(error as Error).message}`);
+    return 1;
+  }
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    let now = '';
+    try {
+      now = statSync(reportPath).mtimeMs + ':' + readFileSync(reportPath, 'utf8');
+    } catch {
+      continue;
+    }
+    if (now === before) continue;
+    const report = JSON.parse(readFileSync(reportPath, 'utf8')) as { ok: boolean; error: string | null; applied: string[]; drift: Record<string, string[]> };
+    console.log(JSON.stringify(report, null, 2));
+    return report.ok ? 0 : 1;
+  }
+  console.error(`the node (pid ${pid}) did not report a reload within ${timeoutMs} ms`);
+  return 1;
+}
+
 export function register(program: Command): void {
   const admin = program.command('admin').description('federation changes approved by org admins: switch mode, add or remove a member');
   const propose = admin.command('propose').description('propose a change, signed with your admin key (it counts as your approval); prints its id');
@@ -89,6 +136,16 @@ export function register(program: Command): void {
       }
       const change = current.json as { action: import('../../verdict/proposal.ts').AdminAction };
       process.exitCode = await submitChange(options, id, change.action);
+    });
+  admin
+    .command('reload')
+    .description(
+      "make this org's running node re-read its federation file (SIGHUP to the pid in <dataDir>/conclave.pid): new peer endpoints, CA certs and keys are applied; differences between the file's swarm members and the committed membership are reported, never applied",
+    )
+    .requiredOption('-c, --config <file>', 'the federation file the node runs with')
+    .option('--timeout-ms <ms>', 'how long to wait for the node to report', (v) => Number.parseInt(v, 10), 10_000)
+    .action(async (options: { config: string; timeoutMs: number }) => {
+      process.exitCode = await reloadNode(options.config, options.timeoutMs);
     });
   admin
     .command('status')

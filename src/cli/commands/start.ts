@@ -35,6 +35,10 @@ export function register(program: Command): void {
       process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled promise rejection'));
       process.on('SIGTERM', () => void stop('SIGTERM'));
       process.on('SIGINT', () => void stop('SIGINT'));
+      // Re-read the federation file (conclave admin reload sends this): keys, CAs, endpoints; membership drift reported.
+      process.on('SIGHUP', () => {
+        if (!stopping) node.reload();
+      });
       try {
         await node.start();
       } catch (error) {
