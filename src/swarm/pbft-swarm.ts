@@ -101,6 +101,9 @@ export class PbftSwarm implements ConsensusEngine {
   private haltedAt: number | null = null;
   private loopError: Error | null = null;
   private readonly tallies = new Map<string, ReplyTally>();
+  /** State digests right after each recent checkpoint sequence number. */
+  private readonly digestsAt = new Map<number, Uint8Array>();
+  private readonly checkpointInterval: number;
   private transferring = false;
   /** Last known head per replica, for status. */
   private readonly f: number;
@@ -112,6 +115,7 @@ export class PbftSwarm implements ConsensusEngine {
     this.execKey = `pbft-exec.e${options.era}`;
     this.channels = { messages: [this.messageChannel, this.replyChannel], calls: [this.callChannel] };
     this.f = pbftFaults(options.replicas.length);
+    this.checkpointInterval = options.checkpointInterval ?? 16;
   }
 
   async start(): Promise<void> {
@@ -123,8 +127,8 @@ export class PbftSwarm implements ConsensusEngine {
       {
         id: this.options.self,
         replicas: this.options.replicas,
-        checkpointInterval: this.options.checkpointInterval ?? 16,
-        watermarkWindow: 4 * (this.options.checkpointInterval ?? 16),
+        checkpointInterval: this.checkpointInterval,
+        watermarkWindow: 4 * this.checkpointInterval,
         maxBatch: 64,
         viewChangeTimeoutTicks: this.options.viewChangeTimeoutTicks ?? 40,
         hash: sha256,
@@ -404,6 +408,8 @@ export class PbftSwarm implements ConsensusEngine {
         if (verdict === 'halt') this.haltedAt = index;
       }
       this.exec.lastExecuted = committed.seq;
+      // The digest at a checkpoint is the state right after that sequence number, not after the whole Ready.
+      if (committed.seq % this.checkpointInterval === 0) this.digestsAt.set(committed.seq, this.currentDigest());
     }
     if (ready.stableCheckpoint) {
       // Bounded memory: an id this old cannot be re-proposed by a node that is still waiting for it.
@@ -414,8 +420,11 @@ export class PbftSwarm implements ConsensusEngine {
       for (const peer of this.options.replicas) if (peer !== this.options.self) this.options.link.send(peer, this.options.swarm, this.replyChannel, replies);
     }
     for (const seq of ready.checkpointsDue) {
-      this.core.checkpointReady(seq, this.currentDigest());
+      const digest = this.digestsAt.get(seq);
+      if (digest) this.core.checkpointReady(seq, digest);
+      else this.options.logger.warn({ seq }, 'pbft: checkpoint due at a sequence number this replica has no digest for');
     }
+    for (const seq of this.digestsAt.keys()) if (seq < this.exec.lastExecuted - 8 * this.checkpointInterval) this.digestsAt.delete(seq);
   }
 
   private currentDigest(): Uint8Array {

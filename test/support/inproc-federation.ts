@@ -26,7 +26,7 @@ export async function startInProcessFederation(options: { orgs: string[]; swarms
   const federation = await writeLocalFederation({ dir, orgs: options.orgs, swarms: options.swarms });
   const nodes = new Map<string, ConclaveNode>();
   const agents = new Map<string, Agent>();
-  const logger = createLogger({ level: 'silent' });
+  const logger = createLogger({ level: (process.env.TEST_LOG_LEVEL as 'warn' | undefined) ?? 'silent' });
   for (const org of federation.orgs) {
     agents.set(org.org, new Agent({ connect: { ca: readFileSync(join(org.certDir, 'ca.crt'), 'utf8') }, allowH2: true }));
   }
