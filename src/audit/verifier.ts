@@ -1,6 +1,7 @@
 // The offline auditor: checks an export line by line against the federation file alone — hash chain, agent JWS and
 // proposal signatures, admin approvals, Merkle roots against signed checkpoints, checkpoint consistency, and every
 // decision recomputed with the DecisionMachine. Pure: no clock, no I/O; progress goes through a callback.
+import type { ConsensusMode } from '../config/types.ts';
 import type { FederationConfig, SwarmConfig } from '../config/types.ts';
 import { fromHex, toHex } from '../crypto/encoding.ts';
 import { Keyring } from '../verdict/keyring.ts';
@@ -33,6 +34,7 @@ export const AUDIT_ERROR_CODES = [
   'WRONG_ORG_KEY',
   'MALFORMED_VERDICT',
   'BAD_ADMIN_APPROVAL',
+  'MODE_MISMATCH',
   'ROOT_MISMATCH',
   'CHECKPOINT_MALFORMED',
   'CHECKPOINT_MISPLACED',
@@ -128,6 +130,10 @@ export class AuditVerifier {
   private readonly checkpointsBySize = new Map<number, SeenCheckpoint>();
   private tentative: AuditFailure | null = null;
   private failure: AuditFailure | null = null;
+  /** The mode the committed log is in (from the first record, then committed mode switches). */
+  private currentMode: ConsensusMode | null = null;
+  private nextMode: ConsensusMode | null = null;
+  private readonly adminChanges = new Map<string, { approvers: Set<string>; done: boolean }>();
   private readonly counts = { entries: 0, verdicts: 0, rejectedVerdicts: 0, decisions: 0, decisionsCompared: 0, checkpoints: 0, certificates: 0, consistencyProofs: 0 };
   private readonly progressEvery: number;
 
@@ -227,6 +233,16 @@ export class AuditVerifier {
       this.fail('MALFORMED_LINE', record.index, lineNumber, `line ${lineNumber}: record ${record.index} is beyond the header's range ..${this.header!.to}`);
       return;
     }
+    // Each record must carry the mode the log was in when it was committed: a switch is only what the log approved.
+    if (this.nextMode !== null) {
+      this.currentMode = this.nextMode;
+      this.nextMode = null;
+    }
+    this.currentMode ??= record.mode;
+    if (record.mode !== this.currentMode) {
+      this.fail('MODE_MISMATCH', record.index, lineNumber, `line ${lineNumber}, entry ${record.index}: the record says ${record.mode} but the log is in ${this.currentMode} mode (no approved switch)`);
+      return;
+    }
     this.checkEntry(record, lineNumber);
     if (this.failure) return;
     this.frontier.appendLeafHash(recordLeafHash(record));
@@ -281,10 +297,21 @@ export class AuditVerifier {
       }
     } else if (cmd.type === 'admin') {
       if (cmd.swarm !== swarm.id) return this.fail('WRONG_SWARM', index, lineNumber, `${at}: the admin command names swarm ${cmd.swarm}`);
-      const check = checkAdminApprovals(cmd, swarm, this.keyring);
-      if (!check.ok) {
+      // Approvals of one change id accumulate across entries (one per org); every approval carried must verify,
+      // and a mode switch takes effect after the entry whose approvals reach the swarm's admin policy.
+      const check = checkAdminApprovals(cmd, { ...swarm, mode: this.currentMode ?? swarm.mode }, this.keyring);
+      if (check.refused.length > 0 || check.approvers.length === 0) {
         const why = check.refused.map((r) => `approval ${r.position}: ${r.reason}`).join('; ');
-        return this.fail('BAD_ADMIN_APPROVAL', index, lineNumber, `${at}: ${check.approvers.length} valid approvals of ${check.required} required${why ? ` (${why})` : ''}`);
+        return this.fail('BAD_ADMIN_APPROVAL', index, lineNumber, `${at}: an admin approval does not verify${why ? ` (${why})` : ''}`);
+      }
+      const change = this.adminChanges.get(cmd.id) ?? { approvers: new Set<string>(), done: false };
+      for (const org of check.approvers) change.approvers.add(org);
+      this.adminChanges.set(cmd.id, change);
+      if (!change.done && change.approvers.size >= check.required) {
+        change.done = true;
+        if (cmd.action.kind === 'set-mode' && swarm.members.length >= 4 || (cmd.action.kind === 'set-mode' && cmd.action.mode === 'raft')) {
+          this.nextMode = cmd.action.mode;
+        }
       }
     }
     if (this.machine) {

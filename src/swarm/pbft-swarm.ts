@@ -331,7 +331,8 @@ export class PbftSwarm implements ConsensusEngine {
         this.core.advance(ready);
         // Our own broadcast votes count only through their signed copies (the core's rule).
         for (const message of loopback) this.core.step(message);
-        if (ready.stateTransfer && !this.transferring) void this.transferState(ready.stateTransfer.seq, ready.stateTransfer.digest, ready.stateTransfer.from);
+        // State transfer runs inside the loop: nothing else may append to the log while records are copied in.
+        if (ready.stateTransfer && !this.transferring) await this.transferState(ready.stateTransfer.seq, ready.stateTransfer.digest, ready.stateTransfer.from);
       }
     } catch (error) {
       this.loopError = error as Error;
@@ -439,13 +440,16 @@ export class PbftSwarm implements ConsensusEngine {
    */
   private async transferState(seq: number, digest: Uint8Array, from: string[]): Promise<void> {
     this.transferring = true;
+    const transferredIds: string[] = [];
     try {
       for (const peer of from.filter((p) => p !== this.options.self)) {
         try {
           for (let round = 0; round < 1000; round++) {
             const head = this.options.applier.head();
             if (Buffer.from(stateDigest(head.size, head.hash)).equals(Buffer.from(digest))) {
-              this.core.installState(seq, digest, []);
+              // The copied requests count as executed here too, or a retransmitted one would run again on this
+              // replica only (at-most-once is decided per replica from its executed set).
+              this.core.installState(seq, digest, transferredIds);
               this.schedule();
               return;
             }
@@ -454,7 +458,11 @@ export class PbftSwarm implements ConsensusEngine {
             if (records.length === 0) break;
             for (const record of records) {
               if (record.index !== this.options.applier.size + 1) throw new Error(`state transfer from ${peer}: record ${record.index} out of order`);
-              this.options.applier.apply({ index: record.index, epoch: record.view ?? record.term ?? 0, kind: 'command', data: fromBase64Url(record.data) });
+              const data = fromBase64Url(record.data);
+              this.options.applier.apply({ index: record.index, epoch: record.view ?? record.term ?? 0, kind: 'command', data });
+              const id = toHex(sha256(data));
+              transferredIds.push(id);
+              this.exec.executedIds.push(id);
               const now = this.options.applier.head();
               if (Buffer.from(stateDigest(now.size, now.hash)).equals(Buffer.from(digest))) break;
             }

@@ -3,6 +3,7 @@
 import { RaftCore } from '../consensus/raft/raft.ts';
 import { decodeMessages, encodeMessages } from '../consensus/raft/codec.ts';
 import type { ConfChange, Entry, Message, RaftInitialState, RaftStatus, Ready, Snapshot } from '../consensus/raft/types.ts';
+import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { SwarmError, type Applier, type ConsensusEngine, type EngineStatus, type SwarmLink } from './engine.ts';
 
@@ -36,6 +37,14 @@ export interface RaftSwarmOptions {
   onStatus?: (status: RaftStatus) => void;
 }
 
+/** A follower forwards again when its forwarded proposal has not been applied within this time. */
+const FORWARD_RETRY_MS = 5000;
+const MAX_IN_FLIGHT_KEYS = 100_000;
+
+function dataKey(data: Uint8Array): string {
+  return createHash('sha256').update(data).digest('base64url');
+}
+
 interface IndexWaiter {
   term: number;
   resolve: () => void;
@@ -48,7 +57,14 @@ export class RaftSwarm implements ConsensusEngine {
   /** Channels carry the era, so a draining engine of an earlier era never hears the current one. */
   readonly channels: { messages: string[]; calls: string[] };
   private readonly messageChannel: string;
-  private readonly proposeChannel: string;
+  private readonly forwardChannel: string;
+  /** Followers waiting for forwarded bytes to be applied, by dataKey. */
+  private readonly forwarded = new Map<string, ((ok: boolean) => void)[]>();
+  /** On the leader: forwarded proposals placed and not yet applied, by dataKey. */
+  private readonly inFlight = new Map<string, number>();
+  /** Wake-ups to run once the applied state of the current cycle is durable. */
+  private afterFlush: (() => void)[] = [];
+  private pendingFlush: Promise<void> = Promise.resolve();
   /** Set once a committed entry ended this engine's era: nothing after it is applied or proposed. */
   private haltedAt: number | null = null;
   readonly swarm: string;
@@ -72,8 +88,8 @@ export class RaftSwarm implements ConsensusEngine {
     this.swarm = options.swarm;
     const era = options.era ?? 0;
     this.messageChannel = `raft.e${era}`;
-    this.proposeChannel = `raft-propose.e${era}`;
-    this.channels = { messages: [this.messageChannel], calls: [this.proposeChannel] };
+    this.forwardChannel = `raft.e${era}.forward`;
+    this.channels = { messages: [this.messageChannel, this.forwardChannel], calls: [] };
   }
 
   async start(): Promise<void> {
@@ -127,6 +143,7 @@ export class RaftSwarm implements ConsensusEngine {
     for (const [, list] of this.waiters) for (const waiter of list) waiter.reject(new SwarmError(503, 'NODE_STOPPING', 'the node is shutting down'));
     this.waiters.clear();
     while (this.running) await new Promise((resolve) => setTimeout(resolve, 5));
+    await this.pendingFlush;
   }
 
   raftStatus(): RaftStatus {
@@ -150,9 +167,8 @@ export class RaftSwarm implements ConsensusEngine {
     return this.haltedAt === null && this.loopError === null && this.core.status().leader !== null;
   }
 
-  async handleCall(_fromOrg: string, channel: string, body: Uint8Array): Promise<Uint8Array> {
-    if (channel !== this.proposeChannel) throw new SwarmError(404, 'UNKNOWN_CHANNEL', `no raft call ${channel}`);
-    return this.handleForwardedProposal(body);
+  async handleCall(_fromOrg: string, channel: string): Promise<Uint8Array> {
+    throw new SwarmError(404, 'UNKNOWN_CHANNEL', `no raft call ${channel}`);
   }
 
   get applied(): number {
@@ -160,7 +176,11 @@ export class RaftSwarm implements ConsensusEngine {
   }
 
   /** Raft messages from an authenticated peer org; a message claiming another sender is dropped. */
-  receive(fromOrg: string, _channel: string, batch: Uint8Array[]): { accepted: number; dropped: number } {
+  receive(fromOrg: string, channel: string, batch: Uint8Array[]): { accepted: number; dropped: number } {
+    if (channel === this.forwardChannel) {
+      this.receiveForwarded(batch);
+      return { accepted: batch.length, dropped: 0 };
+    }
     let accepted = 0;
     let dropped = 0;
     for (const bytes of batch) {
@@ -185,59 +205,72 @@ export class RaftSwarm implements ConsensusEngine {
   }
 
   /** Proposes bytes; resolves with (index, term) once that entry is applied on this node. */
+  /**
+   * Proposes bytes; resolves once an entry with exactly these bytes is applied on this node. A follower forwards
+   * the bytes to the leader as a one-way message (multiplexed with the Raft traffic, no request per proposal) and
+   * forwards again if they have not been applied after a while: the state machine makes a repeated proposal
+   * harmless, and the leader skips bytes it already has in flight.
+   */
   async propose(data: Uint8Array, timeoutMs: number): Promise<void> {
-    await this.proposeAt(data, timeoutMs);
-  }
-
-  /** Proposes bytes; resolves with (index, term) once that entry is applied on this node. */
-  async proposeAt(data: Uint8Array, timeoutMs: number): Promise<{ index: number; term: number }> {
     const deadline = Date.now() + timeoutMs;
-    let attempt = 0;
-    for (;;) {
+    const key = dataKey(data);
+    for (let attempt = 0; ; attempt++) {
       if (this.stopped) throw new SwarmError(503, 'NODE_STOPPING', 'the node is shutting down');
       if (this.haltedAt !== null) throw new SwarmError(503, 'MODE_SWITCHED', `swarm ${this.swarm} left raft mode at index ${this.haltedAt}; resubmit to use the new protocol`);
-      const placed = await this.place(data, deadline);
-      if (placed) {
-        const remaining = deadline - Date.now();
-        const applied = await this.waitApplied(placed.index, placed.term, Math.max(remaining, 1));
-        if (applied) return placed;
-        // Our entry lost its place (a new leader overwrote it): propose again. The state machine makes a
-        // re-proposed verdict idempotent, so a proposal that did commit after all is harmless.
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) break;
+      const result = this.core.propose(data);
+      if (result.ok) {
+        this.schedule();
+        if (await this.waitApplied(result.index, result.term, remaining)) return;
+        continue; // our entry lost its place to a new leader: propose again
       }
-      if (Date.now() >= deadline) throw new SwarmError(504, 'COMMIT_TIMEOUT', `swarm ${this.swarm}: not committed within ${timeoutMs} ms (no leader, or no quorum); it may still commit — resubmitting is safe`);
-      attempt++;
+      if (result.code === 'NOT_LEADER' && result.leader && result.leader !== this.options.self) {
+        this.options.link.send(result.leader, this.swarm, this.forwardChannel, [data]);
+        if (await this.waitForBytes(key, Math.min(remaining, FORWARD_RETRY_MS))) return;
+        continue;
+      }
       await new Promise((resolve) => setTimeout(resolve, Math.min(20 * 2 ** attempt, 500)));
     }
+    throw new SwarmError(504, 'COMMIT_TIMEOUT', `swarm ${this.swarm}: not committed within ${timeoutMs} ms (no leader, or no quorum); it may still commit — resubmitting is safe`);
   }
 
-  /** Puts the proposal into the leader's log; null when there is no leader right now. */
-  private async place(data: Uint8Array, deadline: number): Promise<{ index: number; term: number } | null> {
-    const result = this.core.propose(data);
-    if (result.ok) {
-      this.schedule();
-      return { index: result.index, term: result.term };
-    }
-    if (result.code === 'NOT_LEADER' && result.leader && result.leader !== this.options.self) {
-      try {
-        const answer = await this.options.link.call(result.leader, this.swarm, this.proposeChannel, data, Math.max(deadline - Date.now(), 1));
-        const placed = JSON.parse(Buffer.from(answer).toString('utf8')) as { index?: number; term?: number };
-        if (typeof placed.index === 'number' && typeof placed.term === 'number') return { index: placed.index, term: placed.term };
-      } catch (error) {
-        this.options.logger.debug({ err: error, leader: result.leader }, 'forwarding a proposal to the leader failed');
+  /** Resolves true when an entry with these bytes is applied here, false after `timeoutMs`. */
+  private waitForBytes(key: string, timeoutMs: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const list = this.forwarded.get(key) ?? [];
+      const waiter = (ok: boolean) => {
+        clearTimeout(timer);
+        resolve(ok);
+      };
+      const timer = setTimeout(() => {
+        const current = this.forwarded.get(key);
+        if (current) {
+          const rest = current.filter((w) => w !== waiter);
+          if (rest.length) this.forwarded.set(key, rest);
+          else this.forwarded.delete(key);
+        }
+        resolve(false);
+      }, timeoutMs);
+      list.push(waiter);
+      this.forwarded.set(key, list);
+    });
+  }
+
+  /** Proposals forwarded by followers: the leader proposes each once while it is in flight. */
+  private receiveForwarded(batch: Uint8Array[]): void {
+    for (const data of batch) {
+      // Only commands (canonical JSON objects) may be forwarded: conf entries are recognised by not being JSON.
+      if (data[0] !== 0x7b) continue;
+      const key = dataKey(data);
+      if (this.inFlight.has(key)) continue;
+      const result = this.core.propose(data);
+      if (result.ok) {
+        this.inFlight.set(key, result.index);
+        if (this.inFlight.size > MAX_IN_FLIGHT_KEYS) this.inFlight.delete(this.inFlight.keys().next().value!);
       }
     }
-    return null;
-  }
-
-  /** A follower forwarded a proposal: place it if we lead; answer where it went. */
-  async handleForwardedProposal(data: Uint8Array): Promise<Uint8Array> {
-    if (this.haltedAt !== null) return Buffer.from(JSON.stringify({ error: 'MODE_SWITCHED', leader: null }));
-    // Log commands are JSON objects (or empty); anything else could be mistaken for a conf entry in the audit trail.
-    if (data.length > 0 && data[0] !== 0x7b) return Buffer.from(JSON.stringify({ error: 'NOT_A_COMMAND', leader: null }));
-    const result = this.core.propose(data);
-    if (!result.ok) return Buffer.from(JSON.stringify({ error: result.code, leader: result.leader }));
     this.schedule();
-    return Buffer.from(JSON.stringify({ index: result.index, term: result.term }));
   }
 
   /** Waits until `index` is applied here; false when the entry applied there has another term (ours was lost). */
@@ -346,8 +379,19 @@ export class RaftSwarm implements ConsensusEngine {
         this.send(ready.messages);
         if (ready.snapshot) await this.installSnapshot(ready.snapshot);
         for (const entry of ready.committed) this.applyEntry(entry);
-        if (ready.committed.length || ready.snapshot) await this.options.applier.flush();
-        this.wakeWaitersUpTo(this.appliedIndex);
+        if (ready.committed.length || ready.snapshot) {
+          // The applied records need not delay the next Ready: the flush joins the next synced batch of the log
+          // (group commit), and callers are answered once it is durable.
+          const wake = this.afterFlush.splice(0);
+          const upTo = this.appliedIndex;
+          this.pendingFlush = this.options.applier.flush().then(
+            () => {
+              this.wakeWaitersUpTo(upTo);
+              for (const fn of wake) fn();
+            },
+            (error: unknown) => this.fail(error),
+          );
+        }
         for (const readState of ready.readStates) {
           const waiter = this.readWaiters.get(Buffer.from(readState.ctx).toString('utf8'));
           if (waiter) {
@@ -360,14 +404,19 @@ export class RaftSwarm implements ConsensusEngine {
         this.options.onStatus?.(this.core.status());
       }
     } catch (error) {
-      // A failed fsync leaves us unsure of what is durable: stop acting rather than risk acknowledging a lie.
-      this.loopError = error as Error;
-      this.options.logger.fatal({ err: error, swarm: this.swarm }, 'storage or apply failed; this swarm stops here');
-      if (this.timer) clearInterval(this.timer);
+      this.fail(error);
     } finally {
       this.running = false;
     }
     if (!this.stopped && !this.loopError && this.core.hasReady()) this.schedule();
+  }
+
+  /** A failed fsync leaves us unsure of what is durable: stop acting rather than risk acknowledging a lie. */
+  private fail(error: unknown): void {
+    if (this.loopError) return;
+    this.loopError = error as Error;
+    this.options.logger.fatal({ err: error, swarm: this.swarm }, 'storage or apply failed; this swarm stops here');
+    if (this.timer) clearInterval(this.timer);
   }
 
   private send(messages: Message[]): void {
@@ -398,6 +447,17 @@ export class RaftSwarm implements ConsensusEngine {
       return;
     }
     const verdict = this.options.applier.apply({ index: entry.index, epoch: entry.term, kind: entry.type === 'conf' ? 'conf' : 'command', data: entry.data });
+    if ((this.forwarded.size > 0 || this.inFlight.size > 0) && entry.data.length > 0) {
+      const key = dataKey(entry.data);
+      this.inFlight.delete(key);
+      const waiters = this.forwarded.get(key);
+      if (waiters) {
+        this.forwarded.delete(key);
+        this.afterFlush.push(() => {
+          for (const waiter of waiters) waiter(true);
+        });
+      }
+    }
     if (verdict === 'halt') {
       this.haltedAt = entry.index;
       // Proposals placed after the switch will never apply here: tell their callers now, so they go to the new protocol.

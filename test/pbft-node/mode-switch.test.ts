@@ -1,11 +1,14 @@
 // Live raft <-> pbft switching of one swarm by a committed admin change, under a steady stream of verdicts: every
 // acknowledged verdict is present exactly once on every node afterwards, and the logs are identical.
 import { readFileSync } from 'node:fs';
+import { Readable } from 'node:stream';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { importPrivateJwk } from '../../src/crypto/ed25519.ts';
 import { adminCommand, newChangeId } from '../../src/verdict/admin.ts';
 import type { AdminAction } from '../../src/verdict/proposal.ts';
+import { verifyExport } from '../../src/audit/verifier.ts';
+import { loadFederation } from '../../src/config/load.ts';
 import { startInProcessFederation, type InProcessFederation } from '../support/inproc-federation.ts';
 
 const orgs = ['acme', 'globex', 'initech', 'umbrella'];
@@ -121,5 +124,20 @@ describe('mode switching', () => {
       }
     }
     expect(acked.length).toBeGreaterThan(40);
+
+    // The offline auditor verifies the whole log across both modes, including the approved switches.
+    const exported = await fed.api('globex', 'GET', '/v1/swarms/reviews/export');
+    expect(exported.status).toBe(200);
+    const summary = await verifyExport(Readable.from([exported.text]), { federation: loadFederation(fed.orgs.find((o) => o.org === 'globex')!.configPath) });
+    expect(summary.failure).toBeNull();
+    expect(summary.ok).toBe(true);
+    expect(summary.entries).toBeGreaterThan(40);
+    // A record that claims the other mode without an approved switch is caught.
+    const lines = exported.text.trim().split('\n');
+    const at = lines.findIndex((line) => line.includes('"type":"record"') && line.includes('"mode":"raft"'));
+    const forged = [...lines];
+    forged[at] = forged[at]!.replace('"mode":"raft"', '"mode":"pbft"');
+    const refused = await verifyExport(Readable.from([forged.join('\n') + '\n']), { federation: loadFederation(fed.orgs.find((o) => o.org === 'globex')!.configPath) });
+    expect(refused.ok).toBe(false);
   }, 300_000);
 });
