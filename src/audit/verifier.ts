@@ -2,6 +2,8 @@
 // proposal signatures, admin approvals, Merkle roots against signed checkpoints, checkpoint consistency, and every
 // decision recomputed with the DecisionMachine. Pure: no clock, no I/O; progress goes through a callback.
 import type { ConsensusMode } from '../config/types.ts';
+import { applyConfChange, decodeConfChange } from '../consensus/raft/confchange.ts';
+import type { ConfChange, ConfState } from '../consensus/raft/types.ts';
 import type { FederationConfig, SwarmConfig } from '../config/types.ts';
 import { fromHex, toHex } from '../crypto/encoding.ts';
 import { Keyring } from '../verdict/keyring.ts';
@@ -124,6 +126,8 @@ export class AuditVerifier {
   private chain: ChainChecker | null = null;
   private frontier = new MerkleFrontier();
   private machine: DecisionMachine | null = null;
+  /** Voters and learners as committed Raft configuration entries left them (null: the federation file's members). */
+  private conf: ConfState | null = null;
   private lastIndex = 0;
   private pendingDecisions = new Map<string, string>();
   private pendingDecisionsIndex = 0;
@@ -253,6 +257,24 @@ export class AuditVerifier {
     }
   }
 
+  private applyConf(change: ConfChange): void {
+    const swarm = this.swarmConfig!;
+    this.conf ??= { voters: [...swarm.members], learners: [] };
+    const before = this.conf.voters.join('\n');
+    try {
+      this.conf = applyConfChange(this.conf, change);
+    } catch {
+      return; // an invalid change is a no-op on the nodes too
+    }
+    if (this.machine && this.conf.voters.join('\n') !== before) {
+      try {
+        this.machine = DecisionMachine.restore({ ...swarm, members: [...this.conf.voters] }, this.keyring, this.machine.snapshot());
+      } catch {
+        // a policy the new voters cannot meet: the nodes keep counting with the old list too
+      }
+    }
+  }
+
   /** Signatures of the entry's command, then the decision machine. */
   private checkEntry(record: AuditRecord, lineNumber: number): void {
     const index = record.index;
@@ -261,6 +283,20 @@ export class AuditVerifier {
     const data = recordData(record);
     // An empty entry is the protocol's own no-op (a new Raft leader's first entry): chained and hashed, no command.
     if (data.length === 0) return;
+    // A Raft configuration entry (binary, version byte 1; commands are JSON): membership changes the voters that
+    // the decisions are recomputed with, exactly as the nodes do.
+    if (record.mode === 'raft' && data[0] === 1) {
+      let change: ConfChange | null = null;
+      try {
+        change = decodeConfChange(data);
+      } catch {
+        change = null;
+      }
+      if (change) {
+        this.applyConf(change);
+        return;
+      }
+    }
     try {
       cmd = decodeCommand(data);
     } catch (error) {

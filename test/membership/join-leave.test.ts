@@ -4,6 +4,9 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Readable } from 'node:stream';
+import { verifyExport } from '../../src/audit/verifier.ts';
+import { loadFederation } from '../../src/config/load.ts';
 import { PeerClientPool } from '../../src/transport/client.ts';
 import { membershipFixture, SWARM, verdictStream, waitFor, type MembershipFixture } from './support.ts';
 
@@ -107,6 +110,12 @@ describe('membership: join and leave by approved admin changes (raft)', () => {
     // Conf entries are in the audit trail like any other entry (they carry no command).
     const kinds = (await fx.api('acme', 'GET', `/v1/swarms/${SWARM}/log?from=1&limit=${target}`)).json.entries.map((e: { kind: string }) => e.kind);
     expect(kinds.filter((k: string) => k === 'raw').length).toBeGreaterThanOrEqual(2); // add-learner + promote
+
+    // The offline auditor verifies the whole log, configuration entries and the admission included.
+    const exported = await fx.api('acme', 'GET', `/v1/swarms/${SWARM}/export`);
+    const summary = await verifyExport(Readable.from([String(exported.json)]), { federation: loadFederation(fx.orgs.get('acme')!.configPath) });
+    expect(summary.failure).toBeNull();
+    expect(summary.ok).toBe(true);
   }, 240_000);
 
   it('removes an org: voters shrink, commits continue, and its certificate is refused on the peer port', async () => {
