@@ -65,6 +65,8 @@ export class RaftSwarm implements ConsensusEngine {
   /** Wake-ups to run once the applied state of the current cycle is durable. */
   private afterFlush: (() => void)[] = [];
   private pendingFlush: Promise<void> = Promise.resolve();
+  /** The hard state last made durable (term and vote decide whether a leader may send before its own write). */
+  private persistedHardState: { term: number; vote: string | null } | null = null;
   /** Set once a committed entry ended this engine's era: nothing after it is applied or proposed. */
   private haltedAt: number | null = null;
   readonly swarm: string;
@@ -113,6 +115,7 @@ export class RaftSwarm implements ConsensusEngine {
     const floor = snapshot?.index ?? 0;
     const lastIndex = stored.entries.at(-1)?.index ?? floor;
     const hardState = { ...stored.hardState, commit: Math.max(stored.hardState.commit, floor) };
+    this.persistedHardState = { term: hardState.term, vote: hardState.vote };
     const applied = Math.max(floor, Math.min(applier.size, hardState.commit, lastIndex));
     this.appliedIndex = applied;
     const conf = snapshot?.conf ?? bootstrapConf;
@@ -372,25 +375,27 @@ export class RaftSwarm implements ConsensusEngine {
       if (this.snapshotRequested) await this.maybeCompact();
       while (!this.stopped && this.core.hasReady()) {
         const ready = this.core.ready();
-        // Durable first: vote, term and entries must be on disk before any message that depends on them.
+        // Durable first: vote, term and entries must be on disk before any message that depends on them. One
+        // exception, as in the Raft thesis (§10.2.1): a leader may replicate entries while it writes them itself,
+        // because commitment counts its own copy only through later Readies, handled after this one is durable.
+        // Only when term and vote are unchanged (a new term or vote must be durable before anything is sent).
+        const early = this.leaderMaySendEarly(ready) ? ready.messages.filter((m) => m.type === 'app') : [];
+        if (early.length) this.send(early);
         if (ready.hardState || ready.entries.length || ready.snapshot || ready.compactedTo !== null) {
           await this.options.log.persistReady(ready);
+          if (ready.hardState) this.persistedHardState = ready.hardState;
         }
-        this.send(ready.messages);
+        this.send(early.length ? ready.messages.filter((m) => m.type !== 'app') : ready.messages);
         if (ready.snapshot) await this.installSnapshot(ready.snapshot);
         for (const entry of ready.committed) this.applyEntry(entry);
         if (ready.committed.length || ready.snapshot) {
-          // The applied records need not delay the next Ready: the flush joins the next synced batch of the log
-          // (group commit), and callers are answered once it is durable.
+          // Callers are answered as soon as their entry is applied: it is committed, so durable in the logs of a
+          // majority, and the applied state is rebuilt from the log after a crash. The applied records need not
+          // delay the next Ready either: their write joins the next synced batch of the log (group commit).
           const wake = this.afterFlush.splice(0);
-          const upTo = this.appliedIndex;
-          this.pendingFlush = this.options.applier.flush().then(
-            () => {
-              this.wakeWaitersUpTo(upTo);
-              for (const fn of wake) fn();
-            },
-            (error: unknown) => this.fail(error),
-          );
+          this.wakeWaitersUpTo(this.appliedIndex);
+          for (const fn of wake) fn();
+          this.pendingFlush = this.options.applier.flush().catch((error: unknown) => this.fail(error));
         }
         for (const readState of ready.readStates) {
           const waiter = this.readWaiters.get(Buffer.from(readState.ctx).toString('utf8'));
@@ -409,6 +414,12 @@ export class RaftSwarm implements ConsensusEngine {
       this.running = false;
     }
     if (!this.stopped && !this.loopError && this.core.hasReady()) this.schedule();
+  }
+
+  private leaderMaySendEarly(ready: Ready): boolean {
+    if (ready.snapshot || !ready.entries.length || this.core.status().role !== 'leader') return false;
+    const hs = ready.hardState;
+    return !hs || (this.persistedHardState !== null && hs.term === this.persistedHardState.term && hs.vote === this.persistedHardState.vote);
   }
 
   /** A failed fsync leaves us unsure of what is durable: stop acting rather than risk acknowledging a lie. */

@@ -81,7 +81,8 @@ export class VerdictSwarm implements SwarmService {
   private pendingEra: Era | null = null;
   private readonly draining = new Set<ConsensusEngine>();
   private readonly waiters = new Map<string, Waiter>();
-  private readonly adminWaiters = new Map<string, ((change: AdminChangeView) => void)[]>();
+  /** Per change id: answers that return true once they took the change (their approvals are counted). */
+  private readonly adminWaiters = new Map<string, ((change: AdminChangeView) => boolean)[]>();
   private queue: QueuedVerdict[] = [];
   private flushScheduled = false;
   private stopped = false;
@@ -498,9 +499,18 @@ export class VerdictSwarm implements SwarmService {
       throw new SwarmError(422, 'PBFT_TOO_FEW_MEMBERS', `pbft needs at least 4 members (n = 3f+1, f >= 1); swarm ${this.id} has ${config.members.length}: ${config.members.join(', ')}`);
     }
     if (command.action.kind === 'add-member' || command.action.kind === 'remove-member') this.checkMemberAction(command.action);
+    // Answer with the state once this submission's own approvals are counted (another approval of the same change
+    // may be applied first).
+    const mine = check.approvers;
     const answer = new Promise<AdminChangeView>((resolve) => {
       const list = this.adminWaiters.get(command.id) ?? [];
-      list.push(resolve);
+      list.push((change) => {
+        if (change.status !== 'pending' || mine.every((org) => change.approvers.includes(org))) {
+          resolve(change);
+          return true;
+        }
+        return false;
+      });
       this.adminWaiters.set(command.id, list);
     });
     const timeout = new Promise<never>((_, reject) =>
@@ -530,8 +540,9 @@ export class VerdictSwarm implements SwarmService {
   private onAdmin(change: AdminChangeView): void {
     const list = this.adminWaiters.get(change.id);
     if (!list) return;
-    this.adminWaiters.delete(change.id);
-    for (const resolve of list) resolve(change);
+    const waiting = list.filter((answer) => !answer(change));
+    if (waiting.length) this.adminWaiters.set(change.id, waiting);
+    else this.adminWaiters.delete(change.id);
   }
 
   checkpoints(): Checkpoint[] {
