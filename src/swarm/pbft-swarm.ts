@@ -22,7 +22,7 @@ import {
 } from '../consensus/pbft/index.ts';
 import { fromBase64Url, fromUtf8, toHex, utf8 } from '../crypto/encoding.ts';
 import { signBytes, type SigningKey } from '../crypto/ed25519.ts';
-import type { KvStore } from '../storage/kv-store.ts';
+import { indexKey, type KvStore } from '../storage/kv-store.ts';
 import type { Keyring } from '../verdict/keyring.ts';
 import { SwarmError, type Applier, type ConsensusEngine, type EngineStatus, type SwarmLink } from './engine.ts';
 import type { AuditRecord } from '../audit/chain.ts';
@@ -74,6 +74,7 @@ interface ReplyTally {
 }
 
 const STATE_KEY = 'state';
+const LOG_PREFIX = 'log/';
 
 function sha256(bytes: Uint8Array): Uint8Array {
   return new Uint8Array(createHash('sha256').update(bytes).digest());
@@ -89,6 +90,8 @@ export class PbftSwarm implements ConsensusEngine {
   readonly channels: { messages: string[]; calls: string[] };
   private core!: PbftCore;
   private durable: PbftDurableState = emptyPbftState();
+  /** Number of log keys written since the last rewrite (keys log/0 .. log/logKeys-1). */
+  private logKeys = 0;
   private exec: ExecState = { lastExecuted: 0, executedIds: [] };
   private readonly messageChannel: string;
   private readonly replyChannel: string;
@@ -121,6 +124,16 @@ export class PbftSwarm implements ConsensusEngine {
   async start(): Promise<void> {
     const stored = await this.options.store.get(STATE_KEY);
     this.durable = stored ? decodePbftDurableState(stored) : emptyPbftState();
+    // The log is stored one message per key (append-only between stable checkpoints).
+    for (let from = 0; ; ) {
+      const rows = await this.options.store.scan(LOG_PREFIX, { from: indexKey(LOG_PREFIX, from), limit: 4096 });
+      for (const row of rows) this.durable.log.push(decodePbftMessage(row.value));
+      if (rows.length < 4096) {
+        this.logKeys = this.durable.log.length;
+        break;
+      }
+      from += rows.length;
+    }
     const exec = await this.options.loadExec(this.execKey);
     if (exec) this.exec = JSON.parse(fromUtf8(exec)) as ExecState;
     this.core = new PbftCore(
@@ -346,8 +359,21 @@ export class PbftSwarm implements ConsensusEngine {
 
   /** Accepted protocol state is durable before any message that depends on it leaves this node. */
   private async persist(ready: PbftReady): Promise<void> {
+    const before = this.durable.log.length;
+    const stableBefore = this.durable.stableCheckpoint?.seq ?? 0;
     applyPersist(this.durable, ready.persist!);
-    await this.options.store.putSynced([{ key: STATE_KEY, value: encodePbftDurableState(this.durable) }]);
+    const header = encodePbftDurableState({ ...this.durable, log: [] });
+    const ops: { key: Uint8Array | string; value: Uint8Array | null }[] = [{ key: STATE_KEY, value: header }];
+    if ((this.durable.stableCheckpoint?.seq ?? 0) !== stableBefore) {
+      // A new stable checkpoint dropped obsolete messages: rewrite the (now short) log.
+      for (let i = 0; i < this.logKeys; i++) ops.push({ key: indexKey(LOG_PREFIX, i), value: null });
+      this.durable.log.forEach((message, i) => ops.push({ key: indexKey(LOG_PREFIX, i), value: encodePbftMessage(message) }));
+      this.logKeys = this.durable.log.length;
+    } else {
+      // Append only what is new: one key per message, so a Ready costs its own bytes, not the whole log.
+      for (const message of this.durable.log.slice(before)) ops.push({ key: indexKey(LOG_PREFIX, this.logKeys++), value: encodePbftMessage(message) });
+    }
+    await this.options.store.putSynced(ops);
   }
 
   private send(messages: PbftMessage[]): SignedPbftMessage[] {
