@@ -24,6 +24,7 @@ import { fromBase64Url, fromUtf8, toHex, utf8 } from '../crypto/encoding.ts';
 import { signBytes, type SigningKey } from '../crypto/ed25519.ts';
 import { indexKey, type KvStore } from '../storage/kv-store.ts';
 import type { Keyring } from '../verdict/keyring.ts';
+import { onTick } from './ticker.ts';
 import { SwarmError, type Applier, type ConsensusEngine, type EngineStatus, type SwarmLink } from './engine.ts';
 import type { AuditRecord } from '../audit/chain.ts';
 
@@ -97,7 +98,7 @@ export class PbftSwarm implements ConsensusEngine {
   private readonly replyChannel: string;
   private readonly callChannel: string;
   private readonly execKey: string;
-  private timer: NodeJS.Timeout | null = null;
+  private stopTicking: (() => void) | null = null;
   private scheduled = false;
   private running = false;
   private stopped = false;
@@ -150,18 +151,17 @@ export class PbftSwarm implements ConsensusEngine {
       },
       { ...this.durable, lastExecuted: this.exec.lastExecuted, executedIds: this.exec.executedIds },
     );
-    this.timer = setInterval(() => {
+    this.stopTicking = onTick(this.options.tickMs ?? 50, () => {
       this.core.tick();
       this.schedule();
-    }, this.options.tickMs ?? 50);
-    this.timer.unref();
+    });
     this.schedule();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.timer) clearInterval(this.timer);
-    this.timer = null;
+    this.stopTicking?.();
+    this.stopTicking = null;
     for (const tally of this.tallies.values()) tally.reject?.(new SwarmError(503, 'NODE_STOPPING', 'the node is shutting down'));
     this.tallies.clear();
     while (this.running) await new Promise((resolve) => setTimeout(resolve, 5));
@@ -350,7 +350,7 @@ export class PbftSwarm implements ConsensusEngine {
     } catch (error) {
       this.loopError = error as Error;
       this.options.logger.fatal({ err: error, swarm: this.options.swarm }, 'pbft driver failed; this swarm stops here');
-      if (this.timer) clearInterval(this.timer);
+      this.stopTicking?.();
     } finally {
       this.running = false;
     }

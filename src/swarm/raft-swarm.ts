@@ -5,6 +5,7 @@ import { decodeMessages, encodeMessages } from '../consensus/raft/codec.ts';
 import type { ConfChange, Entry, Message, RaftInitialState, RaftStatus, Ready, Snapshot } from '../consensus/raft/types.ts';
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
+import { onTick } from './ticker.ts';
 import { SwarmError, type Applier, type ConsensusEngine, type EngineStatus, type SwarmLink } from './engine.ts';
 
 export { SwarmError };
@@ -71,7 +72,7 @@ export class RaftSwarm implements ConsensusEngine {
   private haltedAt: number | null = null;
   readonly swarm: string;
   private core!: RaftCore;
-  private timer: NodeJS.Timeout | null = null;
+  private stopTicking: (() => void) | null = null;
   private scheduled = false;
   private running = false;
   private stopped = false;
@@ -131,18 +132,17 @@ export class RaftSwarm implements ConsensusEngine {
       { hardState, snapshot, entries: stored.entries, conf, applied },
     );
     const tickMs = this.options.tickMs ?? 100;
-    this.timer = setInterval(() => {
+    this.stopTicking = onTick(tickMs, () => {
       this.core.tick();
       this.schedule();
-    }, tickMs);
-    this.timer.unref();
+    });
     this.schedule();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.timer) clearInterval(this.timer);
-    this.timer = null;
+    this.stopTicking?.();
+    this.stopTicking = null;
     for (const [, list] of this.waiters) for (const waiter of list) waiter.reject(new SwarmError(503, 'NODE_STOPPING', 'the node is shutting down'));
     this.waiters.clear();
     while (this.running) await new Promise((resolve) => setTimeout(resolve, 5));
@@ -427,7 +427,7 @@ export class RaftSwarm implements ConsensusEngine {
     if (this.loopError) return;
     this.loopError = error as Error;
     this.options.logger.fatal({ err: error, swarm: this.swarm }, 'storage or apply failed; this swarm stops here');
-    if (this.timer) clearInterval(this.timer);
+    this.stopTicking?.();
   }
 
   private send(messages: Message[]): void {

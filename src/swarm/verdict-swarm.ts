@@ -202,7 +202,7 @@ export class VerdictSwarm implements SwarmService {
       log: options.store.raftLog(`${this.id}.e${era.n}`),
       link: options.link,
       logger,
-      tickMs: options.tickMs ?? 50,
+      tickMs: options.tickMs ?? 100,
       electionTick: 10,
       heartbeatTick: 2,
       snapshotEvery: options.snapshotEvery ?? 10_000,
