@@ -19,6 +19,7 @@ import { AppliedStateStore } from '../storage/applied-state.ts';
 import { RaftSwarm } from './raft-swarm.ts';
 import { PbftSwarm } from './pbft-swarm.ts';
 import { SwarmError, type Applier, type ConsensusEngine, type SwarmLink } from './engine.ts';
+import { onTick } from './ticker.ts';
 import { SwarmState, type AdminChangeView } from './swarm-state.ts';
 import type { ConsensusMode } from '../config/types.ts';
 import type { NodeMetrics } from './metrics.ts';
@@ -37,6 +38,8 @@ export interface VerdictSwarmOptions {
   metrics: NodeMetrics;
   tickMs?: number;
   checkpointEvery?: number;
+  /** The leader / primary checkpoints the log this often (seconds) when it grew. Default 5. */
+  checkpointSeconds?: number;
   snapshotEvery?: number;
   /** Most verdicts in one node-signed proposal. */
   maxBatch?: number;
@@ -86,6 +89,7 @@ export class VerdictSwarm implements SwarmService {
   private queue: QueuedVerdict[] = [];
   private flushScheduled = false;
   private stopped = false;
+  private stopCheckpointClock: (() => void) | null = null;
   private readonly applied: AppliedStateStore;
   private genesis: string[];
   private readonly driver: ConfChangeDriver;
@@ -250,6 +254,7 @@ export class VerdictSwarm implements SwarmService {
     this.era = era;
     this.engine = this.makeEngine(era);
     await this.engine.start();
+    this.stopCheckpointClock = onTick(1000, () => this.maybeTimedCheckpoint());
     this.driver.start();
   }
 
@@ -269,7 +274,25 @@ export class VerdictSwarm implements SwarmService {
     }, DRAIN_MS).unref();
   }
 
+  /**
+   * Checkpoints come at every `checkpointEvery` entries (all nodes, same sizes) and, when the log grew, every
+   * `checkpointSeconds` from the leader / primary; the others co-sign once their own tree has the same root, so a
+   * checkpoint gathers the signatures of every node that computed it (in pbft mode, 2f+1 make it a certificate).
+   */
+  private maybeTimedCheckpoint(): void {
+    if (this.stopped || !this.engine?.serving()) return;
+    if (this.engine.status().leader !== this.options.self) return;
+    const last = this.state.checkpoints().at(-1);
+    const size = this.state.size;
+    if (size === 0 || (last && last.size >= size)) return;
+    const seconds = this.options.checkpointSeconds ?? 5;
+    if (last && Date.now() / 1000 - last.time < seconds) return;
+    this.state.createCheckpoint();
+    this.state.flush().catch((error: unknown) => this.options.logger.error({ err: error, swarm: this.id }, 'could not store a checkpoint'));
+  }
+
   async stop(): Promise<void> {
+    this.stopCheckpointClock?.();
     this.stopped = true;
     this.driver.stop();
     for (const engine of this.draining) await engine.stop();

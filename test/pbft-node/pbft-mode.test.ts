@@ -1,6 +1,9 @@
 // PBFT mode end to end inside one process: four real nodes (mutual TLS, RocksDB) in a pbft swarm commit verdicts,
 // every node reaches the same decision and the same audit head, and the answer waits for f+1 matching replies.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Readable } from 'node:stream';
+import { verifyExport } from '../../src/audit/verifier.ts';
+import { loadFederation } from '../../src/config/load.ts';
 import { startInProcessFederation, type InProcessFederation } from '../support/inproc-federation.ts';
 
 const orgs = ['acme', 'globex', 'initech', 'umbrella'];
@@ -51,5 +54,20 @@ describe('pbft swarm', () => {
     const status = await fed.api('acme', 'GET', '/v1/swarms/audit/status');
     expect(status.json.mode).toBe('pbft');
     expect(status.json.detail.f).toBe(1);
+
+    // The primary checkpoints the grown log; every replica that computed the same root co-signs it, so the
+    // checkpoint becomes a commit certificate (2f+1 = 3 of 4 signatures) that the auditor can demand.
+    const certified = await fed.waitFor('a checkpoint signed by at least 3 replicas on every node', async () => {
+      const lists = await Promise.all(orgs.map(async (org) => (await fed.api(org, 'GET', '/v1/swarms/audit/checkpoints')).json.checkpoints as { size: number; signatures: unknown[] }[]));
+      return lists.every((list) => list.some((cp) => cp.signatures.length >= 3)) ? lists[0] : null;
+    });
+    expect(certified.length).toBeGreaterThan(0);
+    const exported = await fed.api('umbrella', 'GET', '/v1/swarms/audit/export');
+    const summary = await verifyExport(Readable.from([exported.text]), {
+      federation: loadFederation(fed.orgs.find((o) => o.org === 'umbrella')!.configPath),
+      requireCertificates: true,
+    });
+    expect(summary.failure).toBeNull();
+    expect(summary.certificates).toBeGreaterThan(0);
   });
 });
