@@ -122,6 +122,16 @@ async function runDemo(options: DemoOptions): Promise<number> {
     say(`all ${info.nodes.length} nodes agree: ${views[0].decision.value}`);
 
     const exporter = info.nodes[0]!;
+    // The leader checkpoints the grown log within seconds and every node co-signs the same root.
+    const applied = (await cluster.apiJson(exporter, `/v1/swarms/${DEMO_SWARM}/status`)).appliedIndex as number;
+    const checkpoint = await cluster.waitFor(
+      async () => {
+        const list = (await cluster.apiJson(exporter, `/v1/swarms/${DEMO_SWARM}/checkpoints`)).checkpoints as { size: number; signatures: { org: string }[] }[];
+        return list.find((cp) => cp.size >= applied && cp.signatures.length === info.nodes.length) ?? null;
+      },
+      { timeoutMs: 60_000, what: 'a checkpoint of the log signed by every node' },
+    );
+    say(`checkpoint of the log at size ${checkpoint.size}, signed by ${checkpoint.signatures.map((sig) => sig.org).join(', ')}`);
     const exportFile = join(dir, `${DEMO_SWARM}-export.jsonl`);
     const exportResponse = await cluster.apiFetch(exporter, `/v1/swarms/${DEMO_SWARM}/export`);
     const exportText = await exportResponse.text();
