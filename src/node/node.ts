@@ -299,6 +299,10 @@ export class ConclaveNode implements NodeService {
   }
 
   async metricsText(): Promise<string> {
+    for (const swarm of this.swarms.values()) {
+      const dropped = (swarm.status().detail?.dropped ?? {}) as Record<string, number>;
+      for (const [reason, count] of Object.entries(dropped)) this.metrics.pbftDropped.set({ swarm: swarm.id, reason }, count);
+    }
     this.peerHealth();
     return this.metrics.registry.metrics();
   }

@@ -15,6 +15,7 @@ export class NodeMetrics {
   readonly droppedMessages: Counter<'swarm' | 'reason'>;
   readonly fsyncBatches: Counter<'swarm'>;
   readonly certExpirySeconds: Gauge;
+  readonly pbftDropped: Gauge<'swarm' | 'reason'>;
 
   constructor(org: string) {
     this.registry.setDefaultLabels({ org });
@@ -37,6 +38,12 @@ export class NodeMetrics {
     this.peerUp = new Gauge({ name: 'conclave_peer_up', help: '1 when the peer link is healthy (circuit closed)', labelNames: ['peer'], registers });
     this.droppedMessages = new Counter({ name: 'conclave_dropped_messages_total', help: 'peer messages dropped, by reason', labelNames: ['swarm', 'reason'], registers });
     this.fsyncBatches = new Counter({ name: 'conclave_storage_synced_batches_total', help: 'synced storage batches', labelNames: ['swarm'], registers });
+    this.pbftDropped = new Gauge({
+      name: 'conclave_pbft_dropped_messages',
+      help: 'PBFT messages the core refused since start, by reason (wrong view, outside watermarks, duplicate/replayed, conflicting, ...)',
+      labelNames: ['swarm', 'reason'],
+      registers,
+    });
     this.certExpirySeconds = new Gauge({ name: 'conclave_cert_nearest_expiry_seconds', help: 'seconds until the nearest certificate in the federation expires', registers });
   }
 
