@@ -102,6 +102,70 @@ describe('reload, rotation with overlap, doctor', () => {
     }
   }, 240_000);
 
+  it("rotates cato's CA with an overlap (both CAs trusted), then drops the old one, with commits continuing", async () => {
+    const cato = fx.orgs.get('cato')!;
+    const acme = fx.orgs.get('acme')!;
+    const stream = verdictStream(fx, () => ORGS);
+    try {
+      await waitFor('commits before the CA rotation', () => stream.committed() >= 10);
+      const oldCa = readFileSync(join(cato.certDir, 'ca.crt'), 'utf8');
+      const newCa = await createOrgCa({ org: 'cato' });
+      writeFileSync(join(cato.certDir, 'ca-2.crt'), newCa.certPem);
+      writeFileSync(join(cato.certDir, 'ca-bundle.crt'), oldCa + newCa.certPem);
+      const setCatoCa = (file: string) => {
+        for (const org of ORGS) {
+          fx.editFile(org, (doc) => {
+            const member = doc.members.find((m: { org: string }) => m.org === 'cato');
+            member.ca = member.ca.replace(/ca(-bundle|-2)?\.crt$/, file);
+            if (org === 'cato') doc.node.tls.ca = doc.node.tls.ca.replace(/ca(-bundle|-2)?\.crt$/, file);
+          });
+        }
+      };
+      const reloadAll = () => {
+        for (const org of ORGS) {
+          const report = fx.nodes.get(org)!.reload();
+          expect(report.ok, `${org}: ${report.error ?? ''}`).toBe(true);
+        }
+      };
+      // 1. Overlap: every org trusts both of cato's CAs.
+      setCatoCa('ca-bundle.crt');
+      reloadAll();
+      let mark = stream.committed();
+      await waitFor('commits while both CAs are trusted', () => stream.committed() >= mark + 10);
+      // 2. cato's node moves to a certificate issued by the new CA.
+      const tls = await issueNodeCert({ ca: newCa, org: 'cato', node: cato.node, hosts: ['127.0.0.1'] });
+      writeFileSync(join(cato.certDir, 'node-ca2.crt'), tls.certPem);
+      writeFileSync(join(cato.certDir, 'node-ca2.key'), tls.keyPem, { mode: 0o600 });
+      fx.editFile('cato', (doc) => {
+        doc.node.tls.cert = doc.node.tls.cert.replace(/node(-2|-ca2)?\.crt$/, 'node-ca2.crt');
+        doc.node.tls.key = doc.node.tls.key.replace(/node(-2|-ca2)?\.key$/, 'node-ca2.key');
+      });
+      const report = fx.nodes.get('cato')!.reload();
+      expect(report.ok, report.error ?? '').toBe(true);
+      mark = stream.committed();
+      await waitFor('commits after cato presents the new certificate', () => stream.committed() >= mark + 10);
+      // 3. The old CA is dropped everywhere; commits go on, and cato's peer port presents the new-CA certificate.
+      setCatoCa('ca-2.crt');
+      reloadAll();
+      mark = stream.committed();
+      await waitFor('commits after the old CA is gone', () => stream.committed() >= mark + 15);
+      // cato still talks to its peers with its new certificate: it keeps up with the leader's commit index.
+      const target = (await fx.api('acme', 'GET', `/v1/swarms/${SWARM}/status`)).json.commitIndex as number;
+      await waitFor('cato to apply what the swarm committed', async () => (await fx.api('cato', 'GET', `/v1/swarms/${SWARM}/status`)).json.appliedIndex >= target);
+      const jws = await fx.sign('cato', 'github.com/acme/widget/pull/after-ca-rotation', 'approve');
+      expect((await fx.api('cato', 'POST', `/v1/swarms/${SWARM}/verdicts?wait=true`, { jws })).status).toBe(200);
+      const fingerprint = await presentedCert(cato.peerPort, {
+        cert: readFileSync(join(acme.certDir, 'node.crt'), 'utf8'),
+        key: readFileSync(join(acme.certDir, 'node.key'), 'utf8'),
+        ca: newCa.certPem,
+      });
+      expect(fingerprint).toBe(new X509Certificate(tls.certPem).fingerprint256);
+    } finally {
+      const result = await stream.stop();
+      expect(result.errors).toEqual([]);
+    }
+  }, 240_000);
+
   it('a reload reports, and never applies, a difference between the file and the committed membership', async () => {
     fx.editFile('bolt', (doc) => {
       doc.swarms[0].members = ['acme', 'bolt'];
