@@ -78,7 +78,8 @@ export async function createApiServer(options: ApiServerOptions): Promise<Fastif
   const { node } = options;
   const commitTimeoutMs = options.commitTimeoutMs ?? 30_000;
   const app = (options.tls
-    ? Fastify({ http2: true, forceCloseConnections: true, https: { allowHTTP1: true, key: options.tls.key, cert: options.tls.cert }, ...(options.logger ? { loggerInstance: options.logger } : {}), bodyLimit: options.bodyLimit ?? 64 * 1024 } as any)
+    ? // Idle client sessions stay open 10 minutes (a GOAWAY on idle trips undici clients); shutdown closes them at once.
+    Fastify({ http2: true, http2SessionTimeout: 600_000, forceCloseConnections: true, https: { allowHTTP1: true, key: options.tls.key, cert: options.tls.cert }, ...(options.logger ? { loggerInstance: options.logger } : {}), bodyLimit: options.bodyLimit ?? 64 * 1024 } as any)
     : Fastify({ ...(options.logger ? { loggerInstance: options.logger } : {}), bodyLimit: options.bodyLimit ?? 64 * 1024 })) as unknown as FastifyInstance;
   const routes = collectRoutes(app);
 
