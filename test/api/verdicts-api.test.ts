@@ -1,8 +1,14 @@
 // The public verdict API over real HTTPS against a three-org federation of real nodes (Raft over mutual TLS,
 // RocksDB): decisions agree on every node, and every kind of bad input is refused with its code, changing nothing.
+import { execFile } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startInProcessFederation, type InProcessFederation } from '../support/inproc-federation.ts';
 
+const run = promisify(execFile);
+const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const policy = { values: ['approve', 'request-changes', 'reject'], quorum: 'all' as const, rule: 'majority' as const };
 let fed: InProcessFederation;
 let subjectCounter = 0;
@@ -231,6 +237,12 @@ describe('read side', () => {
     const metrics = await fed.api('globex', 'GET', '/metrics');
     expect(metrics.text).toContain('conclave_commit_index');
     expect(metrics.text).toContain('conclave_commit_latency_seconds');
+    // `conclave status` prints the same view from the command line.
+    const globex = fed.orgs.find((o) => o.org === 'globex')!;
+    const { stdout } = await run(process.execPath, [join(repoRoot, 'bin', 'conclave.js'), 'status', '--node', `https://127.0.0.1:${globex.apiPort}`, '--ca', join(globex.certDir, 'ca.crt'), '--json']);
+    const printed = JSON.parse(stdout);
+    expect(printed.org).toBe('globex');
+    expect(printed.swarms.find((s: any) => s.swarm === 'reviews').leader).toBeTruthy();
     const docs = await fed.api('globex', 'GET', '/docs');
     expect(docs.json.openapi).toBe('3.1.0');
     expect(Object.keys(docs.json.paths)).toContain('/v1/swarms/{swarm}/verdicts');
