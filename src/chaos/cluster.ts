@@ -6,7 +6,7 @@ import { join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { loadFederation } from '../config/load.ts';
 import { freePorts, writeLocalFederation, type SwarmSpec } from '../config/local-federation.ts';
-import { DEFAULT_ORG_NAMES, restartNode, waitFor, apiFetch, isNodeRunning, logTail, type ClusterInfo, type ClusterMode } from '../devcluster/cluster.ts';
+import { clusterInfoOf, DEFAULT_ORG_NAMES, restartNode, waitFor, apiFetch, isNodeRunning, logTail, type ClusterInfo, type ClusterMode } from '../devcluster/cluster.ts';
 import { ProxyMesh } from './proxy.ts';
 
 export interface ChaosClusterOptions {
@@ -69,19 +69,7 @@ export async function upChaosCluster(options: ChaosClusterOptions): Promise<Chao
     for (const org of federation.orgs) rewritePeerUrls(org.configPath, org.org, mesh);
     progress(`${mesh.all().length} link proxies between ${orgs.length} nodes (every peer connection goes through one)`);
 
-    const info: ClusterInfo = {
-      mode: options.mode,
-      swarm: options.swarm,
-      nodes: federation.orgs.map((org) => ({
-        org: org.org,
-        pid: 0,
-        peerUrl: org.peerUrl,
-        apiUrl: org.apiUrl,
-        dataDir: org.dataDir,
-        orgDir: org.certDir,
-        federationFile: org.configPath,
-      })),
-    };
+    const info = clusterInfoOf(options.mode, options.swarm, federation);
     writeFileSync(join(dir, 'cluster.json'), JSON.stringify(info, null, 2) + '\n');
     writeFileSync(join(dir, 'launch.json'), '{}\n');
     progress(`starting ${orgs.length} node processes (logs in ${join(dir, 'logs')})`);

@@ -7,7 +7,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, 
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent, fetch, type RequestInit, type Response } from 'undici';
-import { writeLocalFederation, type SwarmSpec } from '../config/local-federation.ts';
+import { writeLocalFederation, type LocalFederation, type SwarmSpec } from '../config/local-federation.ts';
 
 export type ClusterMode = 'raft' | 'pbft';
 
@@ -365,6 +365,23 @@ function orgIds(orgs: number | string[]): string[] {
  * ports), starts one `conclave start` process per org, writes DIR/cluster.json, and waits until every node's
  * /readyz answers 200 (for raft: every node knows a leader). If anything fails the nodes started are stopped.
  */
+/** The cluster.json description of a freshly written local federation (no process started yet: pids are 0). */
+export function clusterInfoOf(mode: ClusterMode, swarm: string, federation: LocalFederation): ClusterInfo {
+  return {
+    mode,
+    swarm,
+    nodes: federation.orgs.map((org) => ({
+      org: org.org,
+      pid: 0,
+      peerUrl: org.peerUrl,
+      apiUrl: org.apiUrl,
+      dataDir: org.dataDir,
+      orgDir: org.certDir,
+      federationFile: org.configPath,
+    })),
+  };
+}
+
 export async function upCluster(options: UpClusterOptions): Promise<ClusterInfo> {
   const dir = resolve(options.dir);
   const orgs = orgIds(options.orgs);
@@ -388,19 +405,7 @@ export async function upCluster(options: UpClusterOptions): Promise<ClusterInfo>
   const launch: LaunchOptions = options.tickMs === undefined ? {} : { tickMs: options.tickMs };
   writeFileSync(join(dir, LAUNCH_FILE), JSON.stringify(launch) + '\n');
 
-  const info: ClusterInfo = {
-    mode: options.mode,
-    swarm,
-    nodes: federation.orgs.map((org) => ({
-      org: org.org,
-      pid: 0,
-      peerUrl: org.peerUrl,
-      apiUrl: org.apiUrl,
-      dataDir: org.dataDir,
-      orgDir: org.certDir,
-      federationFile: org.configPath,
-    })),
-  };
+  const info = clusterInfoOf(options.mode, swarm, federation);
   progress(`starting ${info.nodes.length} node processes (logs in ${join(dir, 'logs')})`);
   try {
     for (const node of info.nodes) node.pid = spawnNode(dir, node, launch, stopOnExit);

@@ -51,8 +51,28 @@ export class Prng {
     return this.next() < p;
   }
 
+  /** Uniform integer in [lo, hi]. */
+  range(lo: number, hi: number): number {
+    return lo + this.int(hi - lo + 1);
+  }
+
   pick<T>(items: readonly T[]): T {
     if (items.length === 0) throw new Error('prng: pick from an empty list');
     return items[this.int(items.length)]!;
   }
+
+  /** Fisher–Yates, in place. */
+  shuffle<T>(items: T[]): T[] {
+    for (let i = items.length - 1; i > 0; i--) {
+      const j = this.int(i + 1);
+      [items[i], items[j]] = [items[j]!, items[i]!];
+    }
+    return items;
+  }
+}
+
+/** A seeded `() => number` in [0, 1), for code that only needs a random source. */
+export function seededRandom(seed: number): () => number {
+  const prng = new Prng(seed);
+  return () => prng.next();
 }

@@ -1,58 +1,21 @@
 // Owns the CI-sized chaos runs: `node bin/conclave.js chaos --duration 20` as a real process, for raft (3 orgs) and
 // pbft (4 orgs), asserting exit 0, the final line with lost/duplicated/divergent 0 and acked > 0, a non-empty fault
 // summary, a well-formed JSON Lines history, and that no node process outlives the run. Also the proxy on its own.
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LinkProxy } from '../../src/chaos/proxy.ts';
+import { processesMentioning, runConclave } from '../support/processes.ts';
 
-const ROOT = resolve(import.meta.dirname, '..', '..');
 const work = mkdtempSync(join(tmpdir(), 'conclave-chaos-test-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
-
-function run(args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [join(ROOT, 'bin', 'conclave.js'), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGINT'); // chaos stops its nodes on SIGINT
-      fail(new Error(`chaos did not finish within ${timeoutMs / 1000} s\n${stdout}\n${stderr}`));
-    }, timeoutMs);
-    child.on('error', fail);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      done({ code, stdout, stderr });
-    });
-  });
-}
-
-/** Pids of live (non-zombie) processes whose command line mentions `text`. */
-function processesMentioning(text: string): number[] {
-  if (process.platform !== 'linux') return [];
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      if (stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z') continue;
-      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(text)) pids.push(Number(entry));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return pids;
-}
 
 async function chaosRun(mode: 'raft' | 'pbft', seed: number): Promise<void> {
   const dir = join(work, mode);
   const historyFile = join(work, `${mode}-history.jsonl`);
-  const { code, stdout, stderr } = await run(['chaos', '--duration', '20', '--mode', mode, '--seed', String(seed), '--dir', dir, '--history', historyFile], 240_000);
+  const { code, stdout, stderr } = await runConclave(['chaos', '--duration', '20', '--mode', mode, '--seed', String(seed), '--dir', dir, '--history', historyFile], 240_000);
   const transcript = `exit ${code}\n--- stdout\n${stdout}\n--- stderr\n${stderr}`;
   const lines = stdout.trimEnd().split('\n');
   const last = lines[lines.length - 1]!;

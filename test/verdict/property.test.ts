@@ -7,18 +7,8 @@ import { DecisionMachine } from '../../src/verdict/machine.ts';
 import { referenceDecision, validatePolicy, type CastVote } from '../../src/verdict/policy.ts';
 import { decodeCommand, encodeCommand, signProposal, type LogCommand } from '../../src/verdict/proposal.ts';
 import { makeFederation, makeSwarm, verdictOf } from './fixtures.ts';
+import { seededRandom } from '../../src/sim/prng.ts';
 
-/** mulberry32: a tiny seeded PRNG, so a failing seed replays exactly. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const ALL_ORGS = ['o1', 'o2', 'o3', 'o4', 'o5', 'o6'];
 const fed = makeFederation(ALL_ORGS);
@@ -46,7 +36,7 @@ interface Scenario {
 }
 
 function scenario(seed: number): Scenario {
-  const rand = prng(seed);
+  const rand = seededRandom(seed);
   const memberCount = 3 + Math.floor(rand() * 3);
   const members = [...ALL_ORGS].sort(() => rand() - 0.5).slice(0, memberCount).sort();
   const policy = randomPolicy(rand, memberCount);

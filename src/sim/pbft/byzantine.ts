@@ -3,7 +3,7 @@
 // (needless view changes, replays of recorded messages, forged or corrupted signatures).
 import type { NodeId, PbftMessage, PbftRequest, SignedPbftMessage, PbftStatus } from '../../consensus/pbft/index.ts';
 import { batchDigest } from '../../consensus/pbft/index.ts';
-import type { Prng } from './prng.ts';
+import type { Prng } from '../prng.ts';
 
 export type Behaviour =
   | 'equivocate'

@@ -18,7 +18,7 @@ import {
   type PbftStateTransfer,
   type SignedPbftMessage,
 } from '../../consensus/pbft/index.ts';
-import { Prng } from './prng.ts';
+import { Prng } from '../prng.ts';
 import { BEHAVIOURS, ByzantineReplica, type Behaviour, type Collusion, type Outgoing, type Signer } from './byzantine.ts';
 
 const SWARM = 'sim-swarm';
@@ -144,7 +144,7 @@ export class PbftWorld implements Signer {
     this.n = opts.n ?? 4;
     this.f = pbftFaults(this.n);
     this.ids = Array.from({ length: this.n }, (_, i) => `org${i}`);
-    for (const id of this.ids) this.keys.set(id, this.rng.u32());
+    for (const id of this.ids) this.keys.set(id, this.rng.nextU32());
     this.dropP = this.rng.next() * 0.2;
     this.dupP = this.rng.next() * 0.1;
     this.maxDelay = this.rng.range(1, 6);
