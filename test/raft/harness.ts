@@ -17,6 +17,8 @@ export interface ClusterOptions {
   maxInflightMsgs?: number;
   maxUncommittedBytes?: number;
   unsafeCommitPreviousTermByCounting?: boolean;
+  /** Idle groups quiesce (RaftConfig.quiesce); default false, as in etcd. */
+  quiesce?: boolean;
   /** Preset durable logs: the term of each entry from index 1 (entries carry data `i@t`). */
   logs?: Record<string, number[]>;
   /** Preset durable current term per node (default: the last term of its preset log). */
@@ -55,6 +57,7 @@ export class Cluster {
       maxInflightMsgs: options.maxInflightMsgs ?? 256,
       maxUncommittedBytes: options.maxUncommittedBytes ?? 0,
       unsafeCommitPreviousTermByCounting: options.unsafeCommitPreviousTermByCounting ?? false,
+      quiesce: options.quiesce ?? false,
     });
     const bootstrap = { voters: options.voters, learners: [] };
     for (const id of [...options.voters, ...(options.spares ?? [])]) {

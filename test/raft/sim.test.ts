@@ -46,6 +46,19 @@ describe('raft simulation', () => {
     expect(t['snapshotsInstalled']!).toBeGreaterThan(SEEDS_3 / 4);
     expect(t['crashes']!).toBeGreaterThan(SEEDS_3);
     expect(t['readsServed']!).toBeGreaterThan(SEEDS_3);
+    // About half the seeds quiesce idle groups; each of those ends by crashing a quiesced leader.
+    expect(t['quiescences']!).toBeGreaterThan(SEEDS_3);
+    expect(t['quiescedLeaderCrashes']!).toBeGreaterThan(SEEDS_3 / 3);
+    expect(t['peerDownReports']!).toBeGreaterThan(SEEDS_3);
+    expect(five.totals['quiescedLeaderCrashes']!).toBeGreaterThan(SEEDS_5 / 3);
+  });
+
+  it('a driver that never reports a dead peer leaves the followers of a crashed quiesced leader quiet for ever: caught', () => {
+    const results = Array.from({ length: 20 }, (_, i) => runRaftSeed(i + 1, { nodes: 3, steps: STEPS, broken: 'no-peer-down' }));
+    const caught = results.filter((r) => r.violations.some((v) => v.startsWith('liveness') && v.includes('quiesced leader')));
+    expect(caught.length, results.map((r) => `seed ${r.seed}: ${r.violations[0] ?? 'clean'}`).join('\n')).toBeGreaterThan(15);
+    // And the same seeds are clean with node liveness on.
+    for (const r of caught.slice(0, 5)) expect(runRaftSeed(r.seed, { nodes: 3, steps: STEPS, quiesce: true }).violations).toEqual([]);
   });
 
   it('the broken rule "commit previous-term entries by counting" is caught as a safety violation', () => {

@@ -5,11 +5,12 @@
 // str = u32 length + UTF-8; bytes = u32 length + raw; u53 = u32 high + u32 low (< 2^53);
 // bool = u8 0|1; opt(bytes) = u8 0|1 then bytes; entry = index u53, term u53, type u8 (0 normal, 1 conf), data bytes;
 // conf = voters (u32 count, str...) + learners; snapshot = index u53, term u53, conf, data bytes.
+// Version 2 added heartbeat.quiesce (bool, after ctx); version 1 batches are refused, not guessed at.
 import type { ConfState, Entry, Message, MessageType, Snapshot } from './types.ts';
 
 const MAGIC0 = 0x52; // 'R'
 const MAGIC1 = 0x46; // 'F'
-export const CODEC_VERSION = 1;
+export const CODEC_VERSION = 2;
 
 const TYPE_CODES: Record<MessageType, number> = {
   app: 1,
@@ -229,6 +230,7 @@ function writeMessage(w: Writer, m: Message): void {
     case 'heartbeat':
       w.u53(m.commit);
       writeOptBytes(w, m.ctx);
+      w.bool(m.quiesce);
       return;
     case 'heartbeat-resp':
       writeOptBytes(w, m.ctx);
@@ -274,7 +276,7 @@ function readMessage(r: Reader): Message {
     case 'prevote-resp':
       return { type, from, to, term, reject: r.bool('reject') };
     case 'heartbeat':
-      return { type, from, to, term, commit: r.u53('commit'), ctx: readOptBytes(r, 'ctx') };
+      return { type, from, to, term, commit: r.u53('commit'), ctx: readOptBytes(r, 'ctx'), quiesce: r.bool('quiesce') };
     case 'heartbeat-resp':
       return { type, from, to, term, ctx: readOptBytes(r, 'ctx') };
     case 'snap':

@@ -1,5 +1,6 @@
 // The Raft state machine (after etcd-io/raft): roles and elections with PreVote and CheckQuorum,
-// replication and commitment, membership, leadership transfer and ReadIndex. Pure: no I/O, no clock.
+// replication and commitment, membership, leadership transfer, ReadIndex, and quiescence of idle groups
+// (after CockroachDB). Pure: no I/O, no clock.
 import { RaftLog } from './log.ts';
 import { ProgressTracker } from './tracker.ts';
 import { ReadOnlyQueue, type PendingRead } from './read-only.ts';
@@ -17,6 +18,7 @@ import type {
   NodeId,
   ProgressStatus,
   ProposeResult,
+  RaftBasicStatus,
   RaftConfig,
   RaftInitialState,
   RaftRole,
@@ -52,6 +54,7 @@ export class RaftCore {
   private readonly maxSizePerMsg: number;
   private readonly maxUncommittedBytes: number;
   private readonly unsafeCommitPreviousTerm: boolean;
+  private readonly quiesceWhenIdle: boolean;
 
   private term: number;
   private vote: NodeId | null;
@@ -80,6 +83,8 @@ export class RaftCore {
   /** Proposals since the last Ready are batched into one append per follower, sent when the Ready is built. */
   private broadcastPending = false;
   private outstanding: Outstanding | null = null;
+  /** No timers run (tick() is ignored) until an input wakes the node; only a leader or a follower is ever quiesced. */
+  private quiesced = false;
 
   constructor(config: RaftConfig, initial: RaftInitialState) {
     const electionTick = config.electionTick ?? 10;
@@ -98,6 +103,7 @@ export class RaftCore {
     this.maxSizePerMsg = config.maxSizePerMsg ?? DEFAULT_MAX_SIZE_PER_MSG;
     this.maxUncommittedBytes = config.maxUncommittedBytes ?? 0;
     this.unsafeCommitPreviousTerm = config.unsafeCommitPreviousTermByCounting ?? false;
+    this.quiesceWhenIdle = config.quiesce ?? false;
     const maxInflightMsgs = config.maxInflightMsgs ?? DEFAULT_MAX_INFLIGHT_MSGS;
     const maxInflightBytes = config.maxInflightBytes ?? maxInflightMsgs * this.maxSizePerMsg;
     if (!(maxInflightMsgs >= 1)) throw new Error('raft config: maxInflightMsgs must be >= 1');
@@ -124,12 +130,17 @@ export class RaftCore {
   // ---- inputs -------------------------------------------------------------------------------
 
   tick(): void {
+    if (this.quiesced) return; // a quiesced group has no timers: it waits for an input that wakes it
     if (this.role === 'leader') this.tickHeartbeat();
     else this.tickElection();
   }
 
   step(m: Message): void {
     if (m.to !== this.id) return; // misrouted: not for us
+    // Any message but the quiescing heartbeat round wakes a quiesced node, before the lease check below: a peer that
+    // campaigns (e.g. it restarted and never heard the quiescing heartbeat) must get the leader heartbeating again.
+    // Messages of an older term change nothing (they are answered or dropped below) and wake nothing.
+    if (this.quiesced && m.term >= this.term && !this.keepsQuiesced(m)) this.unquiesce();
     if (m.term > this.term) {
       if (m.type === 'vote' || m.type === 'prevote') {
         // Leader lease: a node that heard from a leader within the minimum election timeout
@@ -176,6 +187,9 @@ export class RaftCore {
   }
 
   propose(data: Uint8Array): ProposeResult {
+    // Even a refused proposal wakes a follower: if its quiesced leader died unnoticed, the follower's election timer
+    // must run again for the proposal ever to commit.
+    this.unquiesce();
     const refused = this.refuseProposal();
     if (refused) return refused;
     const size = data.length;
@@ -188,6 +202,7 @@ export class RaftCore {
   }
 
   proposeConfChange(change: ConfChange): ProposeResult {
+    this.unquiesce();
     const refused = this.refuseProposal();
     if (refused) return refused;
     if (this.pendingConfIndex > this.log.applied || !this.committedEntryInCurrentTerm()) {
@@ -208,6 +223,7 @@ export class RaftCore {
   /** Leader only (a no-op elsewhere): hand leadership to a voter once its log has caught up. */
   transferLeadership(to: NodeId): void {
     if (this.role !== 'leader' || to === this.id || !this.tracker.isVoter(to)) return;
+    this.unquiesce();
     if (this.leadTransferee === to) return;
     this.leadTransferee = to;
     // The transfer is aborted if not done within one election timeout (see tickHeartbeat).
@@ -223,6 +239,7 @@ export class RaftCore {
    * forwarded to the leader; without a known leader it is dropped (the caller retries after a timeout).
    */
   readIndex(ctx: Uint8Array): void {
+    this.unquiesce();
     if (this.role === 'leader') {
       this.handleReadIndex(ctx, this.id);
     } else if (this.lead !== null) {
@@ -232,7 +249,63 @@ export class RaftCore {
 
   /** Starts an election now (tests, bootstrap of a single node). */
   campaign(): void {
+    this.unquiesce();
     this.hup(false);
+  }
+
+  /**
+   * Wakes a quiesced node: its timers run again from zero. A leader also starts a fresh CheckQuorum round (it must
+   * hear from a quorum again before it may quiesce, or within an election timeout it steps down) and heartbeats at
+   * once, which wakes its followers. The driver calls it when node liveness says a peer of the group went down.
+   */
+  unquiesce(): void {
+    if (!this.quiesced) return;
+    this.quiesced = false;
+    this.electionElapsed = 0;
+    this.heartbeatElapsed = 0;
+    if (this.role !== 'leader') return;
+    for (const [id, pr] of this.tracker.progress) if (id !== this.id) pr.recentActive = false;
+    this.bcastHeartbeat(null);
+  }
+
+  /**
+   * A follower forgets its leader (etcd-io/raft ForgetLeader) and wakes: it stays a follower of the current term
+   * without campaigning, but no longer in the leader's lease, so it grants pre-votes at once and campaigns when its
+   * election timer fires. The driver calls it when node liveness says the leader's node is down: with PreVote and
+   * CheckQuorum a group would otherwise wait for every follower's lease to run out first. Safe on a false alarm: the
+   * lease is a liveness device, and a live leader's next heartbeat or append makes it the leader again.
+   */
+  forgetLeader(): void {
+    if (this.role !== 'follower') return;
+    this.unquiesce();
+    this.lead = null;
+  }
+
+  /**
+   * Node liveness (outside the core) says `peer`'s node stopped answering for longer than an election timeout. A
+   * follower of it forgets it (forgetLeader: wakes and may elect a new leader at once); a quiesced leader with it as a
+   * member wakes, so CheckQuorum runs again (it quiesces again if a quorum still answers, else steps down). Anything
+   * else is left alone: a live leader keeps its group, and an awake node's own timers already cover the rest.
+   */
+  peerDown(peer: NodeId): void {
+    if (peer === this.id) return;
+    if (this.role === 'follower' && this.lead === peer) this.forgetLeader();
+    else if (this.role === 'leader' && this.quiesced && this.tracker.isMember(peer)) this.unquiesce();
+  }
+
+  /** Whether the node is quiesced (see RaftConfig.quiesce); a driver stops ticking it meanwhile. */
+  isQuiesced(): boolean {
+    return this.quiesced;
+  }
+
+  /** The leader this node knows of (itself when leading), or null. */
+  leader(): NodeId | null {
+    return this.lead;
+  }
+
+  /** Role, term, leader, commit and quiescence without building the progress table of status(). */
+  basicStatus(): RaftBasicStatus {
+    return { role: this.visibleRole(), term: this.term, leader: this.lead, commit: this.log.committed, applied: this.log.applied, quiesced: this.quiesced };
   }
 
   // ---- outputs ------------------------------------------------------------------------------
@@ -321,10 +394,9 @@ export class RaftCore {
         progress[id] = { match: pr.match, next: pr.next, state: pr.state, recentActive: pr.recentActive, learner: pr.isLearner };
       }
     }
-    const role: RaftRole = this.role === 'follower' && !this.tracker.isVoter(this.id) && this.tracker.learners.includes(this.id) ? 'learner' : this.role;
     return {
       id: this.id,
-      role,
+      role: this.visibleRole(),
       term: this.term,
       vote: this.vote,
       leader: this.lead,
@@ -336,7 +408,12 @@ export class RaftCore {
       conf: this.tracker.conf(),
       progress,
       transferee: this.leadTransferee,
+      quiesced: this.quiesced,
     };
+  }
+
+  private visibleRole(): RaftRole {
+    return this.role === 'follower' && !this.tracker.isVoter(this.id) && this.tracker.learners.includes(this.id) ? 'learner' : this.role;
   }
 
   // ---- role transitions ------------------------------------------------------------------------
@@ -347,6 +424,7 @@ export class RaftCore {
       this.vote = null;
     }
     this.lead = null;
+    this.quiesced = false;
     this.electionElapsed = 0;
     this.heartbeatElapsed = 0;
     // §5.2: randomized in [electionTimeout, 2*electionTimeout) so split votes are rare.
@@ -370,6 +448,7 @@ export class RaftCore {
   private becomePreCandidate(): void {
     if (this.role === 'leader') throw new Error('raft invariant: leader cannot become pre-candidate');
     // Term and vote stay: a pre-election must leave no trace if it fails.
+    this.quiesced = false;
     this.tracker.resetVotes();
     this.lead = null;
     this.role = 'pre-candidate';
@@ -465,7 +544,8 @@ export class RaftCore {
     }
     if (this.heartbeatElapsed >= this.heartbeatTimeout) {
       this.heartbeatElapsed = 0;
-      this.bcastHeartbeat(this.readOnly.lastPendingCtx());
+      if (this.quiesceWhenIdle && this.mayQuiesce()) this.quiesce();
+      else this.bcastHeartbeat(this.readOnly.lastPendingCtx());
     }
   }
 
@@ -588,6 +668,9 @@ export class RaftCore {
 
   private handleHeartbeat(m: HeartbeatMessage): void {
     this.log.commitTo(m.commit);
+    // Quiesce only holding exactly the leader's log: a follower left behind, or with a stale tail the leader has not
+    // overwritten yet, keeps its election timer, so it campaigns (and wakes the group) rather than stay behind silently.
+    if (m.quiesce && m.from === this.lead && this.log.committed === m.commit && this.log.lastIndex() === m.commit) this.quiesced = true;
     this.send({ type: 'heartbeat-resp', to: m.from, term: this.term, ctx: m.ctx });
   }
 
@@ -770,8 +853,51 @@ export class RaftCore {
       if (id === this.id) continue;
       // Never tell a follower to commit beyond what it is known to hold.
       const commit = Math.min(pr.match, this.log.committed);
-      this.send({ type: 'heartbeat', to: id, term: this.term, commit, ctx });
+      this.send({ type: 'heartbeat', to: id, term: this.term, commit, ctx, quiesce: false });
     }
+  }
+
+  // ---- quiescence ------------------------------------------------------------------------------
+
+  /**
+   * A leader may quiesce when nothing is in motion: an entry of its term is committed, everything is committed,
+   * applied and durable here, no transfer, conf change or read is pending, a quorum answered since the last
+   * CheckQuorum round (or since it woke), and every follower that answered holds the whole log. Followers that did
+   * not answer are presumed down: the leader does not wait for them (a down follower would keep every group it is in
+   * awake); when one comes back its first message wakes the leader, and a follower behind is told only to commit
+   * what it holds, so it never quiesces behind.
+   */
+  private mayQuiesce(): boolean {
+    const last = this.log.lastIndex();
+    if (this.log.committed !== last || this.log.applied !== last || this.log.stabled !== last) return false;
+    if (!this.committedEntryInCurrentTerm() || this.broadcastPending) return false;
+    if (this.leadTransferee !== null || this.pendingReadIndex.length > 0 || this.readOnly.lastPendingCtx() !== null) return false;
+    if (!this.tracker.quorumActive(this.id)) return false;
+    for (const [id, pr] of this.tracker.progress) {
+      if (id === this.id || !pr.recentActive) continue;
+      if (pr.match !== last || pr.state !== 'replicate' || pr.inflights.count() > 0) return false;
+    }
+    return true;
+  }
+
+  /** The last heartbeat round before silence: flagged for the caught-up followers, plain for the others. */
+  private quiesce(): void {
+    this.quiesced = true;
+    const last = this.log.lastIndex();
+    for (const [id, pr] of this.tracker.progress) {
+      if (id === this.id) continue;
+      this.send({ type: 'heartbeat', to: id, term: this.term, commit: Math.min(pr.match, this.log.committed), ctx: null, quiesce: pr.match === last });
+    }
+  }
+
+  /** The messages of the quiescing round itself, which must not wake a quiesced node (or it would never stay quiet). */
+  private keepsQuiesced(m: Message): boolean {
+    if (m.term !== this.term) return false;
+    if (this.role === 'leader') {
+      // A caught-up follower's answer to the quiescing heartbeat; a follower behind wakes the leader to catch it up.
+      return m.type === 'heartbeat-resp' && (m.ctx === null || m.ctx.length === 0) && this.tracker.progress.get(m.from)?.match === this.log.lastIndex();
+    }
+    return m.type === 'heartbeat' && m.quiesce && m.from === this.lead;
   }
 
   // ---- membership ----------------------------------------------------------------------------

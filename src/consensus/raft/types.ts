@@ -58,6 +58,18 @@ export interface RaftConfig {
   /** Leader refuses proposals once this many payload bytes are uncommitted. Default unbounded (0 = unbounded). */
   maxUncommittedBytes?: number;
   /**
+   * Default false. An idle group may quiesce (after CockroachDB): a leader whose every responsive follower holds its
+   * whole log, with nothing pending, sends one heartbeat flagged `quiesce` and stops ticking; a follower that gets it
+   * and holds exactly that log stops ticking too. A quiesced node ignores tick(); it wakes on a proposal, a conf
+   * change, a transfer, a read, campaign(), unquiesce(), forgetLeader(), or any message other than the quiescing
+   * heartbeat (and, on the leader, the answers of caught-up followers to it).
+   *
+   * Consequence: a quiesced follower no longer notices that its leader died. The driver MUST then learn it from
+   * outside (node liveness) and call forgetLeader() (or unquiesce()) on the followers of a leader whose node is
+   * down, and unquiesce() on a quiesced leader when one of its followers' nodes goes down (so CheckQuorum runs).
+   */
+  quiesce?: boolean;
+  /**
    * TEST ONLY. Commits entries of previous terms by counting replicas (the bug of the Raft paper's Figure 8).
    * Exists so the simulator can prove it detects the resulting safety violation. Never set it in production.
    */
@@ -134,6 +146,8 @@ export interface HeartbeatMessage extends MessageBase {
   commit: number;
   /** ReadIndex context being confirmed by this heartbeat round, if any. */
   ctx: Uint8Array | null;
+  /** The leader quiesced: a follower whose log ends exactly at `commit` stops its election timer (see RaftConfig.quiesce). */
+  quiesce: boolean;
 }
 
 export interface HeartbeatResponse extends MessageBase {
@@ -224,4 +238,16 @@ export interface RaftStatus {
   /** Only on the leader: one row per voter and learner, including itself. */
   progress: Record<NodeId, ProgressStatus>;
   transferee: NodeId | null;
+  /** Quiesced: not ticking until woken (see RaftConfig.quiesce). */
+  quiesced: boolean;
+}
+
+/** The cheap subset of RaftStatus (no allocation beyond this object), for drivers that poll often. */
+export interface RaftBasicStatus {
+  role: RaftRole;
+  term: number;
+  leader: NodeId | null;
+  commit: number;
+  applied: number;
+  quiesced: boolean;
 }

@@ -1,4 +1,5 @@
-// `npm run sim -- --core raft --seeds N [--from S] [--nodes 3|5] [--steps K] [--broken commit-prev-term] [--trace]`
+// `npm run sim -- --core raft --seeds N [--from S] [--nodes 3|5] [--steps K] [--quiesce on|off|random]
+//    [--broken commit-prev-term|no-peer-down] [--trace]`
 // Runs seeds [S, S+N) of the Raft simulation and prints a summary, or the first failing seed with its replay command.
 import { runRaftSeed, type RaftSimOptions } from './sim.ts';
 
@@ -7,12 +8,13 @@ interface Args {
   from: number;
   nodes: 3 | 5;
   steps: number;
-  broken: 'commit-prev-term' | null;
+  broken: 'commit-prev-term' | 'no-peer-down' | null;
+  quiesce: boolean | 'random';
   trace: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { seeds: 100, from: 1, nodes: 3, steps: 600, broken: null, trace: false };
+  const args: Args = { seeds: 100, from: 1, nodes: 3, steps: 600, broken: null, quiesce: 'random', trace: false };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     const value = () => {
@@ -43,8 +45,14 @@ function parseArgs(argv: string[]): Args {
       }
       case '--broken': {
         const v = value();
-        if (v !== 'commit-prev-term') throw new Error(`unknown --broken variant ${v} (known: commit-prev-term)`);
+        if (v !== 'commit-prev-term' && v !== 'no-peer-down') throw new Error(`unknown --broken variant ${v} (known: commit-prev-term, no-peer-down)`);
         args.broken = v;
+        break;
+      }
+      case '--quiesce': {
+        const v = value();
+        if (v !== 'on' && v !== 'off' && v !== 'random') throw new Error(`--quiesce must be on, off or random, not ${v}`);
+        args.quiesce = v === 'random' ? 'random' : v === 'on';
         break;
       }
       case '--trace':
@@ -63,13 +71,14 @@ export async function main(argv: string[]): Promise<number> {
     args = parseArgs(argv);
   } catch (err) {
     console.error(`raft sim: ${(err as Error).message}`);
-    console.error('usage: --seeds N [--from S] [--nodes 3|5] [--steps K] [--broken commit-prev-term] [--trace]');
+    console.error('usage: --seeds N [--from S] [--nodes 3|5] [--steps K] [--quiesce on|off|random] [--broken commit-prev-term|no-peer-down] [--trace]');
     return 2;
   }
   const started = performance.now();
-  const extra = `${args.nodes !== 3 ? ` --nodes ${args.nodes}` : ''}${args.steps !== 600 ? ` --steps ${args.steps}` : ''}${args.broken ? ` --broken ${args.broken}` : ''}`;
+  const quiesceFlag = args.quiesce === 'random' ? '' : ` --quiesce ${args.quiesce ? 'on' : 'off'}`;
+  const extra = `${args.nodes !== 3 ? ` --nodes ${args.nodes}` : ''}${args.steps !== 600 ? ` --steps ${args.steps}` : ''}${quiesceFlag}${args.broken ? ` --broken ${args.broken}` : ''}`;
   for (let seed = args.from; seed < args.from + args.seeds; seed++) {
-    const options: RaftSimOptions = { nodes: args.nodes, steps: args.steps, broken: args.broken };
+    const options: RaftSimOptions = { nodes: args.nodes, steps: args.steps, broken: args.broken, quiesce: args.quiesce };
     if (args.trace) options.trace = (line) => console.log(line);
     const result = runRaftSeed(seed, options);
     if (result.violations.length > 0) {

@@ -1,6 +1,9 @@
 // Deterministic simulation of a Raft cluster: one seeded PRNG drives a virtual network (drop, duplicate,
 // delay, reorder, partitions), crashes and restarts from durable state, client proposals, membership
 // changes, leadership transfers, compaction and reads; the Raft invariants are checked after every step.
+// Half the seeds run quiesced groups (RaftConfig.quiesce) with idle stretches and a model of node liveness, which
+// reports a peer down (core.peerDown) when it has not been heard for a while; those seeds end by crashing a
+// quiesced leader and requiring the survivors to elect a new one and commit.
 import { Prng } from '../prng.ts';
 import { SimNode, type ApplyHooks } from './node.ts';
 import type { ConfChange, Entry, Message, RaftConfig, RaftStatus, Snapshot } from '../../consensus/raft/types.ts';
@@ -9,12 +12,18 @@ export interface RaftSimOptions {
   nodes?: 3 | 5;
   /** Steps with faults (3 steps = 1 tick); a liveness phase without faults follows. */
   steps?: number;
-  /** 'commit-prev-term': every core commits previous-term entries by counting (Figure 8 bug); the run must fail. */
-  broken?: 'commit-prev-term' | null;
+  /**
+   * 'commit-prev-term': every core commits previous-term entries by counting (Figure 8 bug); the run must fail.
+   * 'no-peer-down': node liveness never reports a peer down (a driver that forgot it); every seed quiesces, and the
+   * crash of a quiesced leader must then show up as a liveness failure.
+   */
+  broken?: 'commit-prev-term' | 'no-peer-down' | null;
   /** Ticks allowed after faults stop for a leader to commit a new proposal. */
   livenessTicks?: number;
   /** Collects a line per notable event (for replaying one seed). */
   trace?: (line: string) => void;
+  /** Quiesce idle groups: 'random' (default) decides per seed. */
+  quiesce?: boolean | 'random';
 }
 
 export interface RaftSeedResult {
@@ -33,11 +42,19 @@ export interface RaftSeedResult {
     snapshotsInstalled: number;
     crashes: number;
     readsServed: number;
+    /** Times a leader became quiesced. */
+    quiescences: number;
+    /** Node liveness reports of a peer gone down (each one a core.peerDown call). */
+    peerDownReports: number;
+    /** Quiesced leaders crashed on purpose at the end of a quiescing seed (each followed by a re-election and a commit). */
+    quiescedLeaderCrashes: number;
   };
 }
 
 const STEPS_PER_TICK = 2;
 const ELECTION_TICK = 6;
+/** Node liveness reports a peer down after this many ticks without hearing it (beyond the election timeout, as in the node). */
+const LIVENESS_LAPSE_TICKS = 2 * ELECTION_TICK;
 const TEXT = new TextEncoder();
 
 class Violation extends Error {}
@@ -94,6 +111,13 @@ class RaftSimulation {
   private readonly acked: { index: number; term: number; data: string }[] = [];
   private readonly reads = new Map<string, { minIndex: number }>();
   private proposalCounter = 0;
+  /** Quiescing seeds only: no client acts before this step (idle stretches let groups quiesce). */
+  private quietUntil = 0;
+  private readonly quiesce: boolean;
+  private readonly reportPeersDown: boolean;
+  /** Node liveness: per "observer>peer", the tick the observer last heard the peer's node, and whether it reported it down. */
+  private readonly liveness = new Map<string, { heardAt: number; down: boolean }>();
+  private readonly wasQuiescedLeader = new Set<string>();
   private readonly stats: RaftSeedResult['stats'] = {
     steps: 0,
     ticks: 0,
@@ -107,6 +131,9 @@ class RaftSimulation {
     snapshotsInstalled: 0,
     crashes: 0,
     readsServed: 0,
+    quiescences: 0,
+    peerDownReports: 0,
+    quiescedLeaderCrashes: 0,
   };
   private readonly hooks: ApplyHooks;
 
@@ -128,6 +155,9 @@ class RaftSimulation {
     const maxSizePerMsg = rng.pick([1, 64, 1 << 20]);
     const maxInflightMsgs = rng.pick([1, 4, 256]);
     const unsafe = options.broken === 'commit-prev-term';
+    const quiesce = options.broken === 'no-peer-down' ? true : (options.quiesce ?? 'random');
+    this.quiesce = quiesce === 'random' ? rng.chance(0.5) : quiesce;
+    this.reportPeersDown = options.broken !== 'no-peer-down';
     const makeConfig = (id: string): RaftConfig => ({
       id,
       electionTick: ELECTION_TICK,
@@ -137,6 +167,7 @@ class RaftSimulation {
       maxInflightMsgs,
       maxUncommittedBytes: 1 << 16,
       unsafeCommitPreviousTermByCounting: unsafe,
+      quiesce: this.quiesce,
     });
     const bootstrap = { voters: this.ids, learners: [] };
     for (const id of all) this.nodes.set(id, new SimNode(id, bootstrap, makeConfig));
@@ -168,6 +199,7 @@ class RaftSimulation {
     try {
       for (let i = 0; i < this.steps; i++) this.step(true);
       this.livenessPhase();
+      if (this.quiesce) this.quiescedLeaderCrashPhase();
       this.finalChecks();
     } catch (err) {
       if (err instanceof Violation) this.violations.push(err.message);
@@ -198,6 +230,7 @@ class RaftSimulation {
       for (const node of this.nodes.values()) {
         if (node.core && !(this.faultsOn && this.rng.chance(this.faults.skew))) node.core.tick();
       }
+      if (this.quiesce) this.nodeLiveness();
     }
     this.deliverDue();
     this.processAllReadies();
@@ -271,6 +304,8 @@ class RaftSimulation {
 
   private restart(node: SimNode): void {
     node.start();
+    // A restarted node's liveness starts afresh: it has heard nobody yet and reports nobody down yet.
+    for (const key of this.liveness.keys()) if (key.startsWith(`${node.id}>`)) this.liveness.delete(key);
     this.log(`restart: ${node.id} (term ${node.durable.hardState.term}, commit ${node.durable.hardState.commit}, last ${node.durableLastIndex()})`);
   }
 
@@ -281,6 +316,14 @@ class RaftSimulation {
 
   private clientActions(): void {
     const rng = this.rng;
+    if (this.quiesce) {
+      if (this.time < this.quietUntil) return;
+      if (rng.chance(0.01)) {
+        this.quietUntil = this.time + STEPS_PER_TICK * (10 + rng.int(50));
+        this.log(`clients: quiet until step ${this.quietUntil}`);
+        return;
+      }
+    }
     const up = this.upNodes();
     if (up.length === 0) return;
     const leader = this.leaders().sort((a, b) => this.lastStatus.get(b.id)!.term - this.lastStatus.get(a.id)!.term)[0];
@@ -440,6 +483,19 @@ class RaftSimulation {
     for (const node of this.upNodes()) {
       const st = this.lastStatus.get(node.id)!;
       if (st.term > this.stats.maxTerm) this.stats.maxTerm = st.term;
+      if (st.role === 'leader' && st.quiesced) {
+        if (!this.wasQuiescedLeader.has(node.id)) {
+          this.wasQuiescedLeader.add(node.id);
+          this.stats.quiescences++;
+          this.log(`quiesced: leader ${node.id} term ${st.term} commit ${st.commit}`);
+        }
+      } else {
+        this.wasQuiescedLeader.delete(node.id);
+      }
+      // Only a leader or a follower may be quiesced (a candidate with stopped timers would never finish its election).
+      if (st.quiesced && st.role !== 'leader' && st.role !== 'follower' && st.role !== 'learner') {
+        this.fail('quiescence', `${node.id} is quiesced as ${st.role}`);
+      }
       // Election safety: at most one leader per term.
       if (st.role === 'leader') {
         const known = this.leaderOfTerm.get(st.term);
@@ -518,6 +574,86 @@ class RaftSimulation {
     this.fail('liveness', `no leader committed a new proposal within ${bound} ticks after faults stopped (backlog ${backlog}); ${this.describe()}`);
   }
 
+  /**
+   * The node-liveness layer of the real node, per tick: every up node "hears" every other up node unless the
+   * network blocks that direction (or drops it); one that has not been heard for LIVENESS_LAPSE_TICKS is reported
+   * down once (core.peerDown), and reported again only after it was heard in between.
+   */
+  private nodeLiveness(): void {
+    const now = this.stats.ticks;
+    for (const observer of this.upNodes()) {
+      for (const peer of this.nodes.values()) {
+        if (peer === observer || !this.started.has(peer.id)) continue;
+        const key = `${observer.id}>${peer.id}`;
+        let state = this.liveness.get(key);
+        if (!state) {
+          state = { heardAt: now, down: false };
+          this.liveness.set(key, state);
+        }
+        const heard = peer.up && !this.blocked.has(`${peer.id}>${observer.id}`) && !(this.faultsOn && this.rng.chance(this.faults.drop));
+        if (heard) {
+          state.heardAt = now;
+          state.down = false;
+        } else if (!state.down && now - state.heardAt > LIVENESS_LAPSE_TICKS) {
+          state.down = true;
+          this.stats.peerDownReports++;
+          this.log(`liveness: ${observer.id} reports ${peer.id} down`);
+          if (this.reportPeersDown) observer.core!.peerDown(peer.id);
+        }
+      }
+    }
+  }
+
+  /**
+   * Quiescing seeds end here: with the cluster healed, the members go quiet, the quiesced leader crashes, and node
+   * liveness must wake its followers, which elect a new leader that commits; a follower left quiesced under a dead
+   * leader shows up as a liveness violation.
+   */
+  private quiescedLeaderCrashPhase(): void {
+    let leader = this.leaders()[0]!;
+    const conf = this.lastStatus.get(leader.id)!.conf;
+    const members = new Set([...conf.voters, ...conf.learners]);
+    // A removed node still running is cut off, as the real transport refuses a removed org: its campaigns would
+    // otherwise wake the members again and again.
+    for (const node of this.upNodes()) if (!members.has(node.id)) this.crash(node, 'retire removed node');
+    const up = () => this.upNodes().filter((n) => members.has(n.id));
+    const backlog = Math.max(...up().map((n) => n.core!.status().lastIndex)) - Math.min(...up().map((n) => n.core!.status().commit));
+    const quietBound = this.livenessTicks + backlog;
+    const startTicks = this.stats.ticks;
+    while (!up().every((n) => n.core!.isQuiesced())) {
+      if (this.stats.ticks - startTicks >= quietBound) {
+        this.fail('quiescence', `the idle, healed group did not quiesce within ${quietBound} ticks; ${this.describe()}`);
+      }
+      this.step(false);
+    }
+    leader = this.leaders()[0]!;
+    this.log(`quiesced: all of ${[...members].join(',')}; crashing leader ${leader.id}`);
+    this.crash(leader, 'crash quiesced leader');
+    this.stats.quiescedLeaderCrashes++;
+    const crashedAt = this.stats.ticks;
+    const bound = LIVENESS_LAPSE_TICKS + this.livenessTicks;
+    let marker: string | null = null;
+    while (this.stats.ticks - crashedAt < bound) {
+      this.step(false);
+      const next = this.leaders().find((l) => this.lastStatus.get(l.id)!.conf.voters.includes(l.id));
+      if (!next) continue;
+      if (marker && this.acked.some((a) => a.data === marker)) {
+        this.log(`liveness: ${marker} committed ${this.stats.ticks - crashedAt} ticks after the quiesced leader crashed`);
+        return;
+      }
+      const pending = marker ? this.proposals.get(marker) : undefined;
+      if (!marker || !pending || pending.node !== next.id) {
+        const data = `after-quiesced-crash${this.proposalCounter++}`;
+        const res = next.core!.propose(TEXT.encode(data));
+        if (res.ok) {
+          this.proposals.set(data, { node: next.id, index: res.index, term: res.term });
+          marker = data;
+        }
+      }
+    }
+    this.fail('liveness', `no new leader committed within ${bound} ticks after the quiesced leader ${leader.id} crashed; ${this.describe()}`);
+  }
+
   private describe(): string {
     return this.upNodes()
       .map((n) => {
@@ -525,7 +661,7 @@ class RaftSimulation {
         const progress = Object.entries(st.progress)
           .map(([id, p]) => `${id}:${p.state}/m${p.match}/n${p.next}${p.recentActive ? '' : '/inactive'}`)
           .join(' ');
-        return `${n.id}{${st.role} t${st.term} lead=${st.leader} commit=${st.commit} applied=${st.applied} last=${st.lastIndex}@${st.lastTerm} snap=${st.snapshotIndex} voters=${st.conf.voters.join(',')} learners=${st.conf.learners.join(',')}${progress ? ` [${progress}]` : ''}}`;
+        return `${n.id}{${st.role}${st.quiesced ? ' quiesced' : ''} t${st.term} lead=${st.leader} commit=${st.commit} applied=${st.applied} last=${st.lastIndex}@${st.lastTerm} snap=${st.snapshotIndex} voters=${st.conf.voters.join(',')} learners=${st.conf.learners.join(',')}${progress ? ` [${progress}]` : ''}}`;
       })
       .join(' ');
   }
