@@ -10,6 +10,7 @@ import { importPrivateJwk, type PrivateJwk, type SigningKey } from '../crypto/ed
 import { NodeStore } from '../storage/node-store.ts';
 import { PeerClientPool } from '../transport/client.ts';
 import { PeerServer } from '../transport/server.ts';
+import { LIVENESS_CHANNEL, NodeLiveness } from '../transport/liveness.ts';
 import { Keyring } from '../verdict/keyring.ts';
 import { createApiServer } from '../api/server.ts';
 import { NodeMetrics } from '../swarm/metrics.ts';
@@ -29,6 +30,11 @@ export interface ReloadReport {
   /** Per swarm: differences between the file's member list and the committed membership (never applied). */
   drift: Record<string, string[]>;
 }
+
+/** Node liveness heartbeats each peer node every this many Raft ticks (one minimum election timeout)... */
+const LIVENESS_INTERVAL_TICKS = 10;
+/** ...and reports it down after this many intervals of silence (beyond the longest randomized election timeout). */
+const LIVENESS_LAPSE_INTERVALS = 3;
 
 /** Files in the node's data folder: its pid (for `conclave admin reload`) and the last reload's report. */
 export const PID_FILE = 'conclave.pid';
@@ -51,6 +57,7 @@ export class ConclaveNode implements NodeService {
   private store: NodeStore | null = null;
   private pool: PeerClientPool | null = null;
   private peerServer: PeerServer | null = null;
+  private liveness: NodeLiveness | null = null;
   private api: FastifyInstance | null = null;
   private readonly metrics: NodeMetrics;
   config: FederationConfig;
@@ -149,9 +156,25 @@ export class ConclaveNode implements NodeService {
     this.peerServer.onMessages('checkpoint', (fromOrg, swarmId, messages) => {
       memberSwarm(fromOrg, swarmId)?.receiveCheckpoint(fromOrg, messages);
     });
+    // Node liveness replaces per-swarm heartbeats for idle (quiesced) Raft swarms: see transport/liveness.ts.
+    const livenessMs = LIVENESS_INTERVAL_TICKS * (options.tickMs ?? 100);
+    const liveness = new NodeLiveness({
+      peers: () => pool.peers(),
+      send: (to, swarm, channel, messages) => link.send(to, swarm, channel, messages),
+      onPeerDown: (org) => {
+        logger.warn({ peer: org, silentMs: LIVENESS_LAPSE_INTERVALS * livenessMs }, 'peer node not heard from: its swarms elect new leaders');
+        for (const swarm of this.swarms.values()) swarm.peerDown(org);
+      },
+      onPeerUp: (org) => logger.info({ peer: org }, 'peer node heard again'),
+      intervalMs: livenessMs,
+      lapseMs: LIVENESS_LAPSE_INTERVALS * livenessMs,
+    });
+    this.liveness = liveness;
+    this.peerServer.onMessages(LIVENESS_CHANNEL, (fromOrg) => liveness.heard(fromOrg));
     for (const swarm of this.swarms.values()) await swarm.start();
     // The committed membership (rebuilt from storage) decides whom the transport trusts, not the file alone.
     this.applyTransportMembers();
+    liveness.start();
     this.setCertExpiryMetric();
     for (const [id, swarm] of this.swarms) {
       const drift = swarm.membershipView().drift;
@@ -271,6 +294,7 @@ export class ConclaveNode implements NodeService {
   async stop(): Promise<void> {
     rmSync(join(this.config.node.dataDir, PID_FILE), { force: true });
     await this.api?.close().catch(() => undefined);
+    this.liveness?.stop();
     for (const swarm of this.swarms.values()) await swarm.stop();
     await this.pool?.close().catch(() => undefined);
     await this.peerServer?.close().catch(() => undefined);
@@ -293,7 +317,8 @@ export class ConclaveNode implements NodeService {
   }
 
   peerHealth(): unknown[] {
-    const health = this.pool?.health() ?? [];
+    const live = new Map((this.liveness?.status() ?? []).map((peer) => [peer.org, peer]));
+    const health = (this.pool?.health() ?? []).map((peer) => ({ ...peer, nodeUp: live.get(peer.org)?.up ?? null, silentMs: live.get(peer.org)?.silentMs ?? null }));
     for (const peer of health as { org: string; state: string }[]) this.metrics.peerUp.set({ peer: peer.org }, peer.state === 'closed' ? 1 : 0);
     return health;
   }

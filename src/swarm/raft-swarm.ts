@@ -1,8 +1,11 @@
 // Drives one Raft core for one swarm: ticks it, feeds it peer messages, persists each Ready (one synced batch)
 // before sending what depends on it, applies committed entries in order, forwards proposals to the leader.
+// An idle swarm quiesces (RaftConfig.quiesce) and is then taken off the node's ticker altogether, so a node hosting
+// many idle swarms spends nothing on them; node liveness (transport/liveness.ts) wakes the swarms of a peer whose
+// node went down (peerDown), which is what keeps a quiesced follower from waiting for ever on a dead leader.
 import { RaftCore } from '../consensus/raft/raft.ts';
 import { decodeMessages, encodeMessages } from '../consensus/raft/codec.ts';
-import type { ConfChange, Entry, Message, RaftInitialState, RaftStatus, Ready, Snapshot } from '../consensus/raft/types.ts';
+import type { ConfChange, Entry, Message, RaftBasicStatus, RaftInitialState, RaftStatus, Ready, Snapshot } from '../consensus/raft/types.ts';
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { onTick } from './ticker.ts';
@@ -35,6 +38,9 @@ export interface RaftSwarmOptions {
   /** Take a snapshot and compact the log after this many applied entries. */
   snapshotEvery?: number;
   rand?: () => number;
+  /** Default true: an idle swarm stops ticking and sending until something happens (see RaftConfig.quiesce). */
+  quiesce?: boolean;
+  /** Called after a Ready cycle changed the role, term, leader, commit or applied index (not on every heartbeat). */
   onStatus?: (status: RaftStatus) => void;
 }
 
@@ -72,7 +78,11 @@ export class RaftSwarm implements ConsensusEngine {
   private haltedAt: number | null = null;
   readonly swarm: string;
   private core!: RaftCore;
+  /** Set while this engine is on the node's ticker: never while quiesced, stopped or failed. */
   private stopTicking: (() => void) | null = null;
+  private tickMs = 100;
+  /** What onStatus last reported, so an idle cycle (a heartbeat round) reports nothing. */
+  private reported: RaftBasicStatus | null = null;
   private scheduled = false;
   private running = false;
   private stopped = false;
@@ -128,21 +138,51 @@ export class RaftSwarm implements ConsensusEngine {
         rand: this.options.rand ?? Math.random,
         maxInflightMsgs: 256,
         maxSizePerMsg: 1024 * 1024,
+        quiesce: this.options.quiesce ?? true,
       },
       { hardState, snapshot, entries: stored.entries, conf, applied },
     );
-    const tickMs = this.options.tickMs ?? 100;
-    this.stopTicking = onTick(tickMs, () => {
-      this.core.tick();
-      this.schedule();
-    });
+    this.tickMs = this.options.tickMs ?? 100;
     this.schedule();
+  }
+
+  private readonly onTickListener = (): void => {
+    this.core.tick();
+    if (this.core.isQuiesced()) this.syncTicking();
+    // Most ticks of an awake follower produce nothing: skip the Ready cycle then.
+    if (this.core.hasReady()) this.schedule();
+  };
+
+  /** On the node's ticker exactly while the core's timers run. */
+  private syncTicking(): void {
+    const wanted = !this.stopped && this.loopError === null && !this.core.isQuiesced();
+    if (wanted === (this.stopTicking !== null)) return;
+    if (wanted) {
+      this.stopTicking = onTick(this.tickMs, this.onTickListener);
+    } else {
+      this.stopTicking!();
+      this.stopTicking = null;
+    }
+  }
+
+  /**
+   * Node liveness: `org`'s node has not been heard for longer than an election timeout. If it led this swarm, this
+   * node forgets it and may elect another; if this node leads and is quiesced, it wakes so CheckQuorum runs again.
+   */
+  peerDown(org: string): void {
+    if (!this.core || this.stopped || this.haltedAt !== null) return;
+    this.core.peerDown(org);
+    this.schedule();
+  }
+
+  /** Whether the core is quiesced (off the ticker). */
+  quiesced(): boolean {
+    return this.core.isQuiesced();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    this.stopTicking?.();
-    this.stopTicking = null;
+    this.syncTicking();
     for (const [, list] of this.waiters) for (const waiter of list) waiter.reject(new SwarmError(503, 'NODE_STOPPING', 'the node is shutting down'));
     this.waiters.clear();
     while (this.running) await new Promise((resolve) => setTimeout(resolve, 5));
@@ -163,11 +203,17 @@ export class RaftSwarm implements ConsensusEngine {
       commitIndex: status.commit,
       lastIndex: status.lastIndex,
       peers: Object.entries(status.progress).map(([org, p]) => ({ org, match: p.match, next: p.next, state: p.state, active: p.recentActive })),
+      detail: { quiesced: status.quiesced },
     };
   }
 
   serving(): boolean {
-    return this.haltedAt === null && this.loopError === null && this.core.status().leader !== null;
+    return this.haltedAt === null && this.loopError === null && this.core.leader() !== null;
+  }
+
+  /** The leader this node knows of, without building a status (timers of every swarm ask this often). */
+  leader(): string | null {
+    return this.core.leader();
   }
 
   async handleCall(_fromOrg: string, channel: string): Promise<Uint8Array> {
@@ -334,7 +380,7 @@ export class RaftSwarm implements ConsensusEngine {
   // ---- membership (driven by swarm/membership.ts ConfChangeDriver) ----
 
   isLeader(): boolean {
-    return this.haltedAt === null && this.loopError === null && this.core.status().role === 'leader';
+    return this.haltedAt === null && this.loopError === null && this.core.leader() === this.options.self;
   }
 
   /** The configuration the core uses now (conf entries take effect when applied). */
@@ -359,6 +405,8 @@ export class RaftSwarm implements ConsensusEngine {
   }
 
   private schedule(): void {
+    // Every input passes here: it may have quiesced the core (off the ticker) or woken it (back on).
+    this.syncTicking();
     if (this.scheduled || this.stopped) return;
     this.scheduled = true;
     setImmediate(() => {
@@ -406,7 +454,7 @@ export class RaftSwarm implements ConsensusEngine {
         }
         this.core.advance(ready);
         await this.maybeCompact();
-        this.options.onStatus?.(this.core.status());
+        this.reportStatus();
       }
     } catch (error) {
       this.fail(error);
@@ -416,8 +464,17 @@ export class RaftSwarm implements ConsensusEngine {
     if (!this.stopped && !this.loopError && this.core.hasReady()) this.schedule();
   }
 
+  private reportStatus(): void {
+    if (!this.options.onStatus) return;
+    const now = this.core.basicStatus();
+    const last = this.reported;
+    if (last && last.role === now.role && last.term === now.term && last.leader === now.leader && last.commit === now.commit && last.applied === now.applied) return;
+    this.reported = now;
+    this.options.onStatus(this.core.status());
+  }
+
   private leaderMaySendEarly(ready: Ready): boolean {
-    if (ready.snapshot || !ready.entries.length || this.core.status().role !== 'leader') return false;
+    if (ready.snapshot || !ready.entries.length || this.core.leader() !== this.options.self) return false;
     const hs = ready.hardState;
     return !hs || (this.persistedHardState !== null && hs.term === this.persistedHardState.term && hs.vote === this.persistedHardState.vote);
   }
@@ -427,7 +484,7 @@ export class RaftSwarm implements ConsensusEngine {
     if (this.loopError) return;
     this.loopError = error as Error;
     this.options.logger.fatal({ err: error, swarm: this.swarm }, 'storage or apply failed; this swarm stops here');
-    this.stopTicking?.();
+    this.syncTicking();
   }
 
   private send(messages: Message[]): void {

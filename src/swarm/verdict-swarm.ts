@@ -90,6 +90,8 @@ export class VerdictSwarm implements SwarmService {
   private flushScheduled = false;
   private stopped = false;
   private stopCheckpointClock: (() => void) | null = null;
+  /** Size of the newest checkpoint seen by the timed-checkpoint clock (it skips the swarm until the log grows past it). */
+  private checkpointedSize = 0;
   private readonly applied: AppliedStateStore;
   private genesis: string[];
   private readonly driver: ConfChangeDriver;
@@ -280,11 +282,16 @@ export class VerdictSwarm implements SwarmService {
    * checkpoint gathers the signatures of every node that computed it (in pbft mode, 2f+1 make it a certificate).
    */
   private maybeTimedCheckpoint(): void {
-    if (this.stopped || !this.engine?.serving()) return;
-    if (this.engine.status().leader !== this.options.self) return;
-    const last = this.state.checkpoints().at(-1);
+    // Every swarm of the node runs this every second: an idle one must cost next to nothing, so the test that needs
+    // no work comes first (nothing applied beyond the newest checkpoint seen), before any status is built.
     const size = this.state.size;
-    if (size === 0 || (last && last.size >= size)) return;
+    if (this.stopped || size === 0 || size <= this.checkpointedSize) return;
+    const last = this.state.checkpoints().at(-1);
+    if (last && last.size >= size) {
+      this.checkpointedSize = last.size;
+      return;
+    }
+    if (!this.engine?.serving() || this.engine.status().leader !== this.options.self) return;
     const seconds = this.options.checkpointSeconds ?? 5;
     if (last && Date.now() / 1000 - last.time < seconds) return;
     this.state.createCheckpoint();
@@ -305,6 +312,11 @@ export class VerdictSwarm implements SwarmService {
 
   serving(): boolean {
     return this.engine?.serving() ?? false;
+  }
+
+  /** Node liveness: `org`'s node went silent; a Raft engine quiesced under it wakes (RaftSwarm.peerDown). */
+  peerDown(org: string): void {
+    if (this.engine instanceof RaftSwarm) this.engine.peerDown(org);
   }
 
   /** Peer messages of any engine channel (the current era's, or a draining one's). */

@@ -198,6 +198,11 @@ export class PeerClientPool {
     return JSON.parse(Buffer.from(bytes).toString('utf8')) as { org: string; node: string };
   }
 
+  /** The orgs this pool has a link to (every member but this node's own org). */
+  peers(): string[] {
+    return [...this.links.keys()];
+  }
+
   health(): PeerHealth[] {
     const now = Date.now();
     return [...this.links.values()].map((link) => ({

@@ -1,0 +1,101 @@
+// Node liveness: one tiny message per peer node every interval, on its own channel and for all swarms at once, and
+// the verdict it feeds: a peer not heard from for `lapseMs` is reported down (once, until it is heard again).
+//
+// Why it exists: idle Raft swarms quiesce (no ticks, no heartbeats), so a quiesced follower no longer notices by
+// itself that its leader's node died. Instead of every swarm heartbeating every peer (1,000 swarms = 1,000 heartbeat
+// pairs per interval), the node heartbeats each peer node once and tells every swarm led from a node that went down
+// (after CockroachDB's node liveness + quiescence). A false alarm (a slow peer) only makes some swarms tick and
+// campaign; PreVote and the followers' leader lease keep it from deposing a live leader.
+export const LIVENESS_CHANNEL = 'liveness';
+/** The peer batch format addresses every message group to a swarm; node-level messages use this id (never a swarm's). */
+export const LIVENESS_SWARM = 'node-liveness';
+/** Version byte of the liveness message; the message carries nothing else (its arrival is the news). */
+const LIVENESS_MESSAGE = new Uint8Array([1]);
+
+export interface NodeLivenessOptions {
+  /** The peer orgs to heartbeat and watch (asked every round: membership changes come and go). */
+  peers: () => readonly string[];
+  /** Sends one message to a peer's node (fire and forget: the transport drops it while the peer is unreachable). */
+  send: (org: string, swarm: string, channel: string, messages: Uint8Array[]) => void;
+  /** A peer was not heard from for lapseMs. Called once per outage. */
+  onPeerDown: (org: string) => void;
+  /** A peer reported down was heard again. */
+  onPeerUp?: (org: string) => void;
+  /** Milliseconds between heartbeats (and lapse checks). */
+  intervalMs: number;
+  /** Silence after which a peer is reported down; more than the swarms' election timeout and a few intervals. */
+  lapseMs: number;
+  /** Milliseconds clock (tests inject one). Default performance.now. */
+  now?: () => number;
+}
+
+export interface PeerLiveness {
+  org: string;
+  up: boolean;
+  /** Milliseconds since the peer's node was last heard (since start when never heard). */
+  silentMs: number;
+}
+
+interface Watched {
+  heardAt: number;
+  up: boolean;
+}
+
+export class NodeLiveness {
+  private readonly watched = new Map<string, Watched>();
+  private timer: NodeJS.Timeout | null = null;
+  private readonly now: () => number;
+
+  constructor(private readonly options: NodeLivenessOptions) {
+    if (!(options.intervalMs > 0) || !(options.lapseMs > options.intervalMs)) {
+      throw new Error(`node liveness: need 0 < intervalMs (${options.intervalMs}) < lapseMs (${options.lapseMs})`);
+    }
+    this.now = options.now ?? (() => performance.now());
+  }
+
+  start(): void {
+    if (this.timer) return;
+    this.round();
+    this.timer = setInterval(() => this.round(), this.options.intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  /** A liveness message (or anything else proving the node alive) arrived from `org`'s node. */
+  heard(org: string): void {
+    const peer = this.watched.get(org);
+    if (!peer) return; // not a peer we watch (yet): the next round adds it
+    peer.heardAt = this.now();
+    if (!peer.up) {
+      peer.up = true;
+      this.options.onPeerUp?.(org);
+    }
+  }
+
+  status(): PeerLiveness[] {
+    const now = this.now();
+    return [...this.watched].map(([org, peer]) => ({ org, up: peer.up, silentMs: Math.round(now - peer.heardAt) }));
+  }
+
+  /** One interval: heartbeat every peer, then report the peers silent for too long. Public for tests. */
+  round(): void {
+    const now = this.now();
+    const peers = new Set(this.options.peers());
+    for (const org of this.watched.keys()) if (!peers.has(org)) this.watched.delete(org);
+    for (const org of peers) {
+      // A peer seen for the first time gets a full lapse of grace: it may be starting.
+      if (!this.watched.has(org)) this.watched.set(org, { heardAt: now, up: true });
+      this.options.send(org, LIVENESS_SWARM, LIVENESS_CHANNEL, [LIVENESS_MESSAGE]);
+    }
+    for (const [org, peer] of this.watched) {
+      if (peer.up && now - peer.heardAt > this.options.lapseMs) {
+        peer.up = false;
+        this.options.onPeerDown(org);
+      }
+    }
+  }
+}
