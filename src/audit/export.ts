@@ -1,5 +1,6 @@
 // The audit export (JSON Lines, docs/audit-format.md): producing its lines from a node's records and checkpoints,
 // and reading them back from any byte stream with line numbers and strict, bounded parsing.
+import type { ConsensusMode } from '../config/types.ts';
 import { canonicalJson } from '../crypto/canonical.ts';
 import { toHex } from '../crypto/encoding.ts';
 import { GENESIS_PREV, recordPayload, type AuditRecord } from './chain.ts';
@@ -27,6 +28,16 @@ export interface ExportHeader {
   frontier: FrontierState;
   /** True when the export carries a decision line for every decision reached in [from, to]. */
   decisions: boolean;
+  /**
+   * The membership and mode the swarm started with (before index 1): an auditor replays admin changes and decisions
+   * from it. Absent in exports of older nodes: the auditor then starts from the federation file's member list.
+   */
+  genesis?: ExportGenesis;
+}
+
+export interface ExportGenesis {
+  members: string[];
+  mode: ConsensusMode;
 }
 
 export type ExportRecordLine = { type: 'record' } & AuditRecord;
@@ -65,6 +76,8 @@ export interface ExportSource {
   exportedAt: number;
   /** Required when from > 1: the chain head and Merkle frontier just before `from` (AuditLog.state() at from - 1). */
   anchor?: { prev: string; frontier: FrontierState };
+  /** The swarm's genesis membership and mode (see ExportHeader.genesis). */
+  genesis?: ExportGenesis;
   /** The records from..to, in index order. */
   records: Iterable<AuditRecord> | AsyncIterable<AuditRecord>;
   /** Checkpoints with from - 1 <= size <= to, any order; each is written after the record at its size. */
@@ -103,6 +116,7 @@ export async function* exportLines(source: ExportSource): AsyncGenerator<string>
     prev: anchor.prev,
     frontier: anchor.frontier,
     decisions: source.decisionsAt !== undefined,
+    ...(source.genesis ? { genesis: { members: [...source.genesis.members].sort(), mode: source.genesis.mode } } : {}),
   };
   yield exportLineText(header);
 

@@ -2,8 +2,9 @@
 // proposal signatures, admin approvals, Merkle roots against signed checkpoints, checkpoint consistency, and every
 // decision recomputed with the DecisionMachine. Pure: no clock, no I/O; progress goes through a callback.
 import type { ConsensusMode } from '../config/types.ts';
-import { applyConfChange, decodeConfChange } from '../consensus/raft/confchange.ts';
-import type { ConfChange, ConfState } from '../consensus/raft/types.ts';
+import { decodeConfChange } from '../consensus/raft/confchange.ts';
+import type { ConfChange } from '../consensus/raft/types.ts';
+import { applyConfToMembership, decideAdminAction, emptyMembership, type MembershipState } from '../swarm/membership.ts';
 import type { FederationConfig, SwarmConfig } from '../config/types.ts';
 import { fromHex, toHex } from '../crypto/encoding.ts';
 import { Keyring } from '../verdict/keyring.ts';
@@ -126,8 +127,11 @@ export class AuditVerifier {
   private chain: ChainChecker | null = null;
   private frontier = new MerkleFrontier();
   private machine: DecisionMachine | null = null;
-  /** Voters and learners as committed Raft configuration entries left them (null: the federation file's members). */
-  private conf: ConfState | null = null;
+  /**
+   * The committed membership as the log's admin changes and Raft configuration entries left it, from the export's
+   * genesis (or the federation file's member list); decided by the same pure rules the nodes apply.
+   */
+  private membership: MembershipState = emptyMembership([]);
   private lastIndex = 0;
   private pendingDecisions = new Map<string, string>();
   private pendingDecisionsIndex = 0;
@@ -218,10 +222,19 @@ export class AuditVerifier {
     this.header = h;
     this.swarmConfig = swarm;
     this.trust.members = swarm.members;
+    const genesis = h.genesis;
+    if (genesis !== undefined) {
+      const valid = typeof genesis === 'object' && genesis !== null && (genesis.mode === 'raft' || genesis.mode === 'pbft') && Array.isArray(genesis.members) && genesis.members.length > 0;
+      if (!valid) return bad('genesis must be {members: [org, ...], mode: raft|pbft}');
+      const unknown = genesis.members.filter((org) => !fed.members.some((m) => m.org === org));
+      if (unknown.length) return bad(`genesis names orgs the federation file has no member card for: ${unknown.join(', ')}`);
+    }
+    this.membership = emptyMembership(genesis?.members ?? swarm.members);
+    if (genesis) this.currentMode = genesis.mode;
     this.chain = new ChainChecker(h.federation, h.swarm, h.from === 1 ? null : { index: h.from - 1, hash: h.prev });
     this.lastIndex = h.from - 1;
     // Decisions follow from every verdict since index 1: they can be recomputed only from a complete log.
-    this.machine = h.from === 1 ? new DecisionMachine(swarm, this.keyring) : null;
+    this.machine = h.from === 1 ? new DecisionMachine({ ...swarm, members: [...this.membership.voters] }, this.keyring) : null;
   }
 
   private onRecord(line: ExportLine & { type: 'record' }, lineNumber: number): void {
@@ -258,17 +271,20 @@ export class AuditVerifier {
   }
 
   private applyConf(change: ConfChange): void {
-    const swarm = this.swarmConfig!;
-    this.conf ??= { voters: [...swarm.members], learners: [] };
-    const before = this.conf.voters.join('\n');
     try {
-      this.conf = applyConfChange(this.conf, change);
+      this.setMembership(applyConfToMembership(this.membership, change));
     } catch {
-      return; // an invalid change is a no-op on the nodes too
+      // an invalid change is a no-op on the nodes too
     }
-    if (this.machine && this.conf.voters.join('\n') !== before) {
+  }
+
+  /** The decisions are recomputed with the new voters, exactly as the nodes do. */
+  private setMembership(next: MembershipState): void {
+    const before = this.membership.voters.join('\n');
+    this.membership = next;
+    if (this.machine && next.voters.join('\n') !== before) {
       try {
-        this.machine = DecisionMachine.restore({ ...swarm, members: [...this.conf.voters] }, this.keyring, this.machine.snapshot());
+        this.machine = DecisionMachine.restore({ ...this.swarmConfig!, members: [...next.voters] }, this.keyring, this.machine.snapshot());
       } catch {
         // a policy the new voters cannot meet: the nodes keep counting with the old list too
       }
@@ -335,7 +351,8 @@ export class AuditVerifier {
       if (cmd.swarm !== swarm.id) return this.fail('WRONG_SWARM', index, lineNumber, `${at}: the admin command names swarm ${cmd.swarm}`);
       // Approvals of one change id accumulate across entries (one per org); every approval carried must verify,
       // and a mode switch takes effect after the entry whose approvals reach the swarm's admin policy.
-      const check = checkAdminApprovals(cmd, { ...swarm, mode: this.currentMode ?? swarm.mode }, this.keyring);
+      const mode = this.currentMode ?? swarm.mode;
+      const check = checkAdminApprovals(cmd, { ...swarm, members: [...this.membership.voters], mode }, this.keyring);
       if (check.refused.length > 0 || check.approvers.length === 0) {
         const why = check.refused.map((r) => `approval ${r.position}: ${r.reason}`).join('; ');
         return this.fail('BAD_ADMIN_APPROVAL', index, lineNumber, `${at}: an admin approval does not verify${why ? ` (${why})` : ''}`);
@@ -345,8 +362,10 @@ export class AuditVerifier {
       this.adminChanges.set(cmd.id, change);
       if (!change.done && change.approvers.size >= check.required) {
         change.done = true;
-        if (cmd.action.kind === 'set-mode' && swarm.members.length >= 4 || (cmd.action.kind === 'set-mode' && cmd.action.mode === 'raft')) {
-          this.nextMode = cmd.action.mode;
+        const decision = decideAdminAction({ mode, membership: this.membership }, cmd.action, { index, swarm: swarm.id, policy: swarm.policy, changeId: cmd.id });
+        if (decision.status === 'applied') {
+          if (decision.next.membership !== this.membership) this.setMembership(decision.next.membership);
+          if (decision.next.mode !== mode) this.nextMode = decision.next.mode;
         }
       }
     }

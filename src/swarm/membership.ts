@@ -5,6 +5,9 @@
 // difference between what the federation file says and what the log committed (reported, never applied).
 import { applyConfChange, decodeConfChange } from '../consensus/raft/confchange.ts';
 import type { ConfChange, ConfState } from '../consensus/raft/types.ts';
+import type { ConsensusMode, SwarmPolicy } from '../config/types.ts';
+import type { AdminAction } from '../verdict/proposal.ts';
+import { validatePolicy } from '../verdict/policy.ts';
 import type { Logger } from 'pino';
 
 /** A committed membership change that the leader still has to carry out through Raft conf changes. */
@@ -77,6 +80,107 @@ export function applyConfToMembership(state: MembershipState, cc: ConfChange): M
   if (cc.type === 'promote' && conf.voters.includes(cc.node)) pending = pending.filter((p) => !(p.kind === 'add' && p.org === cc.node));
   if (cc.type === 'remove' && !conf.voters.includes(cc.node) && !conf.learners.includes(cc.node)) pending = pending.filter((p) => !(p.kind === 'remove' && p.org === cc.node));
   return { voters: conf.voters, learners: conf.learners, pending };
+}
+
+/** What approved admin changes act on: the protocol the swarm runs and its committed membership. */
+export interface Governance {
+  mode: ConsensusMode;
+  membership: MembershipState;
+}
+
+/** What an approved admin change does, decided from the log alone (every replica and the auditor the same way). */
+export interface AdminDecision {
+  status: 'applied' | 'refused';
+  reason: string;
+  /** The governance after the change (equal to the input when nothing changes). */
+  next: Governance;
+  /**
+   * True when the change ends the consensus era at its index: a mode switch, or in pbft a new replica set (PBFT has
+   * no learners or joint configurations; a new era with the new replicas starts after the change's entry).
+   */
+  endsEra: boolean;
+}
+
+/** PBFT needs n = 3f+1 replicas with f >= 1. */
+export const PBFT_MIN_MEMBERS = 4;
+
+/**
+ * Decides an admin change whose approvals met the swarm's admin policy at `index`. Pure: the replicated state
+ * (SwarmState) and the offline auditor (audit/verifier) both call it, so they cannot disagree on what a change did.
+ * raft: add/remove become pending and the leader carries them out with conf changes (ConfChangeDriver).
+ * pbft: add/remove change the voters at once and end the era; the next era's replicas are the new voters.
+ */
+export function decideAdminAction(
+  governance: Governance,
+  action: AdminAction,
+  context: { index: number; swarm: string; policy: SwarmPolicy; changeId: string },
+): AdminDecision {
+  const { mode, membership } = governance;
+  const { index, swarm } = context;
+  const refuse = (reason: string): AdminDecision => ({ status: 'refused', reason, next: governance, endsEra: false });
+  const unchanged = (reason: string): AdminDecision => ({ status: 'applied', reason, next: governance, endsEra: false });
+  const inProgress = membership.pending[0];
+  if (action.kind === 'set-mode') {
+    if (action.mode === 'pbft' && membership.voters.length < PBFT_MIN_MEMBERS) {
+      return refuse(`pbft needs at least ${PBFT_MIN_MEMBERS} members (3f+1 with f >= 1); swarm ${swarm} has ${membership.voters.length}`);
+    }
+    if (action.mode !== mode && inProgress) {
+      return refuse(`membership change ${inProgress.id} (${inProgress.kind} ${inProgress.org}) is still under way; switch modes once it completed`);
+    }
+    if (action.mode === mode) return unchanged(`already in ${mode} mode`);
+    return { status: 'applied', reason: `switched from ${mode} to ${action.mode} at index ${index}`, next: { mode: action.mode, membership }, endsEra: true };
+  }
+  const org = action.org;
+  const target = targetVoters(membership);
+  const underWay = membership.pending.find((p) => p.org === org);
+  if (underWay) {
+    // One change per org at a time: the leader may already have proposed the conf change of the first one.
+    return refuse(`${org}'s ${underWay.kind === 'add' ? 'admission' : 'removal'} (change ${underWay.id}) is still under way; propose this again once it completed`);
+  }
+  if (action.kind === 'add-member') {
+    if (target.includes(org)) return unchanged(`${org} is already a member`);
+    if (mode === 'pbft') {
+      const voters = [...membership.voters, org].sort();
+      return {
+        status: 'applied',
+        reason: `${org} admitted at index ${index}: a new pbft era begins after it with replicas ${voters.join(', ')}; ${org} catches up by state transfer`,
+        next: { mode, membership: { voters, learners: [], pending: [] } },
+        endsEra: true,
+      };
+    }
+    return {
+      status: 'applied',
+      reason: `${org} admitted at index ${index}: it joins as a learner, catches up, then becomes a voter`,
+      next: { mode, membership: { ...membership, pending: [...membership.pending, { id: context.changeId, kind: 'add', org, index }] } },
+      endsEra: false,
+    };
+  }
+  if (!target.includes(org)) return refuse(`${org} is not a member of swarm ${swarm} (members: ${target.join(', ')})`);
+  const remaining = target.length - 1;
+  if (remaining < 1) return refuse(`${org} is the last member of swarm ${swarm}`);
+  if (mode === 'pbft' && remaining < PBFT_MIN_MEMBERS) {
+    return refuse(`without ${org} swarm ${swarm} would have ${remaining} members; pbft needs at least ${PBFT_MIN_MEMBERS}: switch it to raft first`);
+  }
+  try {
+    validatePolicy(context.policy, remaining);
+  } catch (error) {
+    return refuse(`without ${org} the swarm's policy could not be met: ${(error as Error).message}`);
+  }
+  if (mode === 'pbft') {
+    const voters = membership.voters.filter((v) => v !== org);
+    return {
+      status: 'applied',
+      reason: `${org} removed at index ${index}: a new pbft era begins after it with replicas ${voters.join(', ')}; ${org}'s certificate is refused from then on`,
+      next: { mode, membership: { voters, learners: [], pending: [] } },
+      endsEra: true,
+    };
+  }
+  return {
+    status: 'applied',
+    reason: `${org} removed at index ${index}: the leader takes it out of the Raft configuration, then its certificate is refused`,
+    next: { mode, membership: { ...membership, pending: [...membership.pending, { id: context.changeId, kind: 'remove', org, index }] } },
+    endsEra: false,
+  };
 }
 
 /** Human-readable differences between the federation file's member list of a swarm and its committed membership. */

@@ -435,6 +435,7 @@ export class PbftSwarm implements ConsensusEngine {
         if (verdict === 'halt') this.haltedAt = index;
       }
       this.exec.lastExecuted = committed.seq;
+      if (this.haltedAt !== null) this.rejectUnexecuted();
       // The digest at a checkpoint is the state right after that sequence number, not after the whole Ready.
       if (committed.seq % this.checkpointInterval === 0) this.digestsAt.set(committed.seq, this.currentDigest());
     }
@@ -454,7 +455,20 @@ export class PbftSwarm implements ConsensusEngine {
     for (const seq of this.digestsAt.keys()) if (seq < this.exec.lastExecuted - 8 * this.checkpointInterval) this.digestsAt.delete(seq);
   }
 
-  private currentDigest(): Uint8Array {
+  /**
+   * The era ended: a request this replica has not executed by now never executes in this era (every correct replica
+   * halts at the same index), so its proposer re-proposes it under the next era instead of waiting for a timeout.
+   */
+  private rejectUnexecuted(): void {
+    for (const tally of this.tallies.values()) {
+      if (tally.byOrg.has(this.options.self) || !tally.reject) continue;
+      tally.reject(new SwarmError(503, 'MODE_SWITCHED', `swarm ${this.options.swarm}: pbft era ended at index ${this.haltedAt} before this request executed; re-proposed in the next era`));
+      tally.resolve = null;
+      tally.reject = null;
+    }
+  }
+
+    private currentDigest(): Uint8Array {
     const head = this.options.applier.head();
     return stateDigest(head.size, head.hash);
   }

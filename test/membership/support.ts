@@ -47,12 +47,12 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | null | u
 }
 
 /** orgs: every org of the federation (each gets a card in every file); swarmMembers: who the swarm starts with. */
-export async function membershipFixture(options: { orgs: string[]; swarmMembers: string[]; snapshotEvery?: number; tickMs?: number }): Promise<MembershipFixture> {
+export async function membershipFixture(options: { orgs: string[]; swarmMembers: string[]; mode?: 'raft' | 'pbft'; snapshotEvery?: number; tickMs?: number }): Promise<MembershipFixture> {
   const dir = mkdtempSync(join(tmpdir(), 'conclave-membership-'));
   const federation = await writeLocalFederation({
     dir,
     orgs: options.orgs,
-    swarm: { id: SWARM, mode: 'raft', members: options.swarmMembers, policy: { values: ['approve', 'reject'], quorum: 'majority', rule: 'majority' } },
+    swarm: { id: SWARM, mode: options.mode ?? 'raft', members: options.swarmMembers, policy: { values: ['approve', 'reject'], quorum: 'majority', rule: 'majority' } },
   });
   const orgs = new Map(federation.orgs.map((o) => [o.org, o]));
   const nodes = new Map<string, ConclaveNode>();
