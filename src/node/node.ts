@@ -153,6 +153,12 @@ export class ConclaveNode implements NodeService {
         return swarm.handleCall(fromOrg, channel, body);
       });
     }
+    // Swarm-level calls (era catch-up): where the swarm's history stands, and stored audit records.
+    this.peerServer.onRequest('swarm.*', async (fromOrg, swarmId, body, _peer, channel) => {
+      const swarm = memberSwarm(fromOrg, swarmId);
+      if (!swarm) throw new PeerReplyError(403, 'NOT_A_MEMBER', `${fromOrg} is not a member of swarm ${swarmId}`);
+      return swarm.handleCall(fromOrg, channel, body);
+    });
     this.peerServer.onMessages('checkpoint', (fromOrg, swarmId, messages) => {
       memberSwarm(fromOrg, swarmId)?.receiveCheckpoint(fromOrg, messages);
     });
