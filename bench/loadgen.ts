@@ -33,12 +33,20 @@ export interface LoadConfig {
   tailSeconds: number;
   /** Reason (Conclave) or value (etcd) size in bytes. */
   valueBytes: number;
-  /** unique: every request on its own subject/key; shared: one subject/key per round of targets (one per org). */
-  subjects: 'unique' | 'shared';
+  /**
+   * unique: every request on its own subject/key; shared: one subject/key per round of targets (one per org);
+   * mixed: even requests unique, odd requests shared (several verdicts per subject: decisions and late verdicts).
+   */
+  subjects: 'unique' | 'shared' | 'mixed';
   /** Distinguishes subjects/keys between runs. */
   runId: string;
   /** HTTP/2 connections per target (default 1). */
   connections?: number;
+  /**
+   * Stop once this many requests were acknowledged (the measured window then ends early); progress markers
+   * {"event":"acked N"} go to stderr at every tenth of it.
+   */
+  maxRequests?: number;
 }
 
 interface Agent {
@@ -93,7 +101,8 @@ function signedVerdict(agent: Agent, subject: string, verdict: string): string {
 
 function request(g: number): { target: number; path: string; body: string } {
   const target = g % T;
-  const subject = config.subjects === 'unique' ? g : Math.floor(g / T);
+  // mixed: odd g go round-robin over the targets too (T odd or even, consecutive odd g reach distinct orgs when T is odd)
+  const subject = config.subjects === 'unique' ? `${g}` : config.subjects === 'shared' ? `${Math.floor(g / T)}` : g % 2 === 0 ? `u${g}` : `s${Math.floor((g - 1) / 2 / T)}`;
   if (config.kind === 'conclave') {
     const jws = signedVerdict(agents[target]!, `bench/${config.runId}/${subject}`, g % 5 === 4 ? 'reject' : 'approve');
     return { target, path: `/v1/swarms/${encodeURIComponent(config.swarm!)}/verdicts`, body: JSON.stringify({ jws }) };
@@ -114,6 +123,20 @@ const tail = { ok: 0, errors: 0 };
 const warm = { ok: 0, errors: 0 };
 const errorCodes: Record<string, number> = {};
 let sampleError: string | null = null;
+const maxRequests = config.maxRequests ?? Infinity;
+let acked = 0;
+let nextMark = Number.isFinite(maxRequests) ? Math.ceil(maxRequests / 10) : Infinity;
+let reachedMax: () => void = () => undefined;
+const reached = new Promise<void>((done) => (reachedMax = done));
+
+function countAck(): void {
+  acked++;
+  while (acked >= nextMark) {
+    process.stderr.write(JSON.stringify({ event: `acked ${nextMark}` }) + '\n');
+    nextMark += Math.ceil(maxRequests / 10);
+  }
+  if (acked >= maxRequests) reachedMax();
+}
 
 function countError(code: string, detail: string): void {
   if (phase === 'measure') {
@@ -125,7 +148,8 @@ function countError(code: string, detail: string): void {
 }
 
 async function worker(): Promise<void> {
-  while (phase !== 'stopping') {
+  // with a bound, requests go on until that many were acknowledged (a refused one is replaced)
+  while (phase !== 'stopping' && acked < maxRequests) {
     const g = next++;
     const { target, path, body } = request(g);
     const pool = clients[target]!;
@@ -155,6 +179,7 @@ async function worker(): Promise<void> {
         }
       }
       const micros = (performance.now() - started) * 1000;
+      if (ok) countAck();
       if (!ok) countError(code, text);
       else if (phase === 'measure' && startPhase === 'measure') {
         measured.ok++;
@@ -177,7 +202,7 @@ phase = 'measure';
 process.stderr.write(JSON.stringify({ event: 'measure-start' }) + '\n');
 const cpu0 = process.cpuUsage();
 const t0 = performance.now();
-await sleep(config.durationSeconds * 1000);
+await Promise.race([sleep(config.durationSeconds * 1000), reached]);
 phase = 'tail';
 const seconds = (performance.now() - t0) / 1000;
 const cpu = process.cpuUsage(cpu0);

@@ -5,6 +5,7 @@
 //   npm run bench [-- --quick] [--with-etcd] [--duration S] [--concurrency 1,16,64,256] [--out DIR]
 //                 [--rounds N] [--only micro,raft,pbft,scale] [--idle-swarms N] [--memory-seconds S]
 //                 [--warmup S] [--micro-seconds S] [--audit-entries N] [--tree head|working] [--profile]
+//                 [--only memory --verdicts N]   (memory per node sampled at every tenth of N verdicts)
 import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -15,6 +16,7 @@ import { commitIndex, leaderOf, pbftWired, startConclave, stopConclave, type Con
 import { ensureEtcd, startEtcd, stopEtcd, type EtcdCluster } from './lib/etcd.ts';
 import { cpuPercent, cpuSample, loadAverage, probeFsyncs, rssMb, runQueuePercent, type CpuSample } from './lib/proc.ts';
 import { profilesIn, summarizeProfile } from './lib/profile.ts';
+import { memoryAtScale } from './lib/memory.ts';
 import { idleSwarms } from './lib/scale.ts';
 import { renderChart, type ChartSeries } from './lib/svg.ts';
 import type { LoadConfig, LoadTarget } from './loadgen.ts';
@@ -35,6 +37,7 @@ const { values: args } = parseArgs({
     'micro-seconds': { type: 'string' },
     'audit-entries': { type: 'string' },
     profile: { type: 'boolean', default: false },
+    verdicts: { type: 'string' },
   },
   allowPositionals: false,
 });
@@ -452,6 +455,13 @@ async function main(): Promise<void> {
       emit(await idleSwarms(join(workDir, 'idle'), idleSwarmCount, quick ? 5 : 15, progress));
     } catch (error) {
       emit({ scale: 'idle-swarms', swarms: idleSwarmCount, works: false, error: (error as Error).message.slice(0, 800) });
+    }
+  }
+  if (only.has('memory')) {
+    try {
+      await memoryAtScale(join(workDir, 'memory'), Number(args.verdicts ?? (quick ? 5000 : 100_000)), emit, progress);
+    } catch (error) {
+      emit({ scale: 'memory-at-verdicts', error: (error as Error).message.slice(0, 800) });
     }
   }
   emit({ bench: 'end' });

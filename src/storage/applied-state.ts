@@ -1,19 +1,24 @@
-// AppliedStateStore: what a swarm's state machine has made durable — the applied index, the state machine
-// snapshot, audit records keyed by index and signed checkpoints keyed by tree size — on a KvStore.
-// One commit() is one atomic synced batch, so the applied index never runs ahead of the records it covers.
+// AppliedStateStore: what a swarm's state machine has made durable — the applied index, the small state written
+// with every commit (audit head, membership, counters: `meta`), audit records keyed by index and signed checkpoints
+// keyed by tree size — on a KvStore; the decision state itself lives in the same space (storage/decision-store.ts).
+// One commit() is one atomic synced batch, so the applied index never runs ahead of the records and state it covers.
 import type { KvOp, KvStore } from './kv-store.ts';
 import { indexKey } from './kv-store.ts';
 import { readU64, u64 } from './keys.ts';
 
 const APPLIED = 'applied';
+/** Written by earlier versions: a whole state machine snapshot every few thousand entries (read, never written). */
 const SM_SNAPSHOT = 'sm-snapshot';
+const META = 'meta';
 const AUDIT = 'audit/';
 const CHECKPOINT = 'ckpt/';
 
 export interface AppliedCommit {
   /** the index now applied (never decreases) */
   appliedIndex: number;
-  /** state machine snapshot as of appliedIndex */
+  /** the small state as of appliedIndex (the rest of the state is in `extra` ops of the same batch) */
+  meta?: Uint8Array;
+  /** @deprecated a whole-state snapshot as of appliedIndex (the format before `meta`; read back as legacySnapshot) */
   snapshot?: Uint8Array;
   /** audit records to add, keyed by log index */
   audit?: Array<{ index: number; record: Uint8Array }>;
@@ -25,7 +30,11 @@ export interface AppliedCommit {
 
 export interface AppliedLoad {
   appliedIndex: number;
-  /** the last stored state machine snapshot and the applied index it was taken at */
+  /** the meta written with the last commit that carried one, and the applied index it was written at */
+  meta: { index: number; data: Uint8Array } | null;
+  /** a whole-state snapshot written by an earlier version (only when no meta was written since) */
+  legacySnapshot: { index: number; data: Uint8Array } | null;
+  /** @deprecated the same as legacySnapshot, for readers of the earlier format */
   snapshot: { index: number; data: Uint8Array } | null;
 }
 
@@ -33,16 +42,20 @@ export class AppliedStateStore {
   constructor(readonly kv: KvStore) {}
 
   async load(): Promise<AppliedLoad> {
-    const [applied, snap] = await this.kv.getMany([APPLIED, SM_SNAPSHOT]);
+    const [applied, meta, snap] = await this.kv.getMany([APPLIED, META, SM_SNAPSHOT]);
+    const legacySnapshot = snap && !meta ? { index: readU64(snap), data: snap.subarray(8) } : null;
     return {
       appliedIndex: applied ? readU64(applied) : 0,
-      snapshot: snap ? { index: readU64(snap), data: snap.subarray(8) } : null,
+      meta: meta ? { index: readU64(meta), data: meta.subarray(8) } : null,
+      legacySnapshot,
+      snapshot: legacySnapshot,
     };
   }
 
   commit(c: AppliedCommit): Promise<void> {
     const ops: KvOp[] = [{ key: APPLIED, value: u64(c.appliedIndex) }];
-    if (c.snapshot) ops.push({ key: SM_SNAPSHOT, value: Buffer.concat([u64(c.appliedIndex), c.snapshot]) });
+    if (c.meta) ops.push({ key: META, value: Buffer.concat([u64(c.appliedIndex), c.meta]) }, { key: SM_SNAPSHOT, value: null });
+    else if (c.snapshot) ops.push({ key: SM_SNAPSHOT, value: Buffer.concat([u64(c.appliedIndex), c.snapshot]) });
     for (const a of c.audit ?? []) ops.push({ key: indexKey(AUDIT, a.index), value: a.record });
     for (const cp of c.checkpoints ?? []) ops.push({ key: indexKey(CHECKPOINT, cp.size), value: cp.checkpoint });
     for (const op of c.extra ?? []) ops.push(op);

@@ -53,6 +53,16 @@ export class KvStore {
     return value ? new Uint8Array(value) : undefined;
   }
 
+  /**
+   * Reads one key on the calling thread (a point lookup, ~10 µs here), for state machines that apply inside a
+   * synchronous loop. Sees only what earlier batches made durable or at least wrote; the caller tracks its own
+   * writes that are still queued.
+   */
+  getSync(key: KvKey): Uint8Array | undefined {
+    const [value] = this.node.db._getManySync([concat(this.prefix, keyBytes(key))]);
+    return value ? new Uint8Array(value.buffer, value.byteOffset, value.byteLength) : undefined;
+  }
+
   async getMany(keys: KvKey[]): Promise<Array<Uint8Array | undefined>> {
     const values = await this.node.db.getMany(keys.map((k) => concat(this.prefix, keyBytes(k))));
     return values.map((v) => (v ? new Uint8Array(v) : undefined));

@@ -31,6 +31,12 @@ declare module '@nxtedition/rocksdb' {
     createIfMissing?: boolean;
     errorIfExists?: boolean;
     parallelism?: number;
+    /** level | universal: also sizes memtables from memtableMemoryBudget (without it, RocksDB's 64 MiB ones). */
+    compaction?: 'level' | 'universal';
+    memtableMemoryBudget?: number;
+    /** block cache bytes (default 8 MiB) */
+    cacheSize?: number;
+    cacheIndexAndFilterBlocks?: boolean;
   }
 
   export class RocksLevel {
@@ -45,6 +51,11 @@ declare module '@nxtedition/rocksdb' {
     put(key: RocksKey, value: RocksKey, options?: { sync?: boolean }): Promise<void>;
     get(key: RocksKey, options?: { valueEncoding?: 'buffer' }): Promise<Buffer | undefined>;
     getMany(keys: RocksKey[], options?: { valueEncoding?: 'buffer' }): Promise<Array<Buffer | undefined>>;
+    /**
+     * Synchronous multi-get on the calling thread (binding db_get_many_sync; not part of abstract-level, hence the
+     * underscore). Keys must be buffers; missing keys are undefined.
+     */
+    _getManySync(keys: Buffer[], options?: Record<string, never>): Array<Buffer | undefined>;
     iterator(options?: RocksIteratorOptions): RocksIterator;
     /** Not atomic with other writes and not synced: src/storage never uses it for durable state. */
     clear(options?: { gt?: RocksKey; gte?: RocksKey; lt?: RocksKey; lte?: RocksKey }): Promise<void>;

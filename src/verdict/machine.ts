@@ -1,5 +1,7 @@
 // The decision state machine of one swarm: applies committed log commands in index order and records one vote per
-// org per subject and one decision per subject, forever. Pure and deterministic: no clock, no I/O, sorted snapshots.
+// org per subject and one decision per subject, forever. Deterministic: no clock; what it remembers (subjects,
+// verdicts by hash, nonces) lives in a DecisionStore — in memory (MemoryDecisionStore, with canonical snapshots), or
+// on disk behind bounded caches on a node (storage/decision-store.ts), so a node's memory does not grow per verdict.
 import type { SwarmConfig } from '../config/types.ts';
 import { canonicalBytes } from '../crypto/canonical.ts';
 import { fromUtf8 } from '../crypto/encoding.ts';
@@ -71,10 +73,63 @@ export interface ApplyOptions {
   verifyAgentSignatures: boolean;
 }
 
-interface MutableSubject {
-  votes: Map<string, VoteRecord>;
-  decision: DecisionRecord | null;
-  late: LateVerdict[];
+/** Where a verdict was recorded. */
+export interface VerdictLocation {
+  index: number;
+  subject: string;
+}
+
+/**
+ * Everything the machine remembers, key by key. Reads are synchronous (apply runs inside the consensus loop);
+ * writes take effect for later reads at once. A store never interprets values: the machine owns their meaning.
+ * The machine hands over fresh objects on every put and never mutates what a get returned.
+ */
+export interface DecisionStore {
+  subject(subject: string): SubjectState | undefined;
+  putSubject(state: SubjectState): void;
+  verdict(jwsHash: string): VerdictLocation | undefined;
+  putVerdict(jwsHash: string, where: VerdictLocation): void;
+  /** jwsHash of the verdict in which `org` used `nonce`. */
+  nonce(org: string, nonce: string): string | undefined;
+  putNonce(org: string, nonce: string, jwsHash: string): void;
+}
+
+/** The machine's own counters, persisted by whoever persists the store (tiny, O(1)). */
+export interface MachineCounters {
+  appliedIndex: number;
+  subjects: number;
+}
+
+/** A DecisionStore in plain maps: the auditor's, the tests', and the one a canonical snapshot restores into. */
+export class MemoryDecisionStore implements DecisionStore {
+  readonly subjects = new Map<string, SubjectState>();
+  readonly verdicts = new Map<string, VerdictLocation>();
+  /** org + "\n" + nonce → jwsHash */
+  readonly nonces = new Map<string, string>();
+
+  subject(subject: string): SubjectState | undefined {
+    return this.subjects.get(subject);
+  }
+
+  putSubject(state: SubjectState): void {
+    this.subjects.set(state.subject, state);
+  }
+
+  verdict(jwsHash: string): VerdictLocation | undefined {
+    return this.verdicts.get(jwsHash);
+  }
+
+  putVerdict(jwsHash: string, where: VerdictLocation): void {
+    this.verdicts.set(jwsHash, where);
+  }
+
+  nonce(org: string, nonce: string): string | undefined {
+    return this.nonces.get(`${org}\n${nonce}`);
+  }
+
+  putNonce(org: string, nonce: string, jwsHash: string): void {
+    this.nonces.set(`${org}\n${nonce}`, jwsHash);
+  }
 }
 
 interface SnapshotV1 {
@@ -93,23 +148,35 @@ function compare(a: string, b: string): number {
 }
 
 export class DecisionMachine {
-  private readonly subjects = new Map<string, MutableSubject>();
-  /** Every verdict recorded (counted, replaced or late) by jwsHash: idempotent resubmission. */
-  private readonly verdicts = new Map<string, { index: number; subject: string }>();
-  /** org + "\n" + nonce → jwsHash of the verdict that used it. */
-  private readonly nonces = new Map<string, string>();
   private applied = 0;
+  private subjectTotal = 0;
 
   constructor(
     readonly swarm: SwarmConfig,
     private readonly keyring: Keyring,
+    private readonly store: DecisionStore = new MemoryDecisionStore(),
+    counters?: MachineCounters,
   ) {
     validatePolicy(swarm.policy, swarm.members.length);
+    if (counters) {
+      this.applied = counters.appliedIndex;
+      this.subjectTotal = counters.subjects;
+    }
   }
 
   /** Index of the last applied entry (0 before any). */
   get appliedIndex(): number {
     return this.applied;
+  }
+
+  /** What must be persisted beside the store to continue this machine exactly. */
+  counters(): MachineCounters {
+    return { appliedIndex: this.applied, subjects: this.subjectTotal };
+  }
+
+  /** The same state counted with another member list (a committed membership change); shares the store. */
+  withSwarm(swarm: SwarmConfig): DecisionMachine {
+    return new DecisionMachine(swarm, this.keyring, this.store, this.counters());
   }
 
   /**
@@ -136,9 +203,9 @@ export class DecisionMachine {
 
   private applyVerdict(index: number, jws: string, opts: ApplyOptions): ApplyOutcome {
     const jwsHash = jwsHashOf(jws);
-    const seen = this.verdicts.get(jwsHash);
+    const seen = this.store.verdict(jwsHash);
     if (seen) {
-      const decision = this.subjects.get(seen.subject)?.decision ?? undefined;
+      const decision = this.store.subject(seen.subject)?.decision ?? undefined;
       return { jwsHash, status: 'duplicate', subject: seen.subject, index: seen.index, ...(decision ? { decision: { ...decision } } : {}) };
     }
     let subjectId: string | null = null;
@@ -149,19 +216,18 @@ export class DecisionMachine {
       checkVerdictAgainstSwarm(parsed, this.swarm);
       this.checkNonce(parsed.payload.org, parsed.payload.nonce, jwsHash);
       const { payload } = parsed;
-      let subject = this.subjects.get(payload.subject);
-      if (!subject) {
-        subject = { votes: new Map(), decision: null, late: [] };
-        this.subjects.set(payload.subject, subject);
+      const stored = this.store.subject(payload.subject);
+      if (!stored) this.subjectTotal++;
+      this.store.putNonce(payload.org, payload.nonce, jwsHash);
+      this.store.putVerdict(jwsHash, { index, subject: payload.subject });
+      const decision = stored?.decision ?? null;
+      if (decision) {
+        const late: LateVerdict = { org: payload.org, agent: payload.agent, verdict: payload.verdict, index, jwsHash };
+        this.store.putSubject({ subject: payload.subject, votes: stored!.votes, decision, late: [...stored!.late, late] });
+        return { jwsHash, status: 'decided-already', subject: payload.subject, index, decision: { ...decision } };
       }
-      this.nonces.set(`${payload.org}\n${payload.nonce}`, jwsHash);
-      this.verdicts.set(jwsHash, { index, subject: payload.subject });
-      if (subject.decision) {
-        subject.late.push({ org: payload.org, agent: payload.agent, verdict: payload.verdict, index, jwsHash });
-        return { jwsHash, status: 'decided-already', subject: payload.subject, index, decision: { ...subject.decision } };
-      }
-      const previous = subject.votes.get(payload.org);
-      subject.votes.set(payload.org, {
+      const previous = stored?.votes.find((vote) => vote.org === payload.org);
+      const vote: VoteRecord = {
         org: payload.org,
         agent: payload.agent,
         verdict: payload.verdict,
@@ -169,13 +235,13 @@ export class DecisionMachine {
         iat: payload.iat,
         index,
         jwsHash,
-      });
-      const cast = [...subject.votes.values()].sort((a, b) => compare(a.org, b.org));
+      };
+      const cast = [...(stored?.votes ?? []).filter((v) => v.org !== payload.org), vote].sort((a, b) => compare(a.org, b.org));
       const decided = evaluatePolicy(this.swarm.policy, this.swarm.members.length, cast);
-      if (decided) {
-        subject.decision = { value: decided.value, index, votes: cast.length, by: decided.by };
-        return { jwsHash, status: 'decision', subject: payload.subject, index, decision: { ...subject.decision } };
-      }
+      const next: SubjectState = { subject: payload.subject, votes: cast, decision: null, late: stored?.late ?? [] };
+      if (decided) next.decision = { value: decided.value, index, votes: cast.length, by: decided.by };
+      this.store.putSubject(next);
+      if (next.decision) return { jwsHash, status: 'decision', subject: payload.subject, index, decision: { ...next.decision } };
       return previous
         ? { jwsHash, status: 'replaced', subject: payload.subject, index, replaced: previous.jwsHash }
         : { jwsHash, status: 'recorded', subject: payload.subject, index };
@@ -190,47 +256,58 @@ export class DecisionMachine {
    * (against its applied state); apply calls it again, so a replay that raced into the log is still rejected.
    */
   checkNonce(org: string, nonce: string, jwsHash: string): void {
-    const used = this.nonces.get(`${org}\n${nonce}`);
+    const used = this.store.nonce(org, nonce);
     if (used !== undefined && used !== jwsHash) {
       throw new VerdictError('NONCE_REPLAYED', `org ${org} already used nonce ${nonce} in another verdict (${used})`);
     }
   }
 
   subject(subject: string): SubjectState | undefined {
-    const state = this.subjects.get(subject);
-    return state ? this.view(subject, state) : undefined;
+    const state = this.store.subject(subject);
+    return state ? copySubject(state) : undefined;
   }
 
   /** Where a verdict (by jwsHash) was recorded, if it was: resubmitting it is answered from here. */
   lookupVerdict(jwsHash: string): { index: number; subject: string } | undefined {
-    const found = this.verdicts.get(jwsHash);
+    const found = this.store.verdict(jwsHash);
     return found ? { ...found } : undefined;
   }
 
   subjectCount(): number {
-    return this.subjects.size;
+    return this.subjectTotal;
   }
 
-  private view(subject: string, state: MutableSubject): SubjectState {
-    return {
-      subject,
-      votes: [...state.votes.values()].sort((a, b) => compare(a.org, b.org)).map((vote) => ({ ...vote })),
-      decision: state.decision ? { ...state.decision } : null,
-      late: state.late.map((late) => ({ ...late })),
-    };
+  /** Copies the whole state into another store (moving a machine kept in memory onto disk); its counters. */
+  exportTo(target: DecisionStore): MachineCounters {
+    const store = this.memoryStore('exportTo()');
+    for (const state of store.subjects.values()) target.putSubject(copySubject(state));
+    for (const [hash, where] of store.verdicts) target.putVerdict(hash, { ...where });
+    for (const [key, hash] of store.nonces) {
+      const cut = key.indexOf('\n');
+      target.putNonce(key.slice(0, cut), key.slice(cut + 1), hash);
+    }
+    return this.counters();
+  }
+
+  private memoryStore(what: string): MemoryDecisionStore {
+    if (!(this.store instanceof MemoryDecisionStore)) {
+      throw new Error(`invariant: ${what} enumerates the whole state and exists only for a machine kept in memory (the auditor, tests)`);
+    }
+    return this.store;
   }
 
   /** Canonical JSON of the whole state, every collection sorted: equal states give equal bytes on every replica. */
   snapshot(): Uint8Array {
+    const store = this.memoryStore('snapshot()');
     const snapshot: SnapshotV1 = {
       v: 1,
       swarm: this.swarm.id,
       appliedIndex: this.applied,
-      subjects: [...this.subjects.keys()].sort(compare).map((subject) => this.view(subject, this.subjects.get(subject)!)),
-      verdicts: [...this.verdicts.entries()]
+      subjects: [...store.subjects.keys()].sort(compare).map((subject) => copySubject(store.subjects.get(subject)!)),
+      verdicts: [...store.verdicts.entries()]
         .sort((a, b) => compare(a[0], b[0]))
         .map(([hash, where]): [string, number, string] => [hash, where.index, where.subject]),
-      nonces: [...this.nonces.entries()]
+      nonces: [...store.nonces.entries()]
         .sort((a, b) => compare(a[0], b[0]))
         .map(([key, hash]): [string, string, string] => {
           const cut = key.indexOf('\n');
@@ -255,22 +332,25 @@ export class DecisionMachine {
     if (data?.v !== 1 || data.swarm !== swarm.id || !Number.isSafeInteger(data.appliedIndex)) {
       throw new Error(`not a v1 decision snapshot of swarm ${swarm.id}`);
     }
-    const machine = new DecisionMachine(swarm, keyring);
-    machine.applied = data.appliedIndex;
-    for (const state of data.subjects) {
-      machine.subjects.set(state.subject, {
-        votes: new Map(state.votes.map((vote) => [vote.org, { ...vote }])),
-        decision: state.decision ? { ...state.decision } : null,
-        late: state.late.map((late) => ({ ...late })),
-      });
-    }
-    for (const [hash, index, subject] of data.verdicts) machine.verdicts.set(hash, { index, subject });
-    for (const [org, nonce, hash] of data.nonces) machine.nonces.set(`${org}\n${nonce}`, hash);
+    const store = new MemoryDecisionStore();
+    for (const state of data.subjects) store.putSubject(copySubject(state));
+    for (const [hash, index, subject] of data.verdicts) store.putVerdict(hash, { index, subject });
+    for (const [org, nonce, hash] of data.nonces) store.putNonce(org, nonce, hash);
+    const machine = new DecisionMachine(swarm, keyring, store, { appliedIndex: data.appliedIndex, subjects: data.subjects.length });
     // The snapshot is canonical: rebuilding must give back the very same bytes, or the bytes were not ours.
     const again = machine.snapshot();
     if (again.length !== bytes.length || again.some((byte, i) => byte !== bytes[i])) {
       throw new Error(`decision snapshot of swarm ${swarm.id} is not in canonical form (corrupt or foreign)`);
     }
     return machine;
+  }
+}
+
+function copySubject(state: SubjectState): SubjectState {
+  return {
+    subject: state.subject,
+    votes: state.votes.map((vote) => ({ ...vote })),
+    decision: state.decision ? { ...state.decision } : null,
+    late: state.late.map((late) => ({ ...late })),
   }
 }

@@ -211,19 +211,19 @@ describe('KvStore and AppliedStateStore', () => {
     expect(await store.kv(null, 'pbft').scan()).toEqual([]);
   });
 
-  it('applied index, state machine snapshot, audit records and checkpoints commit together', async () => {
+  it('applied index, state meta, audit records and checkpoints commit together', async () => {
     const applied = new AppliedStateStore(store.kv('s1', 'applied'));
-    expect(await applied.load()).toEqual({ appliedIndex: 0, snapshot: null });
+    expect(await applied.load()).toEqual({ appliedIndex: 0, meta: null, legacySnapshot: null, snapshot: null });
     await applied.commit({
       appliedIndex: 12,
-      snapshot: new Uint8Array([5, 5]),
+      meta: new Uint8Array([5, 5]),
       audit: [10, 11, 12].map((index) => ({ index, record: new Uint8Array([index]) })),
       checkpoints: [{ size: 12, checkpoint: new Uint8Array([0xc]) }],
     });
     await applied.commit({ appliedIndex: 300, audit: [{ index: 300, record: new Uint8Array([1]) }], checkpoints: [{ size: 300, checkpoint: new Uint8Array([0xd]) }] });
     await reopen();
     const again = new AppliedStateStore(store.kv('s1', 'applied'));
-    expect(await again.load()).toEqual({ appliedIndex: 300, snapshot: { index: 12, data: new Uint8Array([5, 5]) } });
+    expect(await again.load()).toEqual({ appliedIndex: 300, meta: { index: 12, data: new Uint8Array([5, 5]) }, legacySnapshot: null, snapshot: null });
     expect((await again.audit(11)).map((a) => a.index)).toEqual([11, 12, 300]);
     expect(await again.latestCheckpoint()).toEqual({ size: 300, checkpoint: new Uint8Array([0xd]) });
   });
