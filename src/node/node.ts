@@ -177,10 +177,11 @@ export class ConclaveNode implements NodeService {
     });
     this.liveness = liveness;
     this.peerServer.onMessages(LIVENESS_CHANNEL, (fromOrg) => liveness.heard(fromOrg));
+    // Before the swarms: starting 1,000 swarms takes a while, and this node is alive (its peers must not think otherwise).
+    liveness.start();
     for (const swarm of this.swarms.values()) await swarm.start();
     // The committed membership (rebuilt from storage) decides whom the transport trusts, not the file alone.
     this.applyTransportMembers();
-    liveness.start();
     this.setCertExpiryMetric();
     for (const [id, swarm] of this.swarms) {
       const drift = swarm.membershipView().drift;

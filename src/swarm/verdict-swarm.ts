@@ -139,7 +139,19 @@ export class VerdictSwarm implements SwarmService {
 
   private onMembership(membership: MembershipState, index: number): void {
     this.options.logger.info({ swarm: this.id, index, voters: membership.voters, learners: membership.learners, pending: membership.pending }, 'swarm membership changed');
+    this.syncConfChangeDriver();
     this.options.onMembership?.(this.id, membership);
+  }
+
+  /**
+   * The membership driver's timer runs only while a committed membership change is pending: on a node with many
+   * idle swarms a timer per swarm is most of the idle cost. Checked on every membership change and, for a state
+   * rebuilt or installed from a snapshot (which report no change), every second by the swarm's clock.
+   */
+  private syncConfChangeDriver(): void {
+    if (this.stopped) return;
+    if (this.state.membership().pending.length > 0) this.driver.start();
+    else this.driver.stop();
   }
 
   /** Reload: the federation file's view of this swarm and the orgs it has cards for. Reported, never applied. */
@@ -256,8 +268,11 @@ export class VerdictSwarm implements SwarmService {
     this.era = era;
     this.engine = this.makeEngine(era);
     await this.engine.start();
-    this.stopCheckpointClock = onTick(1000, () => this.maybeTimedCheckpoint());
-    this.driver.start();
+    this.stopCheckpointClock = onTick(1000, () => {
+      this.syncConfChangeDriver();
+      this.maybeTimedCheckpoint();
+    });
+    this.syncConfChangeDriver();
   }
 
   /** A committed mode switch took effect here: the old engine drains, the new one starts after `base`. */
@@ -321,6 +336,11 @@ export class VerdictSwarm implements SwarmService {
 
   /** Peer messages of any engine channel (the current era's, or a draining one's). */
   receive(fromOrg: string, channel: string, messages: Uint8Array[]): void {
+    if (!this.engine) {
+      // Peers reach a node that is still starting its swarms one by one: drop (consensus retransmits), never throw.
+      this.options.metrics.droppedMessages.inc({ swarm: this.id, reason: 'not-started' }, messages.length);
+      return;
+    }
     for (const engine of [this.engine, ...this.draining]) {
       if (engine.channels.messages.includes(channel)) {
         const { dropped } = engine.receive(fromOrg, channel, messages);
