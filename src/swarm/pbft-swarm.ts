@@ -27,6 +27,7 @@ import type { Keyring } from '../verdict/keyring.ts';
 import { onTick } from './ticker.ts';
 import { SwarmError, type Applier, type ConsensusEngine, type EngineStatus, type SwarmLink } from './engine.ts';
 import type { AuditRecord } from '../audit/chain.ts';
+import { verifiedRecords } from './record-transfer.ts';
 
 export interface PbftSwarmOptions {
   swarm: string;
@@ -49,6 +50,8 @@ export interface PbftSwarmOptions {
   loadExec: (key: string) => Promise<Uint8Array | undefined>;
   /** Stored audit records, for state transfer to a lagging replica. */
   records: (from: number, limit: number) => Promise<AuditRecord[]>;
+  /** Scratch space for records copied by state transfer while they are verified. */
+  staging: KvStore;
   tickMs?: number;
   checkpointInterval?: number;
   viewChangeTimeoutTicks?: number;
@@ -106,7 +109,8 @@ export class PbftSwarm implements ConsensusEngine {
   private loopError: Error | null = null;
   private readonly tallies = new Map<string, ReplyTally>();
   /** State digests right after each recent checkpoint sequence number. */
-  private readonly digestsAt = new Map<number, Uint8Array>();
+  /** The state right after each recent checkpoint sequence number: its digest and the chain head it digests. */
+  private readonly digestsAt = new Map<number, { digest: Uint8Array; size: number; hash: string }>();
   private readonly checkpointInterval: number;
   private transferring = false;
   /** Last known head per replica, for status. */
@@ -316,7 +320,13 @@ export class PbftSwarm implements ConsensusEngine {
   /** Request/response: state transfer (audit records from an index on). */
   async handleCall(_fromOrg: string, channel: string, body: Uint8Array): Promise<Uint8Array> {
     if (channel !== this.callChannel) throw new SwarmError(404, 'UNKNOWN_CHANNEL', `no pbft call ${channel}`);
-    const request = JSON.parse(fromUtf8(body)) as { from?: unknown; limit?: unknown };
+    const request = JSON.parse(fromUtf8(body)) as { from?: unknown; limit?: unknown; headAt?: unknown };
+    if (typeof request.headAt === 'number') {
+      // The chain head a checkpoint's digest stands for, so a lagging replica knows which record hash to reach.
+      const head = this.digestsAt.get(request.headAt);
+      if (!head) throw new SwarmError(404, 'NO_SUCH_CHECKPOINT', `this replica keeps no state digest for sequence number ${request.headAt}`);
+      return utf8(JSON.stringify({ size: head.size, hash: head.hash }));
+    }
     const from = typeof request.from === 'number' && request.from >= 1 ? request.from : 1;
     const limit = typeof request.limit === 'number' ? Math.min(Math.max(request.limit, 1), 2048) : 512;
     const records = await this.options.records(from, limit);
@@ -437,7 +447,10 @@ export class PbftSwarm implements ConsensusEngine {
       this.exec.lastExecuted = committed.seq;
       if (this.haltedAt !== null) this.rejectUnexecuted();
       // The digest at a checkpoint is the state right after that sequence number, not after the whole Ready.
-      if (committed.seq % this.checkpointInterval === 0) this.digestsAt.set(committed.seq, this.currentDigest());
+      if (committed.seq % this.checkpointInterval === 0) {
+        const head = this.options.applier.head();
+        this.digestsAt.set(committed.seq, { digest: stateDigest(head.size, head.hash), size: head.size, hash: head.hash });
+      }
     }
     if (ready.stableCheckpoint) {
       // Bounded memory: an id this old cannot be re-proposed by a node that is still waiting for it.
@@ -448,7 +461,7 @@ export class PbftSwarm implements ConsensusEngine {
       for (const peer of this.options.replicas) if (peer !== this.options.self) this.options.link.send(peer, this.options.swarm, this.replyChannel, replies);
     }
     for (const seq of ready.checkpointsDue) {
-      const digest = this.digestsAt.get(seq);
+      const digest = this.digestsAt.get(seq)?.digest;
       if (digest) this.core.checkpointReady(seq, digest);
       else this.options.logger.warn({ seq }, 'pbft: checkpoint due at a sequence number this replica has no digest for');
     }
@@ -468,48 +481,52 @@ export class PbftSwarm implements ConsensusEngine {
     }
   }
 
-    private currentDigest(): Uint8Array {
-    const head = this.options.applier.head();
-    return stateDigest(head.size, head.hash);
-  }
-
-  /**
-   * State transfer: fetch audit records after our head from the replicas that signed the stable checkpoint,
-   * re-apply them, and stop at the head whose digest the checkpoint certifies. The chain makes every record
-   * verifiable by its successor, and the certified digest closes it.
+    /**
+   * State transfer to the stable checkpoint at `seq` that 2f+1 replicas certified with `digest`: a signer names the
+   * chain head (size, record hash) the digest stands for — checked against the digest — and the records up to it are
+   * copied with each one verified against that hash before anything is applied (record-transfer.ts), so a Byzantine
+   * signer can waste time but never corrupt this replica's state.
    */
   private async transferState(seq: number, digest: Uint8Array, from: string[]): Promise<void> {
     this.transferring = true;
+    const signers = from.filter((p) => p !== this.options.self);
+    const call = async (peer: string, request: unknown): Promise<unknown> =>
+      JSON.parse(fromUtf8(await this.options.link.call(peer, this.options.swarm, this.callChannel, utf8(JSON.stringify(request)), 10_000)));
+    // Ids of every request copied in, across attempts (a failed attempt keeps what it verified and applied).
     const transferredIds: string[] = [];
     try {
-      for (const peer of from.filter((p) => p !== this.options.self)) {
+      for (const peer of signers) {
         try {
-          for (let round = 0; round < 1000; round++) {
-            const head = this.options.applier.head();
-            if (Buffer.from(stateDigest(head.size, head.hash)).equals(Buffer.from(digest))) {
-              // The copied requests count as executed here too, or a retransmitted one would run again on this
-              // replica only (at-most-once is decided per replica from its executed set).
-              this.core.installState(seq, digest, transferredIds);
-              this.schedule();
-              return;
-            }
-            const answer = await this.options.link.call(peer, this.options.swarm, this.callChannel, utf8(JSON.stringify({ from: head.size + 1, limit: 512 })), 10_000);
-            const { records } = JSON.parse(fromUtf8(answer)) as { records: AuditRecord[] };
-            if (records.length === 0) break;
-            for (const record of records) {
-              if (record.index !== this.options.applier.size + 1) throw new Error(`state transfer from ${peer}: record ${record.index} out of order`);
+          const target = (await call(peer, { headAt: seq })) as { size?: unknown; hash?: unknown };
+          if (typeof target.size !== 'number' || typeof target.hash !== 'string' || !Buffer.from(stateDigest(target.size, target.hash)).equals(Buffer.from(digest))) {
+            throw new Error(`the head it names for sequence number ${seq} does not match the certified digest`);
+          }
+          const records = verifiedRecords({
+            from: this.options.applier.head(),
+            to: { size: target.size, hash: target.hash },
+            peers: [peer, ...signers.filter((p) => p !== peer)],
+            fetch: async (source, start, limit) => ((await call(source, { from: start, limit })) as { records: AuditRecord[] }).records,
+            staging: this.options.staging,
+            onProblem: (source, problem) => this.options.logger.warn({ peer: source, seq, problem }, 'state transfer: records from this peer not used'),
+          });
+          for await (const chunk of records) {
+            for (const record of chunk) {
               const data = fromBase64Url(record.data);
               this.options.applier.apply({ index: record.index, epoch: record.view ?? record.term ?? 0, kind: 'command', data });
               const id = toHex(sha256(data));
               transferredIds.push(id);
               this.exec.executedIds.push(id);
-              const now = this.options.applier.head();
-              if (Buffer.from(stateDigest(now.size, now.hash)).equals(Buffer.from(digest))) break;
             }
             await this.options.applier.flush([{ key: this.execKey, value: utf8(JSON.stringify({ ...this.exec, lastExecuted: seq })) }]);
           }
+          // The copied requests count as executed here too, or a retransmitted one would run again on this replica
+          // only (at-most-once is decided per replica from its executed set).
+          this.core.installState(seq, digest, transferredIds);
+          this.schedule();
+          return;
         } catch (error) {
-          this.options.logger.warn({ err: error, peer, seq }, 'state transfer from this peer failed; trying the next');
+          // Verified records applied before a later chunk failed stay: the next attempt continues from the new head.
+          this.options.logger.warn({ err: error, peer, seq, applied: transferredIds.length }, 'state transfer via this peer failed; trying the next');
         }
       }
     } finally {

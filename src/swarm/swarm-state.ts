@@ -1,12 +1,16 @@
 // The replicated state of one swarm on one node: committed entries → decision machine → audit trail (hash chain,
 // Merkle frontier, records and checkpoints in storage). Deterministic except for the checkpoint time stamp.
+// Memory stays bounded however many verdicts were committed: the decisions live on disk (StoredDecisions), every
+// commit writes them with the records and the small `meta` state, and a Raft snapshot is only that meta — a node
+// that installs one copies the records it lacks from its peers and replays them.
 import type { ConsensusMode, FederationConfig, SwarmConfig } from '../config/types.ts';
 import { canonicalBytes } from '../crypto/canonical.ts';
-import { fromBase64Url, fromUtf8, toBase64Url, toHex } from '../crypto/encoding.ts';
+import { fromBase64Url, fromUtf8, toHex } from '../crypto/encoding.ts';
 import type { SigningKey } from '../crypto/ed25519.ts';
-import { AuditLog, type AuditRecord, type AuditState } from '../audit/chain.ts';
+import { AuditLog, GENESIS_PREV, type AuditRecord, type AuditState } from '../audit/chain.ts';
 import { mergeCheckpointSignatures, signCheckpoint, verifyCheckpoint, type Checkpoint } from '../audit/checkpoint.ts';
-import { DecisionMachine, type ApplyOutcome } from '../verdict/machine.ts';
+import { DecisionMachine, type ApplyOutcome, type MachineCounters } from '../verdict/machine.ts';
+import { StoredDecisions } from '../storage/decision-store.ts';
 import type { Keyring } from '../verdict/keyring.ts';
 import { jwsHashOf } from '../verdict/verify.ts';
 import { checkAdminApprovals, decodeCommand, verifyProposal, type AdminAction, type AdminCommand, type LogCommand } from '../verdict/proposal.ts';
@@ -14,13 +18,12 @@ import type { AppliedStateStore } from '../storage/applied-state.ts';
 import { recordHash } from '../audit/chain.ts';
 import type { CommittedEntry } from './engine.ts';
 import type { ConfChange } from '../consensus/raft/types.ts';
-import { validatePolicy } from '../verdict/policy.ts';
 import {
   applyConfToMembership,
   confChangeOfData,
+  decideAdminAction,
   emptyMembership,
   peerOrgs,
-  targetVoters,
   type MembershipState,
 } from './membership.ts';
 
@@ -51,15 +54,45 @@ export interface SwarmStateOptions {
   onCheckpoint: (checkpoint: Checkpoint) => void;
   /** Called when a committed admin change took effect or was refused (also for a change still pending). */
   onAdmin?: (change: AdminChangeView) => void;
-  /** Called when a committed mode switch takes effect at `index`; the next entry belongs to the new protocol. */
-  onModeSwitch?: (index: number, mode: ConsensusMode) => void;
+  /**
+   * Called when the entry at `index` ended the consensus era (a mode switch, or a new pbft replica set); the next
+   * entry belongs to a new era running `mode` with the voters committed now.
+   */
+  onEraEnd?: (index: number, mode: ConsensusMode) => void;
   /** Called when the committed membership changed (admin change applied, or a Raft conf entry applied). */
   onMembership?: (membership: MembershipState, index: number) => void;
   /** Checkpoint at every multiple of this tree size (all nodes agree on these sizes). */
   checkpointEvery?: number;
   now?: () => number;
+  /**
+   * Records (from, to] in chunks, verified against `to.hash` (a head this node trusts), for installing a Raft
+   * snapshot ahead of this node's head; `hint` names the node that took the snapshot (it holds the records).
+   */
+  catchUp?: (from: { size: number; hash: string }, to: { size: number; hash: string }, hint: string | null) => AsyncIterable<AuditRecord[]>;
 }
 
+/** The small state written with every commit: with the decisions on disk, it continues the swarm exactly. */
+interface MetaV2 {
+  v: 2;
+  machine: MachineCounters;
+  audit: AuditState;
+  mode: ConsensusMode;
+  admin: AdminChangeView[];
+  membership: MembershipState;
+}
+
+/**
+ * A Raft snapshot: the meta at its index, the node that took it (which holds every record up to it), and the
+ * genesis the records replay from (a newcomer's own file may list the swarm as it is now, not as it began).
+ */
+interface RaftSnapshotV2 {
+  v: 2;
+  by: string;
+  genesis: { members: string[]; mode: ConsensusMode };
+  meta: MetaV2;
+}
+
+/** The whole state in one document, as earlier versions persisted it (read when found on disk, never written). */
 interface SnapshotV1 {
   v: 1;
   machine: string;
@@ -70,8 +103,13 @@ interface SnapshotV1 {
   membership?: MembershipState;
 }
 
-/** Persist the state machine snapshot with the records at least this often, so a restart replays little. */
-const SNAPSHOT_EVERY = 5000;
+/** Records replayed while installing a snapshot are made durable in groups of this many (bounded memory). */
+const INSTALL_FLUSH_EVERY = 2048;
+/** Tries at copying the records a snapshot install needs (backing off up to 10 s between them: ~2 minutes). */
+const INSTALL_ATTEMPTS = 16;
+
+/** Replaying verified records gave another state than the leader's: retrying cannot help. */
+class ReplayMismatch extends Error {}
 
 /** Roots kept for co-signing checkpoints of recent sizes. */
 const MAX_REMEMBERED_ROOTS = 4096;
@@ -89,14 +127,24 @@ export class SwarmState {
   private readonly lastHashes = new Map<number, string>();
   private readonly adminChanges = new Map<string, AdminChangeView>();
   private replaying = false;
-  private lastSnapshotIndex = 0;
-  private snapshotDue = false;
+  /** Set by the entry being applied when it ends the era. */
+  private eraEnded = false;
+  /** Installing a snapshot: records are replayed and stored, nothing is announced. */
+  private installing = false;
+  /** The meta must be written even when nothing else changed (after an install or a legacy rebuild). */
+  private metaDue = false;
+  /** The membership and mode the swarm's log starts from. */
+  private genesis: { members: string[]; mode: ConsensusMode };
+  /** The decisions on disk, shared by every machine this state creates. */
+  private readonly decisionStore: StoredDecisions;
   /** The committed membership; starts as the genesis membership (the swarm's members when it was bootstrapped). */
   private membershipState: MembershipState;
 
   constructor(private readonly options: SwarmStateOptions) {
     this.membershipState = emptyMembership(options.swarm.members);
-    this.machine = new DecisionMachine(this.currentSwarm(), options.keyring);
+    this.decisionStore = new StoredDecisions(options.applied.kv);
+    this.genesis = { members: [...options.swarm.members], mode: options.swarm.mode };
+    this.machine = new DecisionMachine(this.currentSwarm(), options.keyring, this.decisionStore);
     this.audit = AuditLog.create(options.federation.federation, options.swarm.id);
     this.mode = options.swarm.mode;
   }
@@ -105,10 +153,12 @@ export class SwarmState {
    * The membership the swarm started with (persisted at first start, so a later edit of the file never changes
    * history). Only before anything is applied or rebuilt.
    */
-  setGenesis(members: readonly string[]): void {
+  setGenesis(members: readonly string[], mode: ConsensusMode = this.mode): void {
     if (this.audit.size > 0) throw new Error(`swarm ${this.swarmId}: the genesis membership can only be set before any entry is applied`);
     this.membershipState = emptyMembership(members);
-    this.machine = new DecisionMachine(this.currentSwarm(), this.options.keyring);
+    this.mode = mode;
+    this.genesis = { members: [...members], mode };
+    this.machine = new DecisionMachine(this.currentSwarm(), this.options.keyring, this.decisionStore);
   }
 
   /** The swarm's configuration as committed now: the file's policy and id, the committed voters and mode. */
@@ -131,7 +181,7 @@ export class SwarmState {
     this.membershipState = next;
     if (votersChanged) {
       try {
-        this.machine = DecisionMachine.restore(this.currentSwarm(), this.options.keyring, this.machine.snapshot());
+        this.machine = this.machine.withSwarm(this.currentSwarm());
       } catch {
         // the policy cannot be met with these voters (admin checks refuse such changes): keep counting with the old list
       }
@@ -194,15 +244,16 @@ export class SwarmState {
     const hash = appended.hash;
     const root = toHex(appended.root);
     this.rememberRoot(entry.index, root, hash);
-    if (this.replaying) return this.mode === modeBefore ? 'continue' : 'halt';
+    const endsEra = this.eraEnded;
+    this.eraEnded = false;
+    if (this.replaying) return endsEra ? 'halt' : 'continue';
     this.pendingRecords.push({ index: entry.index, record: canonicalBytes(appended.record) });
-    if (entry.index - this.lastSnapshotIndex >= SNAPSHOT_EVERY) this.snapshotDue = true;
+    if (this.installing) return 'continue';
     if (outcomes.length) this.options.onOutcomes(outcomes, { index: entry.index, hash });
     if (admin) this.options.onAdmin?.(admin);
     this.afterAppend(entry.index, root);
-    if (this.mode !== modeBefore) {
-      this.snapshotDue = true;
-      this.options.onModeSwitch?.(entry.index, this.mode);
+    if (endsEra) {
+      this.options.onEraEnd?.(entry.index, this.mode);
       return 'halt';
     }
     return 'continue';
@@ -247,85 +298,20 @@ export class SwarmState {
       this.adminChanges.set(change.id, change);
       return change;
     }
-    const action = command.action;
     change.index = index;
-    const inProgress = this.membershipState.pending[0];
-    if (action.kind === 'set-mode') {
-      if (action.mode === 'pbft' && this.membershipState.voters.length < 4) {
-        change.status = 'refused';
-        change.reason = `pbft needs at least 4 members (3f+1 with f >= 1); swarm ${this.options.swarm.id} has ${this.membershipState.voters.length}`;
-      } else if (action.mode !== this.mode && inProgress) {
-        change.status = 'refused';
-        change.reason = `membership change ${inProgress.id} (${inProgress.kind} ${inProgress.org}) is still under way; switch modes once it completed`;
-      } else if (action.mode === this.mode) {
-        change.status = 'applied';
-        change.reason = `already in ${this.mode} mode`;
-      } else {
-        change.status = 'applied';
-        change.reason = `switched from ${this.mode} to ${action.mode} at index ${index}`;
-        this.mode = action.mode;
-      }
-    } else {
-      this.applyMemberAction(index, change, action);
-    }
+    const decision = decideAdminAction({ mode: this.mode, membership: this.membershipState }, command.action, {
+      index,
+      swarm: this.options.swarm.id,
+      policy: this.options.swarm.policy,
+      changeId: change.id,
+    });
+    change.status = decision.status;
+    change.reason = decision.reason;
     this.adminChanges.set(change.id, change);
+    if (decision.next.membership !== this.membershipState) this.setMembership(decision.next.membership, index);
+    this.mode = decision.next.mode;
+    if (decision.endsEra) this.eraEnded = true;
     return change;
-  }
-
-  /**
-   * add-member / remove-member, approved: decided from the log alone (every replica the same way), never from this
-   * node's federation file. The change becomes pending; the leader carries it out with Raft conf changes and the
-   * voters (hence the decision machine's members) follow those conf entries as they commit.
-   */
-  private applyMemberAction(index: number, change: AdminChangeView, action: Extract<AdminAction, { org: string }>): void {
-    const org = action.org;
-    const state = this.membershipState;
-    if (this.mode !== 'raft') {
-      change.status = 'refused';
-      change.reason = `membership changes are carried out by Raft conf changes; swarm ${this.options.swarm.id} runs ${this.mode}: switch it to raft, change the membership, switch back`;
-      return;
-    }
-    const target = targetVoters(state);
-    const pendingAdd = state.pending.find((p) => p.kind === 'add' && p.org === org);
-    const pendingRemove = state.pending.find((p) => p.kind === 'remove' && p.org === org);
-    if (pendingAdd || pendingRemove) {
-      // One change per org at a time: the leader may already have proposed the conf change of the first one.
-      const other = (pendingAdd ?? pendingRemove)!;
-      change.status = 'refused';
-      change.reason = `${org}'s ${other.kind === 'add' ? 'admission' : 'removal'} (change ${other.id}) is still under way; propose this again once it completed`;
-      return;
-    }
-    if (action.kind === 'add-member') {
-      change.status = 'applied';
-      if (target.includes(org)) {
-        change.reason = `${org} is already a member`;
-        return;
-      }
-      change.reason = `${org} admitted at index ${index}: it joins as a learner, catches up, then becomes a voter`;
-      this.setMembership({ ...state, pending: [...state.pending, { id: change.id, kind: 'add', org, index }] }, index);
-      return;
-    }
-    if (!target.includes(org)) {
-      change.status = 'refused';
-      change.reason = `${org} is not a member of swarm ${this.options.swarm.id} (members: ${target.join(', ')})`;
-      return;
-    }
-    const remaining = target.length - 1;
-    if (remaining < 1) {
-      change.status = 'refused';
-      change.reason = `${org} is the last member of swarm ${this.options.swarm.id}`;
-      return;
-    }
-    try {
-      validatePolicy(this.options.swarm.policy, remaining);
-    } catch (error) {
-      change.status = 'refused';
-      change.reason = `without ${org} the swarm's policy could not be met: ${(error as Error).message}`;
-      return;
-    }
-    change.status = 'applied';
-    change.reason = `${org} removed at index ${index}: the leader takes it out of the Raft configuration, then its certificate is refused`;
-    this.setMembership({ ...state, pending: [...state.pending, { id: change.id, kind: 'remove', org, index }] }, index);
   }
 
   adminChange(id: string): AdminChangeView | undefined {
@@ -425,31 +411,39 @@ export class SwarmState {
     return [...this.checkpointsBySize.values()].sort((a, b) => a.size - b.size);
   }
 
-  /** Writes what this ready cycle applied: records, checkpoints and the applied index, in one synced batch. */
+  /**
+   * Writes what this ready cycle applied — records, checkpoints, the decisions it changed, the meta and the applied
+   * index — in one synced batch: what is on disk is always the state at the applied index it names.
+   */
   async flush(extra: { key: string; value: Uint8Array | null }[] = []): Promise<void> {
-    if (this.pendingRecords.length === 0 && this.pendingCheckpoints.length === 0 && extra.length === 0 && !this.snapshotDue) return;
+    const decisions = this.decisionStore.drain();
+    if (this.pendingRecords.length === 0 && this.pendingCheckpoints.length === 0 && extra.length === 0 && decisions.ops.length === 0 && !this.metaDue) return;
     const audit = this.pendingRecords;
     const checkpoints = this.pendingCheckpoints;
     this.pendingRecords = [];
     this.pendingCheckpoints = [];
-    const snapshot = this.snapshotDue ? this.snapshot() : undefined;
-    if (snapshot) {
-      this.snapshotDue = false;
-      this.lastSnapshotIndex = this.audit.size;
-    }
-    await this.options.applied.commit({ appliedIndex: this.audit.size, audit, checkpoints, extra, ...(snapshot ? { snapshot } : {}) });
+    this.metaDue = false;
+    await this.options.applied.commit({ appliedIndex: this.audit.size, audit, checkpoints, extra: [...extra, ...decisions.ops], meta: canonicalBytes(this.meta()) });
+    // Only once durable may reads fall through to the disk for these keys (a failed batch stops the swarm).
+    decisions.settle();
   }
 
   /**
-   * Rebuilds the state after a restart from what this node made durable: its last state snapshot, then every
-   * stored audit record after it, re-applied — and each recomputed record hash must equal the stored one.
+   * Rebuilds the state after a restart from what this node made durable: the meta written with its last commit
+   * (the decisions are on disk beside it). Data of an earlier version — a whole-state snapshot, then stored audit
+   * records after it — is replayed (each recomputed record hash must equal the stored one) and rewritten.
    */
   async rebuild(): Promise<void> {
     const loaded = await this.options.applied.load();
-    if (loaded.snapshot) {
-      this.restore(loaded.snapshot.data);
-      this.lastSnapshotIndex = loaded.snapshot.index;
+    if (loaded.meta) {
+      if (loaded.meta.index !== loaded.appliedIndex) {
+        throw new Error(`swarm ${this.swarmId}: the stored state is at ${loaded.meta.index}, the applied index at ${loaded.appliedIndex} (storage corrupted?)`);
+      }
+      this.restoreMeta(JSON.parse(fromUtf8(loaded.meta.data)) as MetaV2);
+      return;
     }
+    if (loaded.appliedIndex === 0) return;
+    if (loaded.legacySnapshot) this.restoreLegacy(loaded.legacySnapshot.data);
     this.replaying = true;
     try {
       let next = this.audit.size + 1;
@@ -457,9 +451,7 @@ export class SwarmState {
         const records = await this.records(next, Math.min(4096, loaded.appliedIndex - next + 1));
         if (records.length === 0 || records[0]!.index !== next) throw new Error(`swarm ${this.swarmId}: audit record ${next} is missing from storage; cannot rebuild`);
         for (const record of records) {
-          const data = fromBase64Url(record.data);
-          const kind = record.mode === 'raft' && confChangeOfData(data) ? 'conf' : 'command';
-          this.apply({ index: record.index, epoch: record.term ?? record.view ?? 0, kind, data });
+          this.apply(entryOfRecord(record));
           if (this.lastHashes.get(record.index) !== recordHash(record)) {
             throw new Error(`swarm ${this.swarmId}: stored audit record ${record.index} does not match the entry it records (storage corrupted?)`);
           }
@@ -469,44 +461,117 @@ export class SwarmState {
     } finally {
       this.replaying = false;
     }
+    this.metaDue = true;
+    await this.flush();
   }
 
-  snapshot(): Uint8Array {
-    const snapshot: SnapshotV1 = {
-      v: 1,
-      machine: toBase64Url(this.machine.snapshot()),
-      audit: this.audit.state(),
-      mode: this.mode,
-      admin: this.adminChangesList(),
-      membership: this.membership(),
-    };
-    return canonicalBytes(snapshot);
+  private meta(): MetaV2 {
+    return { v: 2, machine: this.machine.counters(), audit: this.audit.state(), mode: this.mode, admin: this.adminChangesList(), membership: this.membership() };
   }
 
-  restore(data: Uint8Array): void {
-    const snapshot = JSON.parse(fromUtf8(data)) as SnapshotV1;
-    if (snapshot.v !== 1) throw new Error(`unknown swarm snapshot version ${String(snapshot.v)}`);
-    this.mode = snapshot.mode;
-    if (snapshot.membership) this.membershipState = snapshot.membership;
-    this.machine = DecisionMachine.restore(this.currentSwarm(), this.options.keyring, fromBase64Url(snapshot.machine));
-    this.audit = AuditLog.restore(snapshot.audit);
+  private restoreMeta(meta: MetaV2): void {
+    if (meta.v !== 2) throw new Error(`swarm ${this.swarmId}: unknown state version ${String(meta.v)}`);
+    this.mode = meta.mode;
+    this.membershipState = meta.membership;
+    this.machine = new DecisionMachine(this.currentSwarm(), this.options.keyring, this.decisionStore, meta.machine);
+    this.restoreAudit(meta.audit, meta.admin);
+  }
+
+  private restoreAudit(audit: AuditState, admin: AdminChangeView[]): void {
+    this.audit = AuditLog.restore(audit);
     this.adminChanges.clear();
-    for (const change of snapshot.admin ?? []) this.adminChanges.set(change.id, change);
+    for (const change of admin) this.adminChanges.set(change.id, change);
     this.rootsAt.set(this.audit.size, toHex(this.audit.root()));
     this.lastHashes.set(this.audit.size, this.audit.head.hash);
   }
 
-  /** Replaces the state with a snapshot installed from the leader, and makes it durable with the next flush. */
-  installSnapshot(data: Uint8Array): void {
-    this.restore(data);
-    this.snapshotDue = true;
+  /** A whole-state snapshot of an earlier version: its decisions are copied into the store (written by the next flush). */
+  private restoreLegacy(data: Uint8Array): void {
+    const snapshot = JSON.parse(fromUtf8(data)) as SnapshotV1;
+    if (snapshot.v !== 1) throw new Error(`unknown swarm snapshot version ${String(snapshot.v)}`);
+    this.mode = snapshot.mode;
+    if (snapshot.membership) this.membershipState = snapshot.membership;
+    const legacy = DecisionMachine.restore(this.currentSwarm(), this.options.keyring, fromBase64Url(snapshot.machine));
+    const copied = legacy.exportTo(this.decisionStore);
+    this.machine = new DecisionMachine(this.currentSwarm(), this.options.keyring, this.decisionStore, copied);
+    this.restoreAudit(snapshot.audit, snapshot.admin ?? []);
   }
 
-  /** The audit records [from, from+limit) this node stores (after a snapshot install, older ones may be absent). */
+  /** The Raft snapshot: O(1) in the verdicts — the meta and who took it; the decisions stay on disk. */
+  snapshot(): Uint8Array {
+    const snapshot: RaftSnapshotV2 = { v: 2, by: this.options.self, genesis: this.genesis, meta: this.meta() };
+    return canonicalBytes(snapshot);
+  }
+
+  /**
+   * Installs a snapshot from the leader (Raft InstallSnapshot): copies the records between this node's head and the
+   * snapshot's from the peers (verified against the snapshot's head hash), replays and stores them in groups, then
+   * checks that the state it reached is the snapshot's. A crash half-way leaves a consistent prefix on disk; the
+   * install then resumes from there. Every node thus holds every record (audits and proofs work on any of them).
+   */
+  async installSnapshot(data: Uint8Array): Promise<void> {
+    const parsed = JSON.parse(fromUtf8(data)) as RaftSnapshotV2 | SnapshotV1;
+    if (parsed.v === 1) {
+      // from a node of an earlier version: the whole state travelled in the snapshot
+      this.restoreLegacy(data);
+      this.metaDue = true;
+      return;
+    }
+    if (parsed.v !== 2) throw new Error(`unknown swarm snapshot version ${String((parsed as { v: unknown }).v)}`);
+    const target = parsed.meta;
+    const head = this.head();
+    if (target.audit.size < head.size) throw new Error(`swarm ${this.swarmId}: snapshot at ${target.audit.size} is behind the applied state at ${head.size}`);
+    if (target.audit.size > head.size) {
+      if (!this.options.catchUp) throw new Error(`swarm ${this.swarmId}: a snapshot at ${target.audit.size} needs records this node lacks and it has no peer to copy them from`);
+      if (head.size === 0) this.setGenesis(parsed.genesis.members, parsed.genesis.mode);
+      this.installing = true;
+      try {
+        // A peer may not hold the newest records yet (its last batch still syncing) or be unreachable: retry from
+        // wherever the replay got to, for a bounded time, before giving up (the engine then stops this swarm).
+        for (let attempt = 1; this.audit.size < target.audit.size; attempt++) {
+          try {
+            const from = { size: this.audit.size, hash: this.audit.size === 0 ? GENESIS_PREV : this.audit.head.hash };
+            for await (const chunk of this.options.catchUp(from, { size: target.audit.size, hash: target.audit.lastHash }, parsed.by)) {
+              for (const record of chunk) this.replayCopied(record);
+              if (this.pendingRecords.length >= INSTALL_FLUSH_EVERY) await this.flush();
+            }
+          } catch (error) {
+            if (error instanceof ReplayMismatch || attempt >= INSTALL_ATTEMPTS) throw error;
+            await new Promise((resolve) => setTimeout(resolve, Math.min(250 * 2 ** attempt, 10_000)));
+          }
+        }
+      } finally {
+        this.installing = false;
+      }
+    }
+    const reached = this.meta();
+    if (!canonicalJsonEquals(reached, target)) {
+      throw new Error(`swarm ${this.swarmId}: after replaying to ${head.size}..${target.audit.size} the state differs from the snapshot's (head ${reached.audit.lastHash}, snapshot ${target.audit.lastHash})`);
+    }
+    this.metaDue = true;
+  }
+
+  /** Applies one record copied from a peer; its recomputed hash must be the copied one. */
+  private replayCopied(record: AuditRecord): void {
+    if (record.index !== this.audit.size + 1) throw new ReplayMismatch(`swarm ${this.swarmId}: copied record ${record.index} does not follow ${this.audit.size}`);
+    this.apply(entryOfRecord(record));
+    if (this.lastHashes.get(record.index) !== recordHash(record)) {
+      throw new ReplayMismatch(`swarm ${this.swarmId}: replaying copied record ${record.index} gave another record (this node's state differs from the leader's)`);
+    }
+  }
+
+  /** The audit records [from, from+limit) this node stores (a node of an earlier version may lack old ones). */
   async records(from: number, limit: number): Promise<AuditRecord[]> {
     const rows = await this.options.applied.audit(from, limit);
     return rows.map((row) => JSON.parse(fromUtf8(row.record)) as AuditRecord);
   }
+}
+
+/** The committed entry an audit record records (replayed on restart, and by state transfer from a peer's records). */
+export function entryOfRecord(record: AuditRecord): CommittedEntry {
+  const data = fromBase64Url(record.data);
+  const kind = record.mode === 'raft' && confChangeOfData(data) ? 'conf' : 'command';
+  return { index: record.index, epoch: record.term ?? record.view ?? 0, kind, data };
 }
 
 function canonicalJsonEquals(a: unknown, b: unknown): boolean {

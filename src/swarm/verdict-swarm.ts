@@ -24,7 +24,11 @@ import { SwarmState, type AdminChangeView } from './swarm-state.ts';
 import type { ConsensusMode } from '../config/types.ts';
 import type { NodeMetrics } from './metrics.ts';
 import type { LogEntryView, SubjectView, SubmitResult, SwarmService, SwarmStatusView } from './service.ts';
-import { ConfChangeDriver, membershipDrift, type MembershipState, type MembershipView } from './membership.ts';
+import { ConfChangeDriver, membershipDrift, PBFT_MIN_MEMBERS, type MembershipState, type MembershipView } from './membership.ts';
+import { BystanderEngine } from './bystander.ts';
+import { verifiedRecords } from './record-transfer.ts';
+import { entryOfRecord } from './swarm-state.ts';
+import { GENESIS_PREV } from '../audit/chain.ts';
 
 export interface VerdictSwarmOptions {
   federation: FederationConfig;
@@ -63,18 +67,60 @@ interface Waiter {
 
 const CHECKPOINT_CHANNEL = 'checkpoint';
 
-/** Which protocol runs the swarm now: era n starts after log index `base` (0, or a committed mode switch). */
+/**
+ * Which protocol runs the swarm now: era n starts after log index `base` (0, or the entry that ended era n-1: a
+ * mode switch, or a pbft membership change). `baseHash` is the record hash at `base` and `members` the voters then
+ * (absent in eras stored by older versions: derived when needed).
+ */
 interface Era {
   n: number;
   mode: ConsensusMode;
   base: number;
+  baseHash?: string;
+  members?: string[];
+}
+
+/** The membership and mode a swarm was bootstrapped with (index 0 of its history). */
+interface Genesis {
+  members: string[];
+  mode: ConsensusMode;
+}
+
+/** What a member answers on `swarm.era`: where the swarm's history stands on that node. */
+interface EraAnswer {
+  era: Required<Era>;
+  genesis: Genesis;
 }
 
 const ERA_KEY = 'era';
-/** The membership this swarm was bootstrapped with on this node (written once, at first start). */
+/** The membership (and mode) this swarm was bootstrapped with on this node (written once, at first start). */
 const GENESIS_KEY = 'genesis-members';
 /** How long an engine of an ended era keeps running, so lagging replicas still learn the switch from it. */
 const DRAIN_MS = 30_000;
+/** Swarm-level calls (not tied to an era): where the swarm's history stands, and stored audit records. */
+export const ERA_CALL = 'swarm.era';
+export const RECORDS_CALL = 'swarm.records';
+/** A consensus channel's era: "raft.e3", "pbft.e2.reply", "pbft-call.e1" → 3, 2, 1. */
+const CHANNEL_ERA = /\.e(\d+)(?:\.|$)/;
+/** At most one era catch-up attempt this often (a later era's traffic can arrive many times a second). */
+const CATCH_UP_INTERVAL_MS = 2000;
+
+/** A peer's `swarm.era` answer, checked field by field (null when malformed); key order fixed for comparison. */
+function parseEraAnswer(value: unknown): EraAnswer | null {
+  const v = value as { era?: Record<string, unknown>; genesis?: Record<string, unknown> } | null;
+  const era = v?.era;
+  const genesis = v?.genesis;
+  const isMode = (m: unknown): m is ConsensusMode => m === 'raft' || m === 'pbft';
+  const isOrgs = (list: unknown): list is string[] => Array.isArray(list) && list.length > 0 && list.every((o) => typeof o === 'string');
+  if (!era || !genesis) return null;
+  if (!Number.isSafeInteger(era.n) || (era.n as number) < 0 || !Number.isSafeInteger(era.base) || (era.base as number) < 0) return null;
+  if (!isMode(era.mode) || !isMode(genesis.mode) || typeof era.baseHash !== 'string' || !/^[0-9a-f]{64}$/.test(era.baseHash)) return null;
+  if (!isOrgs(era.members) || !isOrgs(genesis.members)) return null;
+  return {
+    era: { n: era.n as number, mode: era.mode, base: era.base as number, baseHash: era.baseHash, members: [...era.members].sort() },
+    genesis: { members: [...genesis.members].sort(), mode: genesis.mode },
+  };
+}
 
 export class VerdictSwarm implements SwarmService {
   readonly id: string;
@@ -93,14 +139,16 @@ export class VerdictSwarm implements SwarmService {
   /** Size of the newest checkpoint seen by the timed-checkpoint clock (it skips the swarm until the log grows past it). */
   private checkpointedSize = 0;
   private readonly applied: AppliedStateStore;
-  private genesis: string[];
+  private genesis: Genesis;
+  private catchingUp = false;
+  private lastCatchUpAt = -Infinity;
   private readonly driver: ConfChangeDriver;
   /** The swarm as this node's federation file lists it now (replaced on reload): the operator's intent. */
   private fileSwarm: SwarmConfig;
   private knownOrgs: string[];
 
   constructor(private readonly options: VerdictSwarmOptions) {
-    this.genesis = [...options.swarm.members];
+    this.genesis = { members: [...options.swarm.members], mode: options.swarm.mode };
     this.fileSwarm = options.swarm;
     this.knownOrgs = options.federation.members.map((m) => m.org);
     this.id = options.swarm.id;
@@ -116,10 +164,23 @@ export class VerdictSwarm implements SwarmService {
       onOutcomes: (outcomes, entry) => this.onOutcomes(outcomes, entry),
       onCheckpoint: (checkpoint) => this.broadcastCheckpoint(checkpoint),
       onAdmin: (change) => this.onAdmin(change),
-      onModeSwitch: (index, mode) => {
-        this.pendingEra = { n: this.era.n + 1, mode, base: index };
+      onEraEnd: (index, mode) => {
+        this.pendingEra = { n: this.era.n + 1, mode, base: index, baseHash: this.state.head().hash, members: this.state.membership().voters };
       },
       onMembership: (membership, index) => this.onMembership(membership, index),
+      // Raft InstallSnapshot carries only the small state: the records up to it come from the peers, verified.
+      catchUp: (from, to, hint) =>
+        verifiedRecords({
+          from,
+          to,
+          peers: [...new Set([...(hint && hint !== options.self ? [hint] : []), ...this.state.peers().filter((org) => org !== options.self)])],
+          fetch: async (peer, start, limit) => {
+            const answer = await this.options.link.call(peer, this.id, RECORDS_CALL, Buffer.from(JSON.stringify({ from: start, limit })), 15_000);
+            return (JSON.parse(fromUtf8(answer)) as { records: AuditRecord[] }).records;
+          },
+          staging: options.store.kv(this.id, 'install'),
+          onProblem: (peer, problem) => options.logger.warn({ swarm: this.id, peer, problem }, 'snapshot install: records from this peer not used'),
+        }),
     });
     this.driver = new ConfChangeDriver({
       self: options.self,
@@ -170,6 +231,11 @@ export class VerdictSwarm implements SwarmService {
     const { options } = this;
     const logger = options.logger.child({ swarm: this.id, era: era.n, mode: era.mode });
     const state = this.state;
+    const members = era.members ?? (era.n === 0 ? this.genesis.members : this.config.members);
+    if (era.mode === 'pbft' && !members.includes(options.self)) {
+      // Removed from a pbft swarm: the era's replicas are the others. (In raft a removed node never learns it.)
+      return new BystanderEngine(era.mode, { code: 'NOT_A_MEMBER', message: `${options.self} is not a replica of swarm ${this.id} since index ${era.base} (era ${era.n})` }, () => state.size);
+    }
     // Both engines feed the same applier; a committed mode switch is made durable with its records, then takes effect.
     const applier: Applier = {
       apply: (entry) => state.apply(entry),
@@ -192,7 +258,7 @@ export class VerdictSwarm implements SwarmService {
       return new PbftSwarm({
         swarm: this.id,
         self: options.self,
-        replicas: [...this.config.members].sort(),
+        replicas: [...members].sort(),
         era: era.n,
         base: era.base,
         store: options.store.kv(this.id, `pbft.e${era.n}`),
@@ -206,6 +272,7 @@ export class VerdictSwarm implements SwarmService {
         onDrop: (reason: string) => options.metrics.droppedMessages.inc({ swarm: this.id, reason }),
         loadExec: (key: string) => this.applied.kv.get(key),
         records: (from: number, limit: number) => state.records(from, limit),
+        staging: options.store.kv(this.id, 'transfer'),
         ...(options.byzantine ? { byzantine: options.byzantine } : {}),
       });
     }
@@ -214,7 +281,7 @@ export class VerdictSwarm implements SwarmService {
       self: options.self,
       // Era 0 bootstraps with the genesis membership (conf entries in its log replay on top); a later era starts
       // from the membership committed when it began (stored with its first snapshot).
-      voters: era.n === 0 ? this.genesis : this.config.members,
+      voters: members,
       era: era.n,
       base: era.base,
       log: options.store.raftLog(`${this.id}.e${era.n}`),
@@ -258,9 +325,12 @@ export class VerdictSwarm implements SwarmService {
   async start(): Promise<void> {
     await this.state.loadCheckpoints();
     const genesis = await this.applied.kv.get(GENESIS_KEY);
-    if (genesis) this.genesis = JSON.parse(fromUtf8(genesis)) as string[];
-    else await this.applied.kv.putSynced([{ key: GENESIS_KEY, value: Buffer.from(JSON.stringify(this.genesis)) }]);
-    this.state.setGenesis(this.genesis);
+    if (genesis) {
+      const stored = JSON.parse(fromUtf8(genesis)) as string[] | Genesis;
+      // Older versions stored the member list alone; the mode was the file's.
+      this.genesis = Array.isArray(stored) ? { members: stored, mode: this.options.swarm.mode } : stored;
+    } else await this.applied.kv.putSynced([{ key: GENESIS_KEY, value: Buffer.from(JSON.stringify(this.genesis)) }]);
+    this.state.setGenesis(this.genesis.members, this.genesis.mode);
     await this.state.rebuild();
     const stored = await this.applied.kv.get(ERA_KEY);
     const era: Era = stored ? (JSON.parse(fromUtf8(stored)) as Era) : { n: 0, mode: this.options.swarm.mode, base: 0 };
@@ -273,6 +343,9 @@ export class VerdictSwarm implements SwarmService {
       this.maybeTimedCheckpoint();
     });
     this.syncConfChangeDriver();
+    // A fresh node may be joining a swarm whose history already moved on (a newcomer after a mode switch, or to a
+    // pbft swarm): ask the members where it stands. Cheap when it has not: one call per peer, once.
+    if (this.state.size === 0) void this.catchUp('fresh node');
   }
 
   /** A committed mode switch took effect here: the old engine drains, the new one starts after `base`. */
@@ -289,6 +362,132 @@ export class VerdictSwarm implements SwarmService {
       this.draining.delete(old);
       void old.stop();
     }, DRAIN_MS).unref();
+  }
+
+  /** Where this swarm's history stands here: the current era (with its base hash and members) and the genesis. */
+  private async eraAnswer(): Promise<EraAnswer> {
+    const era = this.era;
+    let baseHash = era.baseHash;
+    if (baseHash === undefined) {
+      if (era.base === 0) baseHash = GENESIS_PREV;
+      else {
+        const [record] = await this.state.records(era.base, 1);
+        baseHash = record?.index === era.base ? recordHash(record) : '';
+      }
+    }
+    const members = era.members ?? (era.n === 0 ? this.genesis.members : this.config.members);
+    return { era: { n: era.n, mode: era.mode, base: era.base, baseHash, members: [...members].sort() }, genesis: { members: [...this.genesis.members].sort(), mode: this.genesis.mode } };
+  }
+
+  /**
+   * Era catch-up: asks the members where the swarm's history stands and, when f+1 members of a later era (f of
+   * that era's pbft replicas; in raft, whose orgs trust each other, one) report the same era, base hash, members and
+   * genesis, copies the audit records up to that era's base — each verified against the vouched-for hash before
+   * anything is applied (record-transfer.ts) — replays them, and starts the engine of that era. This is how a
+   * newcomer joins a pbft swarm or a swarm that switched modes before, and how a node that slept through the end
+   * of its era (longer than the old engine drains) rejoins.
+   */
+  private async catchUp(why: string): Promise<void> {
+    if (this.catchingUp || this.stopped || performance.now() - this.lastCatchUpAt < CATCH_UP_INTERVAL_MS) return;
+    this.catchingUp = true;
+    this.lastCatchUpAt = performance.now();
+    const logger = this.options.logger.child({ swarm: this.id, part: 'era-catch-up' });
+    try {
+      const target = await this.vouchedEra();
+      if (!target || target.answer.era.n <= this.era.n) return;
+      const { era, genesis } = target.answer;
+      if (this.state.size > era.base) {
+        logger.error({ era, size: this.state.size }, `this node has ${this.state.size} entries, beyond the base ${era.base} of era ${era.n} its members vouch for: it diverged; not catching up`);
+        return;
+      }
+      logger.info({ why, era: era.n, mode: era.mode, base: era.base, from: this.state.size, vouchers: target.vouchers }, 'catching up with a later era of the swarm');
+      const previous = [this.engine, ...this.draining];
+      this.engine = new BystanderEngine(this.era.mode, { code: 'CATCHING_UP', message: `swarm ${this.id} is catching up with era ${era.n} (copying records up to ${era.base})` }, () => this.state.size);
+      this.draining.clear();
+      for (const engine of previous) await engine.stop();
+      if (this.state.size === 0 && (genesis.mode !== this.genesis.mode || genesis.members.join('\n') !== [...this.genesis.members].sort().join('\n'))) {
+        // A newcomer's file lists the swarm as it is meant to be now; history started from the vouched-for genesis.
+        logger.info({ file: this.genesis, genesis }, 'adopting the genesis membership the members vouch for');
+        this.genesis = genesis;
+        await this.applied.kv.putSynced([{ key: GENESIS_KEY, value: Buffer.from(JSON.stringify(genesis)) }]);
+        this.state.setGenesis(genesis.members, genesis.mode);
+      }
+      try {
+        const head = this.state.head();
+        const records = verifiedRecords({
+          from: { size: head.size, hash: head.size === 0 ? GENESIS_PREV : head.hash },
+          to: { size: era.base, hash: era.baseHash },
+          peers: target.vouchers,
+          fetch: async (peer, from, limit) => {
+            const answer = await this.options.link.call(peer, this.id, RECORDS_CALL, Buffer.from(JSON.stringify({ from, limit })), 15_000);
+            return (JSON.parse(fromUtf8(answer)) as { records: AuditRecord[] }).records;
+          },
+          staging: this.options.store.kv(this.id, 'transfer'),
+          onProblem: (peer, problem) => logger.warn({ peer, problem }, 'records from this peer not used'),
+        });
+        for await (const chunk of records) {
+          for (const record of chunk) {
+            const ended = this.state.apply(entryOfRecord(record)) === 'halt';
+            if (this.state.head().hash !== recordHash(record)) throw new Error(`replaying record ${record.index} gave another record (this node's state differs from the members')`);
+            if (ended && this.pendingEra) {
+              this.era = this.pendingEra;
+              this.pendingEra = null;
+            }
+          }
+          await this.state.flush([{ key: ERA_KEY, value: Buffer.from(JSON.stringify(this.era)) }]);
+        }
+        if (this.era.n !== era.n || this.era.base !== era.base) {
+          logger.warn({ replayed: this.era, vouched: era }, 'the replayed history numbers its eras differently from the members; following the members');
+        }
+        this.era = { ...era };
+        await this.state.flush([{ key: ERA_KEY, value: Buffer.from(JSON.stringify(this.era)) }]);
+        logger.info({ era: era.n, mode: era.mode, size: this.state.size }, 'caught up: starting the engine of the current era');
+      } catch (error) {
+        logger.warn({ err: error }, 'era catch-up failed; running the era this node is in and retrying on the next sign of a later one');
+      }
+      if (!this.stopped) {
+        const engine = this.makeEngine(this.era);
+        await engine.start();
+        this.engine = engine;
+        this.updateMetrics();
+      }
+    } catch (error) {
+      logger.warn({ err: error }, 'era catch-up failed');
+    } finally {
+      this.catchingUp = false;
+    }
+  }
+
+  /** The latest era that enough of its own members report identically (see catchUp), or null. */
+  private async vouchedEra(): Promise<{ answer: EraAnswer; vouchers: string[] } | null> {
+    const peers = new Set([...this.state.peers(), ...this.fileSwarm.members, ...this.genesis.members]);
+    peers.delete(this.options.self);
+    const answers = await Promise.all(
+      [...peers].filter((org) => this.knownOrgs.includes(org)).map(async (org) => {
+        try {
+          const bytes = await this.options.link.call(org, this.id, ERA_CALL, Buffer.from('{}'), 5000);
+          return { org, answer: parseEraAnswer(JSON.parse(fromUtf8(bytes))) };
+        } catch {
+          return { org, answer: null };
+        }
+      }),
+    );
+    const groups = new Map<string, { answer: EraAnswer; vouchers: string[] }>();
+    for (const { org, answer } of answers) {
+      if (!answer || !answer.era.members.includes(org)) continue; // only an era's own members vouch for it
+      const key = JSON.stringify(answer);
+      const group = groups.get(key) ?? { answer, vouchers: [] };
+      group.vouchers.push(org);
+      groups.set(key, group);
+    }
+    let best: { answer: EraAnswer; vouchers: string[] } | null = null;
+    for (const group of groups.values()) {
+      const { era } = group.answer;
+      const f = era.mode === 'pbft' ? Math.floor((era.members.length - 1) / 3) : 0;
+      if (group.vouchers.length < f + 1) continue;
+      if (!best || era.n > best.answer.era.n) best = group;
+    }
+    return best;
   }
 
   /**
@@ -349,9 +548,19 @@ export class VerdictSwarm implements SwarmService {
       }
     }
     this.options.metrics.droppedMessages.inc({ swarm: this.id, reason: 'other-era' }, messages.length);
+    // Traffic of a later era: this node missed the end of its era (down through a switch, or a newcomer).
+    const era = CHANNEL_ERA.exec(channel);
+    if (era && Number(era[1]) > this.era.n) void this.catchUp(`${fromOrg} speaks on ${channel}`);
   }
 
   async handleCall(fromOrg: string, channel: string, body: Uint8Array): Promise<Uint8Array> {
+    if (channel === ERA_CALL) return Buffer.from(JSON.stringify(await this.eraAnswer()));
+    if (channel === RECORDS_CALL) {
+      const request = JSON.parse(fromUtf8(body)) as { from?: unknown; limit?: unknown };
+      const from = typeof request.from === 'number' && Number.isSafeInteger(request.from) && request.from >= 1 ? request.from : 1;
+      const limit = typeof request.limit === 'number' && Number.isSafeInteger(request.limit) ? Math.min(Math.max(request.limit, 1), 2048) : 512;
+      return Buffer.from(JSON.stringify({ records: await this.state.records(from, limit) }));
+    }
     for (const engine of [this.engine, ...this.draining]) {
       if (engine.channels.calls.includes(channel)) return engine.handleCall(fromOrg, channel, body);
     }
@@ -577,14 +786,12 @@ export class VerdictSwarm implements SwarmService {
 
   /** Refusals that need no consensus: a membership change this node could never carry out. */
   private checkMemberAction(action: { kind: 'add-member' | 'remove-member'; org: string }): void {
-    if (this.state.currentMode !== 'raft') {
-      throw new SwarmError(422, 'MEMBERSHIP_NEEDS_RAFT', `membership changes are carried out by Raft conf changes; swarm ${this.id} runs ${this.state.currentMode}: switch it to raft, change the membership, then switch back`);
+    const members = this.config.members;
+    if (this.state.currentMode === 'pbft' && action.kind === 'remove-member' && members.includes(action.org) && members.length - 1 < PBFT_MIN_MEMBERS) {
+      throw new SwarmError(422, 'PBFT_TOO_FEW_MEMBERS', `without ${action.org} swarm ${this.id} would have ${members.length - 1} members; pbft needs at least ${PBFT_MIN_MEMBERS}: switch it to raft first`);
     }
     if (action.kind === 'add-member' && !this.knownOrgs.includes(action.org)) {
       throw new SwarmError(422, 'UNKNOWN_ORG', `org ${action.org} has no member card in this node's federation file: add its card under members (conclave init prints it) and reload before proposing`);
-    }
-    if (action.kind === 'add-member' && this.era.n > 0) {
-      throw new SwarmError(422, 'MEMBERSHIP_AFTER_MODE_SWITCH', `swarm ${this.id} has switched modes before (era ${this.era.n}); a new node cannot join it yet (it would start in era 0)`);
     }
   }
 
@@ -707,6 +914,7 @@ export class VerdictSwarm implements SwarmService {
       from: first,
       to: last,
       exportedAt: Math.floor(Date.now() / 1000),
+      genesis: this.genesis,
       ...(anchor ? { anchor } : {}),
       records: records(),
       checkpoints: this.state.checkpoints().filter((cp) => cp.size >= first - 1 && cp.size <= last),
