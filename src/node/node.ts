@@ -10,6 +10,7 @@ import { importPrivateJwk, type PrivateJwk, type SigningKey } from '../crypto/ed
 import { NodeStore } from '../storage/node-store.ts';
 import { PeerClientPool } from '../transport/client.ts';
 import { PeerServer } from '../transport/server.ts';
+import { NODE_IDENTITY_CHANNEL, proveNodeIdentity } from '../pki/doctor.ts';
 import { LIVENESS_CHANNEL, NodeLiveness } from '../transport/liveness.ts';
 import { Keyring } from '../verdict/keyring.ts';
 import { createApiServer } from '../api/server.ts';
@@ -158,6 +159,12 @@ export class ConclaveNode implements NodeService {
       const swarm = memberSwarm(fromOrg, swarmId);
       if (!swarm) throw new PeerReplyError(403, 'NOT_A_MEMBER', `${fromOrg} is not a member of swarm ${swarmId}`);
       return swarm.handleCall(fromOrg, channel, body);
+    });
+    // Proof of the signing key this node uses now (conclave doctor's key-consistency check): the key id and a
+    // signature over the caller's nonce, so what a peer presents is checked, not just what the file claims.
+    this.peerServer.onRequest(NODE_IDENTITY_CHANNEL, async (fromOrg, _swarmId, body) => {
+      const key = this.signingKey!;
+      return Buffer.from(JSON.stringify(proveNodeIdentity(key, this.org, fromOrg, body)));
     });
     this.peerServer.onMessages('checkpoint', (fromOrg, swarmId, messages) => {
       memberSwarm(fromOrg, swarmId)?.receiveCheckpoint(fromOrg, messages);

@@ -1,12 +1,16 @@
 // `conclave doctor` checks (owned by the membership feature): every certificate a federation file names — chain,
 // validity and expiry (warning 30 days ahead) —, this node's own material (TLS key matches its certificate, signing
 // key listed), mutual-TLS reachability of each peer (whoami), and key consistency between the file and what peers
-// present (their TLS certificate chains to the CA the file pins; their checkpoint signatures use keys the file
-// lists). Also the nearest certificate expiry for the conclave_cert_nearest_expiry_seconds metric.
+// present (their TLS certificate chains to the CA the file pins; the node signing key they prove possession of —
+// a signature over our nonce — is one the file lists). Also the nearest certificate expiry for the
+// conclave_cert_nearest_expiry_seconds metric.
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { FederationConfig } from '../config/types.ts';
-import { importPrivateJwk, type PrivateJwk } from '../crypto/ed25519.ts';
+import { randomBytes } from 'node:crypto';
+import { importPrivateJwk, importPublicJwk, type PrivateJwk, type SigningKey } from '../crypto/ed25519.ts';
+import { signEnvelope, verifyEnvelope } from '../crypto/envelope.ts';
+import { fromUtf8, toBase64Url } from '../crypto/encoding.ts';
 import { PeerClientPool } from '../transport/client.ts';
 import { buildPeerTrust, peerIdentity, splitPemCertificates } from './identity.ts';
 
@@ -159,7 +163,7 @@ export async function checkPeers(config: FederationConfig, options: { timeoutMs?
           const e = error as Error & { code?: string };
           findings.push({ level: 'error', subject: `peer/${org}`, message: `${member.peerUrl} is not reachable over mutual TLS (${e.code ?? 'error'}): ${e.message}` });
         }
-        if (member.apiUrl) findings.push(...(await checkPeerKeys(config, org, timeoutMs)));
+        findings.push(await checkPeerKey(config, pool, org, timeoutMs));
       }),
     );
   } finally {
@@ -168,33 +172,46 @@ export async function checkPeers(config: FederationConfig, options: { timeoutMs?
   return findings.sort((a, b) => (a.subject < b.subject ? -1 : a.subject > b.subject ? 1 : 0));
 }
 
-/** The node keys a peer signs checkpoints with must be among the nodeKeys the file lists for it. */
-async function checkPeerKeys(config: FederationConfig, org: string, timeoutMs: number): Promise<DoctorFinding[]> {
+/** The peer call that answers with proof of the node signing key a node uses now. */
+export const NODE_IDENTITY_CHANNEL = 'node.identity';
+const IDENTITY_DOMAIN = 'node-identity';
+
+/** What a node answers on NODE_IDENTITY_CHANNEL: its key id and a signature binding the caller's nonce to it. */
+export interface NodeIdentityProof {
+  org: string;
+  kid: string;
+  signature: string;
+}
+
+/** A node's answer to `caller`'s identity challenge (body: {"nonce": base64url}). */
+export function proveNodeIdentity(key: SigningKey, org: string, caller: string, body: Uint8Array): NodeIdentityProof {
+  const { nonce } = JSON.parse(fromUtf8(body)) as { nonce?: unknown };
+  if (typeof nonce !== 'string' || nonce.length < 16 || nonce.length > 128) throw new Error('an identity challenge needs a nonce of 16..128 characters');
+  return { org, kid: key.kid, signature: signEnvelope(IDENTITY_DOMAIN, { nonce, org, caller, kid: key.kid }, key) };
+}
+
+/** The node key a peer proves it holds (a signature over a fresh nonce) must be among the nodeKeys the file lists. */
+async function checkPeerKey(config: FederationConfig, pool: PeerClientPool, org: string, timeoutMs: number): Promise<DoctorFinding> {
   const member = config.members.find((m) => m.org === org)!;
-  const { Agent, request } = await import('undici');
-  const dispatcher = new Agent({ connect: { ca: member.caPem }, allowH2: true });
-  const listed = new Set(member.nodeKeys.map((k) => k.kid).filter((kid): kid is string => typeof kid === 'string'));
-  const { importPublicJwk } = await import('../crypto/ed25519.ts');
-  for (const jwk of member.nodeKeys) listed.add(importPublicJwk(jwk).kid);
-  const findings: DoctorFinding[] = [];
+  const subject = `keys/${org}`;
+  const swarm = config.swarms.find((s) => s.members.includes(org) && s.members.includes(config.node.org))?.id ?? config.swarms[0]?.id;
+  if (!swarm) return { level: 'warn', subject, message: 'no swarm to ask the peer through' };
+  const nonce = toBase64Url(randomBytes(24));
+  let proof: NodeIdentityProof;
   try {
-    for (const swarm of config.swarms) {
-      if (!swarm.members.includes(org) || !swarm.members.includes(config.node.org)) continue;
-      const response = await request(new URL(`/v1/swarms/${encodeURIComponent(swarm.id)}/checkpoints`, member.apiUrl!), { dispatcher, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
-      const body = (await response.body.json()) as { checkpoints?: { signatures: { org: string; kid: string }[] }[] };
-      if (response.statusCode !== 200 || !body.checkpoints) continue;
-      const used = new Set<string>();
-      for (const checkpoint of body.checkpoints.slice(-20)) for (const sig of checkpoint.signatures) if (sig.org === org) used.add(sig.kid);
-      const unknown = [...used].filter((kid) => !listed.has(kid));
-      if (unknown.length) findings.push({ level: 'error', subject: `keys/${org}`, message: `swarm ${swarm.id}: ${org} signs checkpoints with node key(s) ${unknown.join(', ')} that the file does not list under its nodeKeys` });
-      else if (used.size) findings.push({ level: 'ok', subject: `keys/${org}`, message: `swarm ${swarm.id}: ${org}'s checkpoint signatures use listed node keys (${[...used].join(', ')})` });
-    }
+    proof = JSON.parse(fromUtf8(await pool.call(org, swarm, NODE_IDENTITY_CHANNEL, Buffer.from(JSON.stringify({ nonce })), { timeoutMs }))) as NodeIdentityProof;
   } catch (error) {
-    findings.push({ level: 'warn', subject: `keys/${org}`, message: `could not read ${org}'s checkpoints from ${member.apiUrl}: ${(error as Error).message}` });
-  } finally {
-    await dispatcher.close();
+    return { level: 'warn', subject, message: `could not ask ${org}'s node which signing key it uses: ${(error as Error).message}` };
   }
-  return findings;
+  const listed = member.nodeKeys.map((jwk) => importPublicJwk(jwk)).find((key) => key.kid === proof.kid);
+  if (!listed) {
+    return { level: 'error', subject, message: `${org}'s node signs with node key ${proof.kid}, which the file does not list under ${org}'s nodeKeys: add it (or the node uses a key it should not)` };
+  }
+  if (proof.org !== org || !verifyEnvelope(IDENTITY_DOMAIN, { nonce, org, caller: config.node.org, kid: proof.kid }, proof.signature, listed)) {
+    return { level: 'error', subject, message: `${org}'s node names node key ${proof.kid} but its signature over our challenge does not verify with it` };
+  }
+  const overlap = member.nodeKeys.length > 1 ? ` (one of ${member.nodeKeys.length} listed: a rotation overlap)` : '';
+  return { level: 'ok', subject, message: `${org}'s node proved it holds node key ${proof.kid}, listed in the file${overlap}` };
 }
 
 export async function runDoctor(config: FederationConfig, options: { offline?: boolean; timeoutMs?: number; now?: Date } = {}): Promise<DoctorReport> {

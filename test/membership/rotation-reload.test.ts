@@ -203,6 +203,8 @@ describe('reload, rotation with overlap, doctor', () => {
     expect(good.findings.filter((f) => f.level === 'error')).toEqual([]);
     expect(good.ok).toBe(true);
     expect(good.findings.filter((f) => f.subject.startsWith('peer/') && f.level === 'ok').map((f) => f.subject)).toEqual(['peer/acme', 'peer/bolt']);
+    // Each peer proved (a signature over a fresh nonce) that it holds a node key the file lists.
+    expect(good.findings.filter((f) => f.subject.startsWith('keys/') && f.level === 'ok').map((f) => f.subject)).toEqual(['keys/acme', 'keys/bolt']);
 
     // Broken: bolt's peer URL points nowhere, and a second CA of acme's (a rotation overlap) expires in 10 days.
     const cato = fx.orgs.get('cato')!;
@@ -212,6 +214,8 @@ describe('reload, rotation with overlap, doctor', () => {
     const acmeCa = readFileSync(join(fx.orgs.get('acme')!.certDir, 'ca.crt'), 'utf8');
     writeFileSync(join(fx.dir, 'acme-cas.pem'), acmeCa + soon.certPem);
     doc.members.find((m: { org: string }) => m.org === 'acme').ca = '../acme-cas.pem';
+    // ...and the file lists a node key for acme that acme's node does not use.
+    doc.members.find((m: { org: string }) => m.org === 'acme').nodeKeys = [generateSigningKey().publicJwk];
     const brokenPath = join(fx.dir, 'cato', 'broken.yaml');
     writeFileSync(brokenPath, stringify(doc, { lineWidth: 0 }));
     const broken = await runDoctor(loadFederation(brokenPath), { timeoutMs: 5000 });
@@ -219,6 +223,7 @@ describe('reload, rotation with overlap, doctor', () => {
     expect(broken.findings.find((f) => f.subject === 'peer/bolt')).toMatchObject({ level: 'error' });
     expect(broken.findings.find((f) => f.subject === 'ca/acme#1')).toMatchObject({ level: 'warn' });
     expect(broken.findings.find((f) => f.subject === 'peer/acme')).toMatchObject({ level: 'ok' });
+    expect(broken.findings.find((f) => f.subject === 'keys/acme')).toMatchObject({ level: 'error', message: expect.stringMatching(/which the file does not list/) });
 
     // The CLI exits non-zero on it (offline: the certificate checks alone pass, so make one fail: an expired CA).
     const run = promisify(execFile);
