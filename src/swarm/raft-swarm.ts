@@ -226,6 +226,8 @@ export class RaftSwarm implements ConsensusEngine {
 
   /** Raft messages from an authenticated peer org; a message claiming another sender is dropped. */
   receive(fromOrg: string, channel: string, batch: Uint8Array[]): { accepted: number; dropped: number } {
+    // Peers may speak before start() has loaded the log and built the core: drop, Raft retransmits.
+    if (!this.core) return { accepted: 0, dropped: batch.length };
     if (channel === this.forwardChannel) {
       this.receiveForwarded(batch);
       return { accepted: batch.length, dropped: 0 };
