@@ -1,0 +1,93 @@
+// Node liveness: one message per peer per round, a peer silent for the lapse reported down exactly once per outage,
+// reported up when heard again; peers come and go with the membership. Driven round by round with an injected clock.
+import { describe, expect, it } from 'vitest';
+import { LIVENESS_CHANNEL, LIVENESS_SWARM, NodeLiveness } from '../../src/transport/liveness.ts';
+
+function setup(initialPeers: string[]) {
+  let now = 0;
+  let peers = initialPeers;
+  const sent: string[] = [];
+  const events: string[] = [];
+  const liveness = new NodeLiveness({
+    peers: () => peers,
+    send: (org, swarm, channel, messages) => {
+      expect([swarm, channel, messages.length]).toEqual([LIVENESS_SWARM, LIVENESS_CHANNEL, 1]);
+      sent.push(org);
+    },
+    onPeerDown: (org) => events.push(`down ${org}`),
+    onPeerUp: (org) => events.push(`up ${org}`),
+    intervalMs: 1000,
+    lapseMs: 3000,
+    now: () => now,
+  });
+  return {
+    liveness,
+    sent,
+    events,
+    /** One interval passes; `heard` peers' messages arrived during it. */
+    interval(heard: string[]) {
+      now += 1000;
+      for (const org of heard) liveness.heard(org);
+      liveness.round();
+    },
+    setPeers(next: string[]) {
+      peers = next;
+    },
+  };
+}
+
+describe('node liveness', () => {
+  it('heartbeats every peer once per round and never reports a peer that keeps answering', () => {
+    const t = setup(['globex', 'initech']);
+    t.liveness.round();
+    for (let i = 0; i < 20; i++) t.interval(['globex', 'initech']);
+    expect(t.sent.filter((org) => org === 'globex')).toHaveLength(21);
+    expect(t.events).toEqual([]);
+    expect(t.liveness.status().map((p) => p.up)).toEqual([true, true]);
+  });
+
+  it('reports a silent peer down once, after the lapse, and up again when it is heard', () => {
+    const t = setup(['globex', 'initech']);
+    t.liveness.round();
+    t.interval(['globex', 'initech']);
+    for (let i = 0; i < 3; i++) t.interval(['globex']); // initech silent for 3 s: not yet beyond the lapse
+    expect(t.events).toEqual([]);
+    t.interval(['globex']);
+    expect(t.events).toEqual(['down initech']);
+    for (let i = 0; i < 10; i++) t.interval(['globex']);
+    expect(t.events).toEqual(['down initech']); // once per outage
+    expect(t.liveness.status().find((p) => p.org === 'initech')).toMatchObject({ up: false, silentMs: 14_000 });
+    t.interval(['globex', 'initech']);
+    expect(t.events).toEqual(['down initech', 'up initech']);
+    for (let i = 0; i < 4; i++) t.interval(['globex']);
+    expect(t.events).toEqual(['down initech', 'up initech', 'down initech']);
+  });
+
+  it('a peer never heard gets one lapse of grace from when it is first watched (it may be starting)', () => {
+    const t = setup(['globex']);
+    t.liveness.round();
+    for (let i = 0; i < 3; i++) t.interval([]);
+    expect(t.events).toEqual([]);
+    t.interval([]);
+    expect(t.events).toEqual(['down globex']);
+  });
+
+  it('follows the membership: a new peer is watched from its first round, a removed one is forgotten', () => {
+    const t = setup(['globex']);
+    t.liveness.round();
+    t.liveness.heard('hooli'); // not a peer yet: ignored
+    t.setPeers(['globex', 'hooli']);
+    t.interval(['globex']);
+    expect(t.sent.at(-1)).toBe('hooli');
+    t.setPeers(['hooli']);
+    for (let i = 0; i < 10; i++) t.interval(['hooli']);
+    expect(t.events).toEqual([]);
+    expect(t.liveness.status().map((p) => p.org)).toEqual(['hooli']);
+  });
+
+  it('refuses a lapse that is not longer than the interval', () => {
+    const options = { peers: () => [], send: () => undefined, onPeerDown: () => undefined };
+    expect(() => new NodeLiveness({ ...options, intervalMs: 1000, lapseMs: 1000 })).toThrow(/intervalMs .* < lapseMs/);
+    expect(() => new NodeLiveness({ ...options, intervalMs: 0, lapseMs: 1000 })).toThrow(/0 < intervalMs/);
+  });
+});
