@@ -7,6 +7,7 @@ import type { GroupCommitStats, WriteOp } from './group-commit.ts';
 import { checkSwarmId, kvPrefix } from './keys.ts';
 import { KvStore } from './kv-store.ts';
 import { RaftLogStore } from './raft-log-store.ts';
+import { WalSyncer } from './wal-sync.ts';
 
 export interface NodeStoreOptions {
   /** upper bound of one synced batch in key+value bytes (default 32 MiB) */
@@ -60,7 +61,7 @@ export class NodeStore {
       }
       throw new StorageError('STORAGE_OPEN_FAILED', `cannot open the database at ${dataDir}: ${detail}`, { cause: err });
     }
-    return new NodeStore(dataDir, db, new GroupCommitWriter(db, options.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES));
+    return new NodeStore(dataDir, db, new GroupCommitWriter(db, options.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES, new WalSyncer(dataDir)));
   }
 
   /** The Raft log of one swarm (one instance per swarm; call `load()` before writing). */

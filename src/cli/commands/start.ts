@@ -1,6 +1,9 @@
 // `conclave start --config federation.yaml`: runs this org's node until SIGTERM or SIGINT, then stops cleanly.
 import type { Command } from 'commander';
 
+/** How long a clean stop may take after SIGTERM / SIGINT before the process exits anyway. */
+const STOP_DEADLINE_MS = 15_000;
+
 export function register(program: Command): void {
   program
     .command('start')
@@ -28,6 +31,12 @@ export function register(program: Command): void {
         if (stopping) return;
         stopping = true;
         logger.info({ signal }, 'stopping');
+        // A stop that hangs (a peer that never answers, a stuck disk) must not keep the process: everything
+        // acknowledged is already synced, so exiting loses nothing.
+        setTimeout(() => {
+          logger.error({ signal, afterMs: STOP_DEADLINE_MS }, 'stopping took too long; exiting now');
+          process.exit(1);
+        }, STOP_DEADLINE_MS).unref();
         await node.stop();
         process.exit(0);
       };

@@ -1,0 +1,85 @@
+// WalSyncer: makes RocksDB's write-ahead log durable from the libuv thread pool instead of the JavaScript thread.
+//
+// Why: @nxtedition/rocksdb writes a batch synchronously on the calling thread (binding batch_write →
+// DB::Write), so `batch(ops, { sync: true })` holds the event loop for the whole fsync — 3–6 ms on this machine's
+// disk, during which a node sends, receives and answers nothing (a leader cannot even overlap its own log write
+// with its followers', which Raft allows). The binding has no asynchronous write and no SyncWAL.
+//
+// How: the group-commit writer writes its batch with `sync: false` — RocksDB appends the batch to the current WAL
+// file and hands it to the kernel (write(2)) before DB::Write returns, since manual_wal_flush is off — and then
+// calls `sync()`, which fdatasyncs the WAL file(s) through fs/promises (thread pool). Writes are resolved only after
+// that, so "synced before acknowledged" holds exactly as with `sync: true`: fdatasync flushes every dirty page of the
+// file, whichever descriptor wrote it.
+//
+// WAL files are `<dir>/<number>.log`; RocksDB starts a new one when a memtable is flushed. Each sync lists the
+// directory and syncs every WAL file numbered at or above the newest one synced before (a batch written just as the
+// file switched may sit in either), and fsyncs the directory when a new WAL file appeared, so its directory entry
+// survives a power loss too. A WAL file RocksDB already deleted holds nothing still needed (its contents are in
+// table files that RocksDB synced before deleting it): ENOENT is not an error.
+import { open, readdir, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+
+const WAL_FILE = /^(\d+)\.log$/;
+
+export class WalSyncer {
+  /** Open handles of the WAL files still being synced, by file number. */
+  private readonly handles = new Map<number, FileHandle>();
+  /** Newest WAL file number synced so far (-1 before the first sync). */
+  private newestSynced = -1;
+  private closed = false;
+
+  constructor(private readonly dir: string) {}
+
+  /** Makes everything written to the WAL so far durable (WAL files and, when one is new, the directory). */
+  async sync(): Promise<void> {
+    if (this.closed) throw new Error('the WAL syncer is closed');
+    const files = (await readdir(this.dir))
+      .map((name) => ({ name, match: WAL_FILE.exec(name) }))
+      .filter((file) => file.match !== null)
+      .map((file) => ({ name: file.name, n: Number(file.match![1]) }))
+      .filter((file) => file.n >= this.newestSynced)
+      .sort((a, b) => a.n - b.n);
+    if (files.length === 0) return;
+    const newest = files.at(-1)!.n;
+    const sawNewFile = newest > this.newestSynced;
+    await Promise.all(files.map((file) => this.syncFile(file.n, file.name)));
+    if (sawNewFile) await this.syncDirectory();
+    this.newestSynced = newest;
+    // Older files get no more writes once RocksDB moved to a newer one (and each was synced once more above).
+    for (const [n, handle] of this.handles) {
+      if (n >= newest) continue;
+      this.handles.delete(n);
+      await handle.close().catch(() => undefined);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const handles = [...this.handles.values()];
+    this.handles.clear();
+    await Promise.all(handles.map((handle) => handle.close().catch(() => undefined)));
+  }
+
+  private async syncFile(n: number, name: string): Promise<void> {
+    let handle = this.handles.get(n);
+    try {
+      if (!handle) {
+        handle = await open(join(this.dir, name), 'r');
+        this.handles.set(n, handle);
+      }
+      await handle.datasync();
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      this.handles.delete(n);
+    }
+  }
+
+  private async syncDirectory(): Promise<void> {
+    const handle = await open(this.dir, 'r');
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  }
+}
