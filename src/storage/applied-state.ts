@@ -52,14 +52,18 @@ export class AppliedStateStore {
     };
   }
 
-  commit(c: AppliedCommit): Promise<void> {
+  /**
+   * `lazy`: durable with the node's next synced write instead of its own — for state a restart can rebuild from the
+   * Raft log (the applied index never runs ahead of what the log holds).
+   */
+  commit(c: AppliedCommit, options: { lazy?: boolean } = {}): Promise<void> {
     const ops: KvOp[] = [{ key: APPLIED, value: u64(c.appliedIndex) }];
     if (c.meta) ops.push({ key: META, value: Buffer.concat([u64(c.appliedIndex), c.meta]) }, { key: SM_SNAPSHOT, value: null });
     else if (c.snapshot) ops.push({ key: SM_SNAPSHOT, value: Buffer.concat([u64(c.appliedIndex), c.snapshot]) });
     for (const a of c.audit ?? []) ops.push({ key: indexKey(AUDIT, a.index), value: a.record });
     for (const cp of c.checkpoints ?? []) ops.push({ key: indexKey(CHECKPOINT, cp.size), value: cp.checkpoint });
     for (const op of c.extra ?? []) ops.push(op);
-    return this.kv.putSynced(ops);
+    return options.lazy ? this.kv.putLazy(ops) : this.kv.putSynced(ops);
   }
 
   /** Audit records from index `from` on, in index order. */

@@ -34,6 +34,8 @@ export interface WriteOp {
 interface Request {
   ops: WriteOp[];
   bytes: number;
+  /** Ordered but not synced by itself: see GroupCommitWriter.write. */
+  lazy: boolean;
   resolve: () => void;
   reject: (err: Error) => void;
 }
@@ -41,6 +43,8 @@ interface Request {
 export interface GroupCommitStats {
   /** synced batches written (= fsyncs of the WAL) */
   batches: number;
+  /** batches of lazy writes only, written without a sync */
+  lazyBatches: number;
   /** write requests covered by those batches */
   requests: number;
   /** key operations covered by those batches */
@@ -56,7 +60,7 @@ export class GroupCommitWriter {
   private failure: StorageError | null = null;
   private closed = false;
   private idleWaiters: Array<() => void> = [];
-  readonly stats: GroupCommitStats = { batches: 0, requests: 0, ops: 0 };
+  readonly stats: GroupCommitStats = { batches: 0, lazyBatches: 0, requests: 0, ops: 0 };
 
   constructor(
     private readonly db: RocksLevel,
@@ -65,14 +69,19 @@ export class GroupCommitWriter {
     private readonly wal: WalSyncer | null = null,
   ) {}
 
-  /** Queues `ops` as one atomic unit; resolves once they are synced to disk. */
-  write(ops: WriteOp[]): Promise<void> {
+  /**
+   * Queues `ops` as one atomic unit; resolves once they are synced to disk. A `lazy` write keeps its place in the
+   * queue (so in the WAL) but resolves once written, without a sync of its own: it becomes durable with the next
+   * synced write, which the WAL orders after it — what etcd does for a commit-index-only hard state, and for state
+   * that can be rebuilt from the Raft log. Never lazy for anything acknowledged to a client or a peer.
+   */
+  write(ops: WriteOp[], lazy = false): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
     if (this.closed) return Promise.reject(new StorageError('STORAGE_CLOSED', 'the node store is closed'));
     let bytes = 0;
     for (const op of ops) bytes += op.key.byteLength + (op.value?.byteLength ?? 0);
     return new Promise<void>((resolve, reject) => {
-      this.pending.push({ ops, bytes, resolve, reject });
+      this.pending.push({ ops, bytes, lazy, resolve, reject });
       this.schedule();
     });
   }
@@ -110,13 +119,20 @@ export class GroupCommitWriter {
     }
 
     try {
-      if (this.wal) {
+      const mustSync = batch.some((request) => !request.lazy);
+      if (!mustSync) {
         await this.db.batch(ops, { sync: false });
+        this.stats.lazyBatches++;
+      } else if (this.wal) {
+        await this.db.batch(ops, { sync: false });
+        // Lazy writes are in the WAL, before everything written later: they need not wait for this sync.
+        for (const request of batch) if (request.lazy) request.resolve();
         await this.wal.sync();
+        this.stats.batches++;
       } else {
         await this.db.batch(ops, { sync: true });
+        this.stats.batches++;
       }
-      this.stats.batches++;
       this.stats.requests += batch.length;
       this.stats.ops += ops.length;
       for (const request of batch) request.resolve();

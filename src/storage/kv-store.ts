@@ -48,6 +48,13 @@ export class KvStore {
     );
   }
 
+  /** Applies all ops atomically, in order with the node's other writes; durable with the next synced write. */
+  putLazy(ops: KvOp[]): Promise<void> {
+    return this.node.writeLazy(
+      ops.map((op) => ({ key: concat(this.prefix, keyBytes(op.key)), value: op.value === null ? null : keyBytes(op.value) })),
+    );
+  }
+
   async get(key: KvKey): Promise<Uint8Array | undefined> {
     const [value] = await this.node.db.getMany([concat(this.prefix, keyBytes(key))]);
     return value ? new Uint8Array(value) : undefined;

@@ -87,6 +87,11 @@ export class NodeStore {
     return this.writer.write(ops);
   }
 
+  /** Writes `ops` atomically, in order with every other write, durable with the next synced one (see write()). */
+  writeLazy(ops: WriteOp[]): Promise<void> {
+    return this.writer.write(ops, true);
+  }
+
   get stats(): GroupCommitStats {
     return { ...this.writer.stats };
   }

@@ -9,6 +9,8 @@
 //   snapshot.index. The snapshot's conf becomes the stored conf. Applied in a call before its entries.
 // - compactedTo: deletes entries <= compactedTo; only entries covered by a stored snapshot (compactedTo <=
 //   snapshot.index), so that a restart never finds a gap between snapshot and log.
+// - A call whose only change is the hard state's commit index is written in order but not synced by itself
+//   (etcd's MustSync); everything else resolves once synced.
 // - Invariants checked on every call (violations throw STORAGE_INVARIANT and write nothing): contiguous
 //   indexes, non-decreasing terms, term and commit never decrease, one vote per term, commit <= lastIndex,
 //   no entry term above the hard state term.
@@ -195,8 +197,15 @@ export class RaftLogStore {
     }
     // nothing to write: still resolve only after this store's earlier calls are durable
     if (ops.length === 0) return this.lastWrite;
+    // A hard state whose only change is the commit index need not be synced (etcd's MustSync): the commit index
+    // may be lost in a crash — a restarted node learns it again from the leader — while term and vote may not.
+    // Written in order, it is durable with the next synced write.
+    const before = this.accepted.hardState;
+    const commitOnly =
+      ready.entries.length === 0 && !ready.snapshot && (ready.compactedTo ?? null) === null && ready.hardState !== null &&
+      ready.hardState.term === before.term && ready.hardState.vote === before.vote;
     this.accepted = next;
-    this.lastWrite = this.node.writeSynced(ops).then(
+    this.lastWrite = (commitOnly ? this.node.writeLazy(ops) : this.node.writeSynced(ops)).then(
       () => {
         // batches resolve in queue order, so the last resolved call is the newest durable state
         this.durable = next;

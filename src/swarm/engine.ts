@@ -17,8 +17,11 @@ export interface CommittedEntry {
 export interface Applier {
   /** Applies one committed entry. Returns 'halt' when this entry ends the engine's era (a committed mode switch). */
   apply(entry: CommittedEntry): 'continue' | 'halt';
-  /** Makes what the entries of one cycle produced durable (one synced batch). */
-  flush(extra?: { key: string; value: Uint8Array | null }[]): Promise<void>;
+  /**
+   * Makes what the entries of one cycle produced durable (one synced batch). `lazy`: written in order but durable
+   * only with the node's next synced write — for an engine whose log can replay the entries after a crash (Raft).
+   */
+  flush(extra?: { key: string; value: Uint8Array | null }[], options?: { lazy?: boolean }): Promise<void>;
   /** The state as of the last applied entry, for a Raft snapshot. */
   snapshot(): Uint8Array;
   /** Replaces the state with a snapshot taken at `index` (Raft InstallSnapshot). */

@@ -445,7 +445,8 @@ export class RaftSwarm implements ConsensusEngine {
           const wake = this.afterFlush.splice(0);
           this.wakeWaitersUpTo(this.appliedIndex);
           for (const fn of wake) fn();
-          this.pendingFlush = this.options.applier.flush().catch((error: unknown) => this.fail(error));
+          // Not synced by itself (it rides on the next synced write): after a crash the log replays what it lost.
+          this.pendingFlush = this.options.applier.flush([], { lazy: true }).catch((error: unknown) => this.fail(error));
         }
         for (const readState of ready.readStates) {
           const waiter = this.readWaiters.get(Buffer.from(readState.ctx).toString('utf8'));

@@ -415,7 +415,7 @@ export class SwarmState {
    * Writes what this ready cycle applied — records, checkpoints, the decisions it changed, the meta and the applied
    * index — in one synced batch: what is on disk is always the state at the applied index it names.
    */
-  async flush(extra: { key: string; value: Uint8Array | null }[] = []): Promise<void> {
+  async flush(extra: { key: string; value: Uint8Array | null }[] = [], options: { lazy?: boolean } = {}): Promise<void> {
     const decisions = this.decisionStore.drain();
     if (this.pendingRecords.length === 0 && this.pendingCheckpoints.length === 0 && extra.length === 0 && decisions.ops.length === 0 && !this.metaDue) return;
     const audit = this.pendingRecords;
@@ -423,7 +423,7 @@ export class SwarmState {
     this.pendingRecords = [];
     this.pendingCheckpoints = [];
     this.metaDue = false;
-    await this.options.applied.commit({ appliedIndex: this.audit.size, audit, checkpoints, extra: [...extra, ...decisions.ops], meta: canonicalBytes(this.meta()) });
+    await this.options.applied.commit({ appliedIndex: this.audit.size, audit, checkpoints, extra: [...extra, ...decisions.ops], meta: canonicalBytes(this.meta()) }, options);
     // Only once durable may reads fall through to the disk for these keys (a failed batch stops the swarm).
     decisions.settle();
   }

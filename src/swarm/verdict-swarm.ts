@@ -240,9 +240,10 @@ export class VerdictSwarm implements SwarmService {
     const applier: Applier = {
       apply: (entry) => state.apply(entry),
       head: () => state.head(),
-      flush: async (extra = []) => {
+      flush: async (extra = [], flushOptions = {}) => {
         const next = this.pendingEra;
-        await state.flush(next ? [...extra, { key: ERA_KEY, value: Buffer.from(JSON.stringify(next)) }] : extra);
+        // An era change is written synced: the next era's engine starts from it.
+        await state.flush(next ? [...extra, { key: ERA_KEY, value: Buffer.from(JSON.stringify(next)) }] : extra, next ? {} : flushOptions);
         if (next) {
           this.pendingEra = null;
           await this.enterEra(next);

@@ -32,6 +32,25 @@ async function reopen(): Promise<NodeStore> {
 const none = { hardState: null, entries: [], snapshot: null, compactedTo: null };
 
 describe('RaftLogStore', () => {
+  it('a commit-index-only hard state is written in order without a sync of its own; term, vote and entries are synced', async () => {
+    const log = store.raftLog('reviews');
+    await log.load();
+    await log.persistReady({ ...none, hardState: { term: 2, vote: 'acme', commit: 0 }, entries: entries(1, 5, 2) });
+    const synced = store.stats.batches;
+    await log.persistReady({ ...none, hardState: { term: 2, vote: 'acme', commit: 3 } });
+    await log.persistReady({ ...none, hardState: { term: 2, vote: 'acme', commit: 5 } });
+    expect(store.stats.batches).toBe(synced);
+    expect(store.stats.lazyBatches).toBeGreaterThanOrEqual(1);
+    expect(log.hardState()).toEqual({ term: 2, vote: 'acme', commit: 5 });
+    // A new vote is never lazy.
+    await log.persistReady({ ...none, hardState: { term: 3, vote: 'bolt', commit: 5 } });
+    expect(store.stats.batches).toBe(synced + 1);
+    // Written in order: after a reopen the commit-only write is there (durable with the synced one after it).
+    const reopened = await reopen();
+    const again = reopened.raftLog('reviews');
+    expect((await again.load()).hardState).toEqual({ term: 3, vote: 'bolt', commit: 5 });
+  });
+
   it('an empty store loads an empty log', async () => {
     const log = store.raftLog('s1');
     expect(await log.load()).toEqual({
