@@ -1,6 +1,8 @@
 // One timer per tick length for the whole node: every engine with the same tick ticks in the same turn of the
 // event loop, so the heartbeats of many swarms to one peer leave in one transport batch, and a node with many
-// idle swarms runs one timer, not one per swarm.
+// idle swarms runs one timer, not one per swarm. A quiesced Raft engine is not a listener at all (it leaves on
+// quiescing and comes back when woken), so an idle node's ticks cost nothing per swarm; the timer stops when the
+// last listener leaves.
 interface Clock {
   timer: NodeJS.Timeout;
   listeners: Set<() => void>;
