@@ -11,6 +11,7 @@ import { createLogger } from '../../src/log/logger.ts';
 import { ConclaveNode } from '../../src/node/node.ts';
 import { signVerdict, type AgentPrivateJwk } from '../../src/verdict/agent.ts';
 import { adminCommand } from '../../src/verdict/admin.ts';
+import { PeerClientPool } from '../../src/transport/client.ts';
 import { importPrivateJwk, type PrivateJwk } from '../../src/crypto/ed25519.ts';
 import type { AdminAction } from '../../src/verdict/proposal.ts';
 
@@ -150,4 +151,23 @@ export function verdictStream(fixture: MembershipFixture, orgs: () => string[]):
       return { committed, failed, errors };
     },
   };
+}
+
+/** Whether `from`'s node certificate still gets a mutual-TLS answer from `to`'s peer port (a whoami round trip). */
+export async function peerAccepts(fixture: MembershipFixture, from: string, to: string): Promise<boolean> {
+  const mine = fixture.orgs.get(from)!;
+  const theirs = fixture.orgs.get(to)!;
+  const pool = new PeerClientPool({
+    self: from,
+    tls: { certPem: readFileSync(join(mine.certDir, 'node.crt'), 'utf8'), keyPem: readFileSync(join(mine.certDir, 'node.key'), 'utf8') },
+    members: [{ org: to, peerUrl: theirs.peerUrl, caPem: readFileSync(join(theirs.certDir, 'ca.crt'), 'utf8') }],
+  });
+  try {
+    await pool.whoami(to, { timeoutMs: 5000 });
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await pool.close();
+  }
 }
