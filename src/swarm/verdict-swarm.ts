@@ -174,10 +174,7 @@ export class VerdictSwarm implements SwarmService {
           from,
           to,
           peers: [...new Set([...(hint && hint !== options.self ? [hint] : []), ...this.state.peers().filter((org) => org !== options.self)])],
-          fetch: async (peer, start, limit) => {
-            const answer = await this.options.link.call(peer, this.id, RECORDS_CALL, Buffer.from(JSON.stringify({ from: start, limit })), 15_000);
-            return (JSON.parse(fromUtf8(answer)) as { records: AuditRecord[] }).records;
-          },
+          fetch: (peer, from, limit) => this.peerRecords(peer, from, limit),
           staging: options.store.kv(this.id, 'install'),
           onProblem: (peer, problem) => options.logger.warn({ swarm: this.id, peer, problem }, 'snapshot install: records from this peer not used'),
         }),
@@ -365,6 +362,12 @@ export class VerdictSwarm implements SwarmService {
     }, DRAIN_MS).unref();
   }
 
+  /** A peer's stored audit records [from, from + limit) (unverified: verifiedRecords checks them). */
+  private async peerRecords(peer: string, from: number, limit: number): Promise<AuditRecord[]> {
+    const answer = await this.options.link.call(peer, this.id, RECORDS_CALL, Buffer.from(JSON.stringify({ from, limit })), 15_000);
+    return (JSON.parse(fromUtf8(answer)) as { records: AuditRecord[] }).records;
+  }
+
   /** Where this swarm's history stands here: the current era (with its base hash and members) and the genesis. */
   private async eraAnswer(): Promise<EraAnswer> {
     const era = this.era;
@@ -419,10 +422,7 @@ export class VerdictSwarm implements SwarmService {
           from: { size: head.size, hash: head.size === 0 ? GENESIS_PREV : head.hash },
           to: { size: era.base, hash: era.baseHash },
           peers: target.vouchers,
-          fetch: async (peer, from, limit) => {
-            const answer = await this.options.link.call(peer, this.id, RECORDS_CALL, Buffer.from(JSON.stringify({ from, limit })), 15_000);
-            return (JSON.parse(fromUtf8(answer)) as { records: AuditRecord[] }).records;
-          },
+          fetch: (peer, from, limit) => this.peerRecords(peer, from, limit),
           staging: this.options.store.kv(this.id, 'transfer'),
           onProblem: (peer, problem) => logger.warn({ peer, problem }, 'records from this peer not used'),
         });
