@@ -184,6 +184,7 @@ export class ConclaveNode implements NodeService {
     });
     this.liveness = liveness;
     this.peerServer.onMessages(LIVENESS_CHANNEL, (fromOrg) => liveness.heard(fromOrg));
+    this.peerServer.onPeerBatch((fromOrg) => liveness.heard(fromOrg));
     // Before the swarms: starting 1,000 swarms takes a while, and this node is alive (its peers must not think otherwise).
     liveness.start();
     for (const swarm of this.swarms.values()) await swarm.start();

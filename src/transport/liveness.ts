@@ -45,6 +45,7 @@ export class NodeLiveness {
   private readonly watched = new Map<string, Watched>();
   private timer: NodeJS.Timeout | null = null;
   private readonly now: () => number;
+  private lastRoundAt: number | null = null;
 
   constructor(private readonly options: NodeLivenessOptions) {
     if (!(options.intervalMs > 0) || !(options.lapseMs > options.intervalMs)) {
@@ -65,7 +66,7 @@ export class NodeLiveness {
     this.timer = null;
   }
 
-  /** A liveness message (or anything else proving the node alive) arrived from `org`'s node. */
+  /** A liveness message, or any other batch (it proves the node alive as well), arrived from `org`'s node. */
   heard(org: string): void {
     const peer = this.watched.get(org);
     if (!peer) return; // not a peer we watch (yet): the next round adds it
@@ -84,6 +85,11 @@ export class NodeLiveness {
   /** One interval: heartbeat every peer, then report the peers silent for too long. Public for tests. */
   round(): void {
     const now = this.now();
+    // This node itself stalled (a long GC pause, SIGSTOP, a starved machine) if a whole lapse passed since its last
+    // round: what arrived meanwhile may still be queued unread, so it judges nobody now and gives every peer a fresh
+    // lapse from here.
+    const stalled = this.lastRoundAt !== null && now - this.lastRoundAt > this.options.lapseMs;
+    this.lastRoundAt = now;
     const peers = new Set(this.options.peers());
     for (const org of this.watched.keys()) if (!peers.has(org)) this.watched.delete(org);
     for (const org of peers) {
@@ -92,6 +98,7 @@ export class NodeLiveness {
       this.options.send(org, LIVENESS_SWARM, LIVENESS_CHANNEL, [LIVENESS_MESSAGE]);
     }
     for (const [org, peer] of this.watched) {
+      if (stalled) peer.heardAt = Math.max(peer.heardAt, now);
       if (peer.up && now - peer.heardAt > this.options.lapseMs) {
         peer.up = false;
         this.options.onPeerDown(org);

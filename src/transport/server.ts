@@ -77,6 +77,7 @@ export class PeerServer {
   readonly fastify: FastifyInstance;
   private trust: PeerTrust;
   private readonly messageHandlers = new Map<string, MessagesHandler>();
+  private batchListener: ((fromOrg: string) => void) | null = null;
   private readonly requestHandlers = new Map<string, RequestHandler>();
   private readonly sessions = new Set<Http2Session>();
   private readonly identities = new WeakMap<Http2Session, CachedIdentity>();
@@ -202,6 +203,11 @@ export class PeerServer {
     this.messageHandlers.set(channel, handler);
   }
 
+  /** Called once per well-formed batch from an identified peer, whatever its channels (node liveness listens). */
+  onPeerBatch(listener: (fromOrg: string) => void): void {
+    this.batchListener = listener;
+  }
+
   /** Answers calls on `channel` (POST /peer/v1/call/<channel>). One responder per channel. */
   onRequest(channel: string, handler: RequestHandler): void {
     if (!CHANNEL_PATTERN.test(channel.replace(/\.\*$/, ''))) throw new Error(`invalid channel ${JSON.stringify(channel)}`);
@@ -286,6 +292,7 @@ export class PeerServer {
       throw error;
     }
     this.counters.batchesReceived++;
+    this.batchListener?.(request.peer.org);
     let accepted = 0;
     let unrouted = 0;
     for (const group of groups) {

@@ -33,6 +33,11 @@ function setup(initialPeers: string[]) {
     setPeers(next: string[]) {
       peers = next;
     },
+    /** This node's own timers do not run for `ms`; then its next round runs. */
+    stall(ms: number) {
+      now += ms;
+      liveness.round();
+    },
   };
 }
 
@@ -83,6 +88,22 @@ describe('node liveness', () => {
     for (let i = 0; i < 10; i++) t.interval(['hooli']);
     expect(t.events).toEqual([]);
     expect(t.liveness.status().map((p) => p.org)).toEqual(['hooli']);
+  });
+
+  it('a node that itself stalled for a lapse judges nobody on its first round back; silent peers get a fresh lapse', () => {
+    const s = setup(['globex']);
+    s.liveness.round();
+    s.interval(['globex']);
+    s.stall(10_000);
+    expect(s.events).toEqual([]); // the first round after the stall
+    s.interval(['globex']); // the queued messages are read: globex was alive all along
+    for (let i = 0; i < 3; i++) s.interval(['globex']);
+    expect(s.events).toEqual([]);
+    s.stall(10_000);
+    for (let i = 0; i < 3; i++) s.interval([]);
+    expect(s.events).toEqual([]); // 3 s of real silence after the stall: not yet beyond the lapse
+    s.interval([]);
+    expect(s.events).toEqual(['down globex']);
   });
 
   it('refuses a lapse that is not longer than the interval', () => {

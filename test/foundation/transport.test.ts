@@ -185,6 +185,19 @@ describe('peer transport over mutual TLS HTTP/2', () => {
     }
   });
 
+  it('every batch is reported to the peer-batch listener with its sender, even one with no routed channel', async () => {
+    const senders: string[] = [];
+    server.onPeerBatch((from) => senders.push(from));
+    const pool = new PeerClientPool({ self: 'globex', tls: { certPem: globex.certPem, keyPem: globex.keyPem }, members: [{ org: 'acme', peerUrl: server.url, caPem: acme.caPem }] });
+    try {
+      pool.send('acme', 'review', 'nobody-listens', [new Uint8Array([1])]);
+      await pool.flush();
+      expect(senders).toEqual(['globex']);
+    } finally {
+      await pool.close();
+    }
+  });
+
   it('a call returns the peer answer, and the peer handler errors arrive with their code', async () => {
     const pool = new PeerClientPool({ self: 'globex', tls: { certPem: globex.certPem, keyPem: globex.keyPem }, members: [{ org: 'acme', peerUrl: server.url, caPem: acme.caPem }] });
     try {
