@@ -3,7 +3,7 @@
 // (a decision at the second, a late verdict at the third) — sampling each node's RSS and V8 heap at every tenth
 // of N, then once more after the cluster has applied everything. One JSON line per sample, plus a summary with
 // the slope (MB per 100k verdicts) over the second half, where start-up costs no longer count.
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { apiFetch, type ClusterNode } from '../../src/devcluster/cluster.ts';
 import type { LoadConfig } from '../loadgen.ts';
@@ -16,7 +16,23 @@ export interface MemorySample {
   verdicts: number;
   seconds: number;
   commitIndex: number | null;
-  nodes: { org: string; rssMb: number | null; heapUsedMb: number | null; externalMb: number | null }[];
+  nodes: { org: string; rssMb: number | null; heapUsedMb: number | null; externalMb: number | null; mallocHeapMb: number | null }[];
+}
+
+/**
+ * RSS (MB) of the process's `[heap]` mapping: glibc's main malloc arena (the JS thread's native allocations, Buffer
+ * backing stores, RocksDB memtables and batches written from it). Where native growth shows first.
+ */
+function mallocHeapMb(pid: number): number | null {
+  try {
+    const smaps = readFileSync(`/proc/${pid}/smaps`, 'utf8');
+    const at = smaps.search(/ \[heap\]\n/);
+    if (at < 0) return 0;
+    const match = /\nRss:\s+(\d+) kB/.exec(smaps.slice(at));
+    return match ? Math.round(Number(match[1]) / 102.4) / 10 : null;
+  } catch {
+    return null;
+  }
 }
 
 /** heap used and external memory (MB) from the node's Prometheus default metrics. */
@@ -47,13 +63,14 @@ export async function memoryAtScale(
   const samples: MemorySample[] = [];
   const sample = async (count: number): Promise<void> => {
     const rss = nodes.map((n) => rssMb(n.pid));
+    const mallocHeap = nodes.map((n) => mallocHeapMb(n.pid));
     const heaps = await Promise.all(nodes.map((n) => heapOf(n)));
     const line: MemorySample = {
       scale: 'memory-at-verdicts',
       verdicts: count,
       seconds: Math.round((performance.now() - t0) / 1000),
       commitIndex: await commitIndex(nodes[0]!, cluster.info.swarm),
-      nodes: nodes.map((n, i) => ({ org: n.org, rssMb: rss[i] ?? null, ...heaps[i]! })),
+      nodes: nodes.map((n, i) => ({ org: n.org, rssMb: rss[i] ?? null, ...heaps[i]!, mallocHeapMb: mallocHeap[i] ?? null })),
     };
     samples.push(line);
     emit({ ...line });
