@@ -15,7 +15,7 @@ import { LIVENESS_CHANNEL, NodeLiveness } from '../transport/liveness.ts';
 import { Keyring } from '../verdict/keyring.ts';
 import { createApiServer } from '../api/server.ts';
 import { NodeMetrics } from '../swarm/metrics.ts';
-import type { SwarmLink } from '../swarm/engine.ts';
+import { SwarmError, type SwarmLink } from '../swarm/engine.ts';
 import { PeerReplyError } from '../transport/server.ts';
 import { VerdictSwarm } from '../swarm/verdict-swarm.ts';
 import type { NodeService } from '../swarm/service.ts';
@@ -143,23 +143,27 @@ export class ConclaveNode implements NodeService {
       }
       return swarm;
     };
+    // A swarm's refusal (not started yet, records it does not hold, another era) is an answer with its status and
+    // code, not a failure of the peer server.
+    const answerCall = async (fromOrg: string, swarmId: string, channel: string, body: Uint8Array): Promise<Uint8Array> => {
+      const swarm = memberSwarm(fromOrg, swarmId);
+      if (!swarm) throw new PeerReplyError(403, 'NOT_A_MEMBER', `${fromOrg} is not a member of swarm ${swarmId}`);
+      try {
+        return await swarm.handleCall(fromOrg, channel, body);
+      } catch (error) {
+        if (error instanceof SwarmError) throw new PeerReplyError(error.status, error.code, error.message);
+        throw error;
+      }
+    };
     // Consensus channels carry their era ("raft.e0", "pbft.e1", ...): each swarm routes them to the engine of that era.
     for (const family of ['raft', 'raft-propose', 'pbft', 'pbft-call']) {
       this.peerServer.onMessages(`${family}.*`, (fromOrg, swarmId, messages, _peer, channel) => {
         memberSwarm(fromOrg, swarmId)?.receive(fromOrg, channel, messages);
       });
-      this.peerServer.onRequest(`${family}.*`, async (fromOrg, swarmId, body, _peer, channel) => {
-        const swarm = memberSwarm(fromOrg, swarmId);
-        if (!swarm) throw new PeerReplyError(403, 'NOT_A_MEMBER', `${fromOrg} is not a member of swarm ${swarmId}`);
-        return swarm.handleCall(fromOrg, channel, body);
-      });
+      this.peerServer.onRequest(`${family}.*`, (fromOrg, swarmId, body, _peer, channel) => answerCall(fromOrg, swarmId, channel, body));
     }
     // Swarm-level calls (era catch-up): where the swarm's history stands, and stored audit records.
-    this.peerServer.onRequest('swarm.*', async (fromOrg, swarmId, body, _peer, channel) => {
-      const swarm = memberSwarm(fromOrg, swarmId);
-      if (!swarm) throw new PeerReplyError(403, 'NOT_A_MEMBER', `${fromOrg} is not a member of swarm ${swarmId}`);
-      return swarm.handleCall(fromOrg, channel, body);
-    });
+    this.peerServer.onRequest('swarm.*', (fromOrg, swarmId, body, _peer, channel) => answerCall(fromOrg, swarmId, channel, body));
     // Proof of the signing key this node uses now (conclave doctor's key-consistency check): the key id and a
     // signature over the caller's nonce, so what a peer presents is checked, not just what the file claims.
     this.peerServer.onRequest(NODE_IDENTITY_CHANNEL, async (fromOrg, _swarmId, body) => {

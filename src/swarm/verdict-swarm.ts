@@ -104,6 +104,8 @@ export const RECORDS_CALL = 'swarm.records';
 const CHANNEL_ERA = /\.e(\d+)(?:\.|$)/;
 /** At most one era catch-up attempt this often (a later era's traffic can arrive many times a second). */
 const CATCH_UP_INTERVAL_MS = 2000;
+/** An empty node asks its peers where the swarm stands after 1–2 of these (unless its log filled meanwhile). */
+const FRESH_PROBE_MS = 3000;
 
 /** A peer's `swarm.era` answer, checked field by field (null when malformed); key order fixed for comparison. */
 function parseEraAnswer(value: unknown): EraAnswer | null {
@@ -141,6 +143,7 @@ export class VerdictSwarm implements SwarmService {
   private readonly applied: AppliedStateStore;
   private genesis: Genesis;
   private catchingUp = false;
+  private freshProbe: NodeJS.Timeout | null = null;
   private lastCatchUpAt = -Infinity;
   private readonly driver: ConfChangeDriver;
   /** The swarm as this node's federation file lists it now (replaced on reload): the operator's intent. */
@@ -342,8 +345,15 @@ export class VerdictSwarm implements SwarmService {
     });
     this.syncConfChangeDriver();
     // A fresh node may be joining a swarm whose history already moved on (a newcomer after a mode switch, or to a
-    // pbft swarm): ask the members where it stands. Cheap when it has not: one call per peer, once.
-    if (this.state.size === 0) void this.catchUp('fresh node');
+    // pbft swarm): if its log is still empty a little later (a new raft swarm has its leader's first entry by then),
+    // it asks the members where the swarm stands — once. Traffic on a later era's channel also triggers it.
+    if (this.state.size === 0) {
+      this.freshProbe = setTimeout(() => {
+        this.freshProbe = null;
+        if (this.state.size === 0) void this.catchUp('fresh node, empty log');
+      }, FRESH_PROBE_MS + Math.floor(Math.random() * FRESH_PROBE_MS));
+      this.freshProbe.unref();
+    }
   }
 
   /** A committed mode switch took effect here: the old engine drains, the new one starts after `base`. */
@@ -514,6 +524,7 @@ export class VerdictSwarm implements SwarmService {
   }
 
   async stop(): Promise<void> {
+    if (this.freshProbe) clearTimeout(this.freshProbe);
     this.stopCheckpointClock?.();
     this.stopped = true;
     this.driver.stop();
@@ -555,6 +566,7 @@ export class VerdictSwarm implements SwarmService {
   }
 
   async handleCall(fromOrg: string, channel: string, body: Uint8Array): Promise<Uint8Array> {
+    if (!this.era) throw new SwarmError(503, 'SWARM_STARTING', `swarm ${this.id} is starting on this node; ask again shortly`);
     if (channel === ERA_CALL) return Buffer.from(JSON.stringify(await this.eraAnswer()));
     if (channel === RECORDS_CALL) {
       const request = JSON.parse(fromUtf8(body)) as { from?: unknown; limit?: unknown };
