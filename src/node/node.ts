@@ -48,6 +48,7 @@ export interface NodeOptions {
   tickMs?: number;
   /** Raft snapshot (and log compaction) every this many applied entries (tests make it small). */
   snapshotEvery?: number;
+  snapshotBytes?: number;
 }
 
 export class ConclaveNode implements NodeService {
@@ -129,6 +130,7 @@ export class ConclaveNode implements NodeService {
         metrics: this.metrics,
         ...(options.tickMs ? { tickMs: options.tickMs } : {}),
         ...(options.snapshotEvery ? { snapshotEvery: options.snapshotEvery } : {}),
+        ...(options.snapshotBytes ? { snapshotBytes: options.snapshotBytes } : {}),
         onMembership: () => setImmediate(() => this.applyTransportMembers()),
         ...(byzantine ? { byzantine } : {}),
       });

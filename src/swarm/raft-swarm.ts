@@ -35,8 +35,13 @@ export interface RaftSwarmOptions {
   era?: number;
   /** The global log index this era starts after (0, or the index of the mode switch that began it). */
   base?: number;
-  /** Take a snapshot and compact the log after this many applied entries. */
+  /** Take a snapshot and compact the log after this many applied entries... */
   snapshotEvery?: number;
+  /**
+   * ...or once the entries applied since the last snapshot carry this many bytes (default 16 MiB): the core keeps
+   * the log since its snapshot in memory, and a batch of verdicts is kilobytes, so a count alone does not bound it.
+   */
+  snapshotBytes?: number;
   rand?: () => number;
   /** Default true: an idle swarm stops ticking and sending until something happens (see RaftConfig.quiesce). */
   quiesce?: boolean;
@@ -47,6 +52,7 @@ export interface RaftSwarmOptions {
 /** A follower forwards again when its forwarded proposal has not been applied within this time. */
 const FORWARD_RETRY_MS = 5000;
 const MAX_IN_FLIGHT_KEYS = 100_000;
+const DEFAULT_SNAPSHOT_BYTES = 16 * 1024 * 1024;
 
 function dataKey(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('base64url');
@@ -88,6 +94,7 @@ export class RaftSwarm implements ConsensusEngine {
   private stopped = false;
   private appliedIndex = 0;
   private appliedSinceSnapshot = 0;
+  private appliedBytesSinceSnapshot = 0;
   /** Proposals waiting for their index to be applied here, keyed by index. */
   private readonly waiters = new Map<number, IndexWaiter[]>();
   private readonly appliedTerms = new Map<number, number>();
@@ -203,7 +210,7 @@ export class RaftSwarm implements ConsensusEngine {
       commitIndex: status.commit,
       lastIndex: status.lastIndex,
       peers: Object.entries(status.progress).map(([org, p]) => ({ org, match: p.match, next: p.next, state: p.state, active: p.recentActive })),
-      detail: { quiesced: status.quiesced },
+      detail: { quiesced: status.quiesced, snapshotIndex: status.snapshotIndex },
     };
   }
 
@@ -504,6 +511,7 @@ export class RaftSwarm implements ConsensusEngine {
     if (snapshot.data.length > 0) await this.options.applier.restore(snapshot.data, snapshot.index);
     this.appliedIndex = snapshot.index;
     this.appliedSinceSnapshot = 0;
+    this.appliedBytesSinceSnapshot = 0;
     this.appliedTerms.set(snapshot.index, snapshot.term);
     this.wakeWaitersUpTo(snapshot.index);
   }
@@ -540,6 +548,7 @@ export class RaftSwarm implements ConsensusEngine {
     }
     this.appliedIndex = entry.index;
     this.appliedSinceSnapshot++;
+    this.appliedBytesSinceSnapshot += entry.data.byteLength;
     this.appliedTerms.set(entry.index, entry.term);
     // Remember terms only as long as a waiter could ask about them.
     this.appliedTerms.delete(entry.index - 100_000);
@@ -557,13 +566,15 @@ export class RaftSwarm implements ConsensusEngine {
   private async maybeCompact(): Promise<void> {
     if (this.haltedAt !== null) return;
     const every = this.options.snapshotEvery ?? 10_000;
-    if (this.appliedSinceSnapshot < every && !this.snapshotRequested) return;
+    const bytesDue = this.appliedBytesSinceSnapshot >= (this.options.snapshotBytes ?? DEFAULT_SNAPSHOT_BYTES);
+    if (this.appliedSinceSnapshot < every && !bytesDue && !this.snapshotRequested) return;
     if (this.snapshotRequested && this.appliedIndex <= this.core.status().snapshotIndex) {
       this.snapshotRequested = false; // nothing applied since the last snapshot (the driver asks again if it must)
       return;
     }
     this.snapshotRequested = false;
     this.appliedSinceSnapshot = 0;
+    this.appliedBytesSinceSnapshot = 0;
     const snapshot = this.core.compact(this.appliedIndex, this.options.applier.snapshot());
     if (snapshot) await this.options.log.persistReady({ hardState: null, entries: [], snapshot, compactedTo: null });
   }

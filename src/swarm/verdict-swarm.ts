@@ -45,6 +45,8 @@ export interface VerdictSwarmOptions {
   /** The leader / primary checkpoints the log this often (seconds) when it grew. Default 5. */
   checkpointSeconds?: number;
   snapshotEvery?: number;
+  /** Raft: also snapshot once the entries applied since the last snapshot carry this many bytes. */
+  snapshotBytes?: number;
   /** Most verdicts in one node-signed proposal. */
   maxBatch?: number;
   /** Called when the committed membership of this swarm changed (the node updates its peer transport). */
@@ -292,6 +294,7 @@ export class VerdictSwarm implements SwarmService {
       electionTick: 10,
       heartbeatTick: 2,
       snapshotEvery: options.snapshotEvery ?? 10_000,
+      ...(options.snapshotBytes ? { snapshotBytes: options.snapshotBytes } : {}),
       applier,
       onStatus: () => this.updateMetrics(),
     });

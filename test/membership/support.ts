@@ -48,7 +48,7 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | null | u
 }
 
 /** orgs: every org of the federation (each gets a card in every file); swarmMembers: who the swarm starts with. */
-export async function membershipFixture(options: { orgs: string[]; swarmMembers: string[]; mode?: 'raft' | 'pbft'; snapshotEvery?: number; tickMs?: number }): Promise<MembershipFixture> {
+export async function membershipFixture(options: { orgs: string[]; swarmMembers: string[]; mode?: 'raft' | 'pbft'; snapshotEvery?: number; snapshotBytes?: number; tickMs?: number }): Promise<MembershipFixture> {
   const dir = mkdtempSync(join(tmpdir(), 'conclave-membership-'));
   const federation = await writeLocalFederation({
     dir,
@@ -66,7 +66,7 @@ export async function membershipFixture(options: { orgs: string[]; swarmMembers:
     orgs,
     nodes,
     async start(org) {
-      const node = new ConclaveNode({ configPath: orgs.get(org)!.configPath, logger: logger.child({ org }), tickMs: options.tickMs ?? 20, snapshotEvery: options.snapshotEvery ?? 40 });
+      const node = new ConclaveNode({ configPath: orgs.get(org)!.configPath, logger: logger.child({ org }), tickMs: options.tickMs ?? 20, snapshotEvery: options.snapshotEvery ?? 40, ...(options.snapshotBytes ? { snapshotBytes: options.snapshotBytes } : {}) });
       nodes.set(org, node);
       await node.start();
       return node;
