@@ -4,7 +4,7 @@
 // checks. Every result is one JSON line on stdout and in <out>/results.jsonl; <out>/chart.svg is drawn beside it.
 //   npm run bench [-- --quick] [--with-etcd] [--duration S] [--concurrency 1,16,64,256] [--out DIR]
 //                 [--rounds N] [--only micro,raft,pbft,scale] [--idle-swarms N] [--memory-seconds S]
-//                 [--warmup S] [--micro-seconds S] [--audit-entries N] [--tree head|working] [--profile]
+//                 [--warmup S] [--micro-seconds S] [--audit-entries N] [--tree head|working] [--profile [--profile-concurrency N]]
 //                 [--only memory --verdicts N]   (memory per node sampled at every tenth of N verdicts)
 import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -37,6 +37,7 @@ const { values: args } = parseArgs({
     'micro-seconds': { type: 'string' },
     'audit-entries': { type: 'string' },
     profile: { type: 'boolean', default: false },
+    'profile-concurrency': { type: 'string' },
     verdicts: { type: 'string' },
   },
   allowPositionals: false,
@@ -48,6 +49,8 @@ const duration = Number(args.duration ?? (quick ? 3 : 10));
 const warmup = Number(args.warmup ?? (quick ? 1 : 3));
 const concurrencies = (args.concurrency ?? (quick ? '1,16' : '1,16,64,256')).split(',').map(Number).filter((n) => n > 0);
 const rounds = Number(args.rounds ?? (withEtcd ? 2 : 1));
+/** In flight during the --profile run (default 64). */
+const profileConcurrency = Number(args['profile-concurrency'] ?? 64);
 const only = new Set((args.only ?? 'micro,raft,pbft,scale').split(','));
 const idleSwarmCount = Number(args['idle-swarms'] ?? (quick ? 50 : 1000));
 const memorySeconds = Number(args['memory-seconds'] ?? (quick ? 0 : 60));
@@ -400,7 +403,7 @@ async function profileRun(): Promise<void> {
   };
   let leader: string | null = null;
   try {
-    await loadRun('raft-3-profiled', 'conclave', conclaveProcs(cluster), cluster.targets, 64, 'unique', 1, cluster.info.swarm, toggle, cluster);
+    await loadRun('raft-3-profiled', 'conclave', conclaveProcs(cluster), cluster.targets, profileConcurrency, 'unique', 1, cluster.info.swarm, toggle, cluster);
     await new Promise((done) => setTimeout(done, 1000)); // profiles written
     const status = await apiJson<{ swarms: { swarm: string; leader: string | null }[] }>(cluster.info.nodes[0]!, '/v1/status', { timeoutMs: 10_000 }).catch(() => null);
     leader = status?.swarms.find((w) => w.swarm === cluster.info.swarm)?.leader ?? null;
@@ -408,11 +411,11 @@ async function profileRun(): Promise<void> {
     await stopConclave(cluster);
   }
   const files = profilesIn(profDir);
-  if (files.length === 0) emit({ profile: 'raft-3 c=64', error: 'no .cpuprofile written (did the nodes exit cleanly on SIGTERM?)' });
+  if (files.length === 0) emit({ profile: `raft-3 c=${profileConcurrency}`, error: 'no .cpuprofile written (did the nodes exit cleanly on SIGTERM?)' });
   for (const file of files) {
     const pid = Number(/(\d+)-\d+\.cpuprofile$/.exec(file)?.[1]);
     const org = cluster.info.nodes.find((n) => n.pid === pid)?.org ?? `pid ${pid}`;
-    emit({ profile: 'raft-3, 64 in flight, measured window only', org, leader: org === leader, ...summarizeProfile(file) });
+    emit({ profile: `raft-3, ${profileConcurrency} in flight, measured window only`, org, leader: org === leader, ...summarizeProfile(file) });
   }
 }
 
