@@ -37,6 +37,10 @@ const LIVENESS_INTERVAL_TICKS = 10;
 /** ...and reports it down after this many intervals of silence (beyond the longest randomized election timeout). */
 const LIVENESS_LAPSE_INTERVALS = 3;
 
+/** The stall watch ticks this often and reports a tick late by at least STALL_REPORT_MS. */
+const STALL_WATCH_MS = 250;
+const STALL_REPORT_MS = 1000;
+
 /** Files in the node's data folder: its pid (for `conclave admin reload`) and the last reload's report. */
 export const PID_FILE = 'conclave.pid';
 export const RELOAD_REPORT_FILE = 'last-reload.json';
@@ -60,6 +64,7 @@ export class ConclaveNode implements NodeService {
   private pool: PeerClientPool | null = null;
   private peerServer: PeerServer | null = null;
   private liveness: NodeLiveness | null = null;
+  private stallWatch: NodeJS.Timeout | null = null;
   private api: FastifyInstance | null = null;
   private readonly metrics: NodeMetrics;
   config: FederationConfig;
@@ -193,6 +198,7 @@ export class ConclaveNode implements NodeService {
     this.peerServer.onPeerBatch((fromOrg) => liveness.heard(fromOrg));
     // Before the swarms: starting 1,000 swarms takes a while, and this node is alive (its peers must not think otherwise).
     liveness.start();
+    this.watchForStalls();
     for (const swarm of this.swarms.values()) await swarm.start();
     // The committed membership (rebuilt from storage) decides whom the transport trusts, not the file alone.
     this.applyTransportMembers();
@@ -232,6 +238,21 @@ export class ConclaveNode implements NodeService {
     this.pool.updateMembers(members);
     this.peerServer.updateMembers(members);
     this.options.logger.debug({ org: this.org, peers: members.map((m) => m.org) }, 'peer transport members updated');
+  }
+
+  /**
+   * Logs when this process's event loop was held for a second or more (a synchronous disk write, a long GC, a starved
+   * machine): peers then see this node go silent, so a stall in the log explains elections that follow it.
+   */
+  private watchForStalls(): void {
+    let last = performance.now();
+    this.stallWatch = setInterval(() => {
+      const now = performance.now();
+      const stalledMs = now - last - STALL_WATCH_MS;
+      last = now;
+      if (stalledMs >= STALL_REPORT_MS) this.options.logger.warn({ stalledMs: Math.round(stalledMs) }, 'event loop stalled: this node answered nothing meanwhile');
+    }, STALL_WATCH_MS);
+    this.stallWatch.unref();
   }
 
   private setCertExpiryMetric(): void {
@@ -316,6 +337,7 @@ export class ConclaveNode implements NodeService {
     rmSync(join(this.config.node.dataDir, PID_FILE), { force: true });
     await this.api?.close().catch(() => undefined);
     this.liveness?.stop();
+    if (this.stallWatch) clearInterval(this.stallWatch);
     for (const swarm of this.swarms.values()) await swarm.stop();
     await this.pool?.close().catch(() => undefined);
     await this.peerServer?.close().catch(() => undefined);
