@@ -250,7 +250,11 @@ export class ConclaveNode implements NodeService {
       const now = performance.now();
       const stalledMs = now - last - STALL_WATCH_MS;
       last = now;
-      if (stalledMs >= STALL_REPORT_MS) this.options.logger.warn({ stalledMs: Math.round(stalledMs) }, 'event loop stalled: this node answered nothing meanwhile');
+      if (stalledMs < STALL_REPORT_MS) return;
+      // With the longest synchronous batch write since the last report: a disk stall and a CPU stall look alike otherwise.
+      const slowestWriteMs = this.store ? Math.round(this.store.stats.slowestWriteMs) : null;
+      this.store?.resetSlowestWrite();
+      this.options.logger.warn({ stalledMs: Math.round(stalledMs), slowestWriteMs }, 'event loop stalled: this node answered nothing meanwhile');
     }, STALL_WATCH_MS);
     this.stallWatch.unref();
   }

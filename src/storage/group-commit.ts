@@ -58,6 +58,11 @@ export interface GroupCommitStats {
   requests: number;
   /** key operations covered by those batches */
   ops: number;
+  /**
+   * Longest time one batch write held the JavaScript thread (the binding writes synchronously; a RocksDB write stall
+   * or the kernel throttling dirty pages shows here). Reset by whoever reports it.
+   */
+  slowestWriteMs: number;
 }
 
 export const DEFAULT_MAX_BATCH_BYTES = 32 * 1024 * 1024;
@@ -74,7 +79,7 @@ export class GroupCommitWriter {
   private idleWaiters: Array<() => void> = [];
   /** The one native batch every write goes through (see the top of this file); null until the first write. */
   private native: RocksChainedBatch | null = null;
-  readonly stats: GroupCommitStats = { batches: 0, lazyBatches: 0, requests: 0, ops: 0 };
+  readonly stats: GroupCommitStats = { batches: 0, lazyBatches: 0, requests: 0, ops: 0, slowestWriteMs: 0 };
 
   constructor(
     private readonly db: RocksLevel,
@@ -170,7 +175,9 @@ export class GroupCommitWriter {
           else native._put(op.key, op.value, NO_OPTIONS);
         }
       }
+      const started = performance.now();
       native._writeSync({ sync });
+      this.stats.slowestWriteMs = Math.max(this.stats.slowestWriteMs, performance.now() - started);
     } finally {
       native._clear();
       if (bytes > RETAINED_BATCH_BYTES) {

@@ -96,6 +96,11 @@ export class NodeStore {
     return { ...this.writer.stats };
   }
 
+  /** Starts a new measurement of the longest synchronous batch write (see GroupCommitStats.slowestWriteMs). */
+  resetSlowestWrite(): void {
+    this.writer.stats.slowestWriteMs = 0;
+  }
+
   get isOpen(): boolean {
     return this.closing === null;
   }
