@@ -1,36 +1,14 @@
 // Real node processes over loopback mutual TLS: SIGKILL of the Raft leader and of a follower (each restarted from
 // its RocksDB), and SIGKILL of the PBFT primary (view change), all under a stream of verdicts. Afterwards every
 // acknowledged verdict is on every node exactly once and the logs are identical.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
-import {
-  apiFetch,
-  apiJson,
-  closeClients,
-  currentLeader,
-  downCluster,
-  findNode,
-  killNode,
-  restartNode,
-  stopAll,
-  upCluster,
-  waitFor,
-  type ClusterInfo,
-} from '../../src/devcluster/cluster.ts';
+import { describe, expect, it } from 'vitest';
+import { apiFetch, apiJson, currentLeader, findNode, killNode, restartNode, upCluster, waitFor, type ClusterInfo } from '../../src/devcluster/cluster.ts';
 import { signVerdict, type AgentPrivateJwk } from '../../src/verdict/agent.ts';
+import { clusterDirs } from '../support/cluster-dirs.ts';
 
-const dirs: string[] = [];
-
-afterAll(async () => {
-  for (const dir of dirs) {
-    await downCluster(dir).catch(() => undefined);
-    rmSync(dir, { recursive: true, force: true });
-  }
-  stopAll();
-  await closeClients();
-});
+const newClusterDir = clusterDirs();
 
 /** Agents of every org submit one verdict per subject, each to its own org's node, retrying the same JWS. */
 function startStream(info: ClusterInfo, down: Set<string>) {
@@ -108,8 +86,7 @@ async function expectConverged(info: ClusterInfo, acked: { subject: string; jwsH
 
 describe('raft: real processes survive SIGKILL', () => {
   it('SIGKILL of the leader and of a follower, each restarted, loses no acknowledged verdict', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'conclave-raft-crash-'));
-    dirs.push(dir);
+    const dir = newClusterDir('raft-crash');
     const info = await upCluster({ orgs: 3, mode: 'raft', dir, policy: { values: ['approve', 'reject'], quorum: 1, rule: 'majority' }, readyTimeoutMs: 120_000 });
     const down = new Set<string>();
     const stream = startStream(info, down);
@@ -147,8 +124,7 @@ describe('raft: real processes survive SIGKILL', () => {
 
 describe('pbft: real processes survive SIGKILL of the primary', () => {
   it('the primary is killed, a view change follows, commits continue and the replicas agree', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'conclave-pbft-crash-'));
-    dirs.push(dir);
+    const dir = newClusterDir('pbft-crash');
     const info = await upCluster({ orgs: 4, mode: 'pbft', dir, policy: { values: ['approve', 'reject'], quorum: 1, rule: 'majority' }, readyTimeoutMs: 120_000 });
     const down = new Set<string>();
     const stream = startStream(info, down);
@@ -174,8 +150,7 @@ describe('pbft: real processes survive SIGKILL of the primary', () => {
 
 describe('pbft: a Byzantine primary', () => {
   it('an equivocating primary (different pre-prepares to different replicas) does not break agreement', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'conclave-pbft-byzantine-'));
-    dirs.push(dir);
+    const dir = newClusterDir('pbft-byzantine');
     // acme is the primary of view 0 (replicas in sorted order); only its node runs the equivocating test mode.
     process.env.CONCLAVE_TEST_BYZANTINE = 'equivocate:acme';
     let info: ClusterInfo;

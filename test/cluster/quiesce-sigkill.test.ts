@@ -1,23 +1,14 @@
 // Real node processes (default 100 ms tick): an idle swarm quiesces on every node, then SIGKILL of the node leading
 // it. Nothing in the quiesced swarm notices by itself; node liveness must report the dead node, the followers elect
 // a new leader, and a verdict commits. The killed node, restarted, rejoins and the swarm quiesces again.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
-import { apiFetch, apiJson, closeClients, downCluster, findNode, killNode, restartNode, stopAll, upCluster, waitFor, type ClusterInfo } from '../../src/devcluster/cluster.ts';
+import { describe, expect, it } from 'vitest';
+import { apiFetch, apiJson, findNode, killNode, restartNode, upCluster, waitFor, type ClusterInfo } from '../../src/devcluster/cluster.ts';
 import { signVerdict, type AgentPrivateJwk } from '../../src/verdict/agent.ts';
+import { clusterDirs } from '../support/cluster-dirs.ts';
 
-const dirs: string[] = [];
-
-afterAll(async () => {
-  for (const dir of dirs) {
-    await downCluster(dir).catch(() => undefined);
-    rmSync(dir, { recursive: true, force: true });
-  }
-  stopAll();
-  await closeClients();
-});
+const newClusterDir = clusterDirs();
 
 interface SwarmStatus {
   leader: string | null;
@@ -44,8 +35,7 @@ async function quiescedLeader(info: ClusterInfo, orgs: string[]): Promise<string
 
 describe('raft: a quiesced swarm survives SIGKILL of its leader', () => {
   it('node liveness wakes the followers: a new leader is elected and commits; the restarted node rejoins and all go quiet', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'conclave-quiesce-kill-'));
-    dirs.push(dir);
+    const dir = newClusterDir('quiesce-kill');
     const info = await upCluster({ orgs: 3, mode: 'raft', dir, policy: { values: ['approve', 'reject'], quorum: 1, rule: 'majority' }, readyTimeoutMs: 120_000 });
     const orgs = info.nodes.map((n) => n.org);
     const leader = await waitFor(() => quiescedLeader(info, orgs), { timeoutMs: 60_000, what: 'the idle swarm to quiesce on every node' });
