@@ -12,6 +12,7 @@ import { ConclaveNode } from '../../src/node/node.ts';
 import { signVerdict, type AgentPrivateJwk } from '../../src/verdict/agent.ts';
 import { adminCommand } from '../../src/verdict/admin.ts';
 import { PeerClientPool } from '../../src/transport/client.ts';
+import { waitFor } from '../support/wait.ts';
 import { importPrivateJwk, type PrivateJwk } from '../../src/crypto/ed25519.ts';
 import type { AdminAction } from '../../src/verdict/proposal.ts';
 
@@ -32,20 +33,7 @@ export interface MembershipFixture {
   close(): Promise<void>;
 }
 
-export async function waitFor<T>(what: string, probe: () => Promise<T | null | undefined | false> | T | null | undefined | false, timeoutMs = 90_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown = null;
-  while (Date.now() < deadline) {
-    try {
-      const value = await probe();
-      if (value) return value as T;
-    } catch (error) {
-      last = error;
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`);
-}
+export { waitFor };
 
 /** orgs: every org of the federation (each gets a card in every file); swarmMembers: who the swarm starts with. */
 export async function membershipFixture(options: { orgs: string[]; swarmMembers: string[]; mode?: 'raft' | 'pbft'; snapshotEvery?: number; snapshotBytes?: number; tickMs?: number }): Promise<MembershipFixture> {

@@ -9,6 +9,8 @@ import { createLogger } from '../../src/log/logger.ts';
 import { ConclaveNode } from '../../src/node/node.ts';
 import { signVerdict, type AgentPrivateJwk } from '../../src/verdict/agent.ts';
 
+import { waitFor } from './wait.ts';
+
 export interface InProcessFederation {
   dir: string;
   orgs: LocalOrg[];
@@ -78,19 +80,8 @@ export async function startInProcessFederation(options: { orgs: string[]; swarms
         ...(fields.nonce === undefined ? {} : { nonce: fields.nonce }),
       });
     },
-    async waitFor(what, probe, timeoutMs = 60_000) {
-      const deadline = Date.now() + timeoutMs;
-      let last: unknown = null;
-      while (Date.now() < deadline) {
-        try {
-          const value = await probe();
-          if (value) return value as never;
-        } catch (error) {
-          last = error;
-        }
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`);
+    waitFor(what, probe, timeoutMs = 60_000) {
+      return waitFor(what, probe, timeoutMs);
     },
     async close() {
       await Promise.all([...nodes.values()].map((node) => node.stop().catch(() => undefined)));
