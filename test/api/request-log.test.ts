@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
-import { Agent } from 'undici';
+import { Agent, fetch } from 'undici';
 import { afterAll, describe, expect, it } from 'vitest';
 import { writeLocalFederation } from '../../src/config/local-federation.ts';
 import { ConclaveNode } from '../../src/node/node.ts';
@@ -29,7 +29,7 @@ describe('API request log', () => {
     const { apiPort } = await node.start();
     const agent = new Agent({ connect: { ca: readFileSync(join(org.certDir, 'ca.crt'), 'utf8') }, allowH2: true });
     const get = async (path: string) => {
-      const response = await fetch(`https://127.0.0.1:${apiPort}${path}`, { dispatcher: agent } as RequestInit);
+      const response = await fetch(`https://127.0.0.1:${apiPort}${path}`, { dispatcher: agent });
       await response.arrayBuffer();
       return response.status;
     };
