@@ -1,7 +1,7 @@
 // The public REST API (fastify over TLS, HTTP/2 with HTTP/1.1 fallback): verdicts, subjects, the log, proofs,
 // exports, status, health and metrics. Every route declares its schemas; every error is {code, message}.
 import { Readable } from 'node:stream';
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { ApiError, sendError } from './errors.ts';
 import { buildOpenApi, collectRoutes } from './openapi.ts';
@@ -80,7 +80,7 @@ export async function createApiServer(options: ApiServerOptions): Promise<Fastif
   // Fastify's own request logging writes two info lines per request, synchronously, on the event loop: at hundreds
   // of verdicts per second that is a measurable share of a node's CPU and of its disk. One debug line per answered
   // request instead (LOG_LEVEL=debug); failures (5xx) are logged at error by sendError.
-  const common = { ...(options.logger ? { loggerInstance: options.logger } : {}), bodyLimit: options.bodyLimit ?? 64 * 1024, disableRequestLogging: true };
+  const common = { ...(options.logger ? { loggerInstance: options.logger } : {}), bodyLimit: options.bodyLimit ?? 64 * 1024, logController: new LogController({ disableRequestLogging: true }) };
   const app = (options.tls
     ? // Idle client sessions stay open 10 minutes (a GOAWAY on idle trips undici clients); shutdown closes them at once.
     Fastify({ http2: true, http2SessionTimeout: 600_000, forceCloseConnections: true, https: { allowHTTP1: true, key: options.tls.key, cert: options.tls.cert }, ...common } as any)

@@ -35,13 +35,18 @@ export interface RaftSwarmOptions {
   era?: number;
   /** The global log index this era starts after (0, or the index of the mode switch that began it). */
   base?: number;
-  /** Take a snapshot and compact the log after this many applied entries... */
+  /**
+   * Take a snapshot after this many applied entries... The log is then compacted up to the snapshot taken at the
+   * previous trigger, so it keeps between one and two such intervals of entries (see maybeCompact).
+   */
   snapshotEvery?: number;
   /**
-   * ...or once the entries applied since the last snapshot carry this many bytes (default 16 MiB): the core keeps
+   * ...or once the entries applied since the last snapshot carry this many bytes (default 8 MiB): the core keeps
    * the log since its snapshot in memory, and a batch of verdicts is kilobytes, so a count alone does not bound it.
    */
   snapshotBytes?: number;
+  /** The leader refuses proposals while this many payload bytes are uncommitted (default 32 MiB; backpressure). */
+  maxUncommittedBytes?: number;
   rand?: () => number;
   /** Default true: an idle swarm stops ticking and sending until something happens (see RaftConfig.quiesce). */
   quiesce?: boolean;
@@ -52,7 +57,8 @@ export interface RaftSwarmOptions {
 /** A follower forwards again when its forwarded proposal has not been applied within this time. */
 const FORWARD_RETRY_MS = 5000;
 const MAX_IN_FLIGHT_KEYS = 100_000;
-const DEFAULT_SNAPSHOT_BYTES = 16 * 1024 * 1024;
+const DEFAULT_SNAPSHOT_BYTES = 8 * 1024 * 1024;
+const DEFAULT_MAX_UNCOMMITTED_BYTES = 32 * 1024 * 1024;
 
 function dataKey(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('base64url');
@@ -103,6 +109,10 @@ export class RaftSwarm implements ConsensusEngine {
   private loopError: Error | null = null;
   /** Set by requestSnapshot (membership: a newcomer must be sent a snapshot); honoured at the next ready cycle. */
   private snapshotRequested = false;
+  /** The snapshot taken at the last trigger: the next trigger compacts up to it (the entries after it stay). */
+  private catchUpPoint: { index: number; data: Uint8Array } | null = null;
+  /** Snapshots installed from a leader since start (each means this node was too far behind for the log). */
+  private snapshotsInstalled = 0;
 
   constructor(private readonly options: RaftSwarmOptions) {
     this.swarm = options.swarm;
@@ -145,6 +155,9 @@ export class RaftSwarm implements ConsensusEngine {
         rand: this.options.rand ?? Math.random,
         maxInflightMsgs: 256,
         maxSizePerMsg: 1024 * 1024,
+        // Without a bound, a leader that cannot commit (no quorum for a while) keeps appending every proposal and
+        // retry it is sent; refused proposals wait and retry in propose(), forwarded ones are forwarded again.
+        maxUncommittedBytes: this.options.maxUncommittedBytes ?? DEFAULT_MAX_UNCOMMITTED_BYTES,
         quiesce: this.options.quiesce ?? true,
       },
       { hardState, snapshot, entries: stored.entries, conf, applied },
@@ -210,7 +223,7 @@ export class RaftSwarm implements ConsensusEngine {
       commitIndex: status.commit,
       lastIndex: status.lastIndex,
       peers: Object.entries(status.progress).map(([org, p]) => ({ org, match: p.match, next: p.next, state: p.state, active: p.recentActive })),
-      detail: { quiesced: status.quiesced, snapshotIndex: status.snapshotIndex },
+      detail: { quiesced: status.quiesced, snapshotIndex: status.snapshotIndex, snapshotsInstalled: this.snapshotsInstalled },
     };
   }
 
@@ -508,6 +521,9 @@ export class RaftSwarm implements ConsensusEngine {
   }
 
   private async installSnapshot(snapshot: Snapshot): Promise<void> {
+    this.snapshotsInstalled++;
+    this.catchUpPoint = null;
+    this.options.logger.info({ swarm: this.swarm, index: snapshot.index, applied: this.appliedIndex }, 'installing a snapshot from the leader (this node was behind its log)');
     if (snapshot.data.length > 0) await this.options.applier.restore(snapshot.data, snapshot.index);
     this.appliedIndex = snapshot.index;
     this.appliedSinceSnapshot = 0;
@@ -562,7 +578,13 @@ export class RaftSwarm implements ConsensusEngine {
     }
   }
 
-  /** Snapshot the state and compact the log: the snapshot is durable before any Ready may drop the prefix. */
+  /**
+   * Snapshot the state and compact the log; the snapshot is durable before any Ready may drop the prefix. A trigger
+   * (count or bytes) takes a snapshot at the applied index and compacts up to the one the previous trigger took, so
+   * the log keeps the last interval of entries: a follower a little behind (a stall, a restart, a slow disk) is sent
+   * entries, not a snapshot whose install copies records — as etcd keeps SnapshotCatchUpEntries. A requested
+   * snapshot (a newcomer must be sent one) compacts up to the applied index at once.
+   */
   private async maybeCompact(): Promise<void> {
     if (this.haltedAt !== null) return;
     const every = this.options.snapshotEvery ?? 10_000;
@@ -572,10 +594,19 @@ export class RaftSwarm implements ConsensusEngine {
       this.snapshotRequested = false; // nothing applied since the last snapshot (the driver asks again if it must)
       return;
     }
-    this.snapshotRequested = false;
     this.appliedSinceSnapshot = 0;
     this.appliedBytesSinceSnapshot = 0;
-    const snapshot = this.core.compact(this.appliedIndex, this.options.applier.snapshot());
+    let target: { index: number; data: Uint8Array } | null;
+    if (this.snapshotRequested) {
+      this.snapshotRequested = false;
+      target = { index: this.appliedIndex, data: this.options.applier.snapshot() };
+      this.catchUpPoint = null;
+    } else {
+      target = this.catchUpPoint;
+      this.catchUpPoint = { index: this.appliedIndex, data: this.options.applier.snapshot() };
+    }
+    if (!target || target.index <= this.core.status().snapshotIndex) return;
+    const snapshot = this.core.compact(target.index, target.data);
     if (snapshot) await this.options.log.persistReady({ hardState: null, entries: [], snapshot, compactedTo: null });
   }
 }
