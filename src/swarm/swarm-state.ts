@@ -8,7 +8,7 @@ import { canonicalBytes } from '../crypto/canonical.ts';
 import { fromBase64Url, fromUtf8, toHex } from '../crypto/encoding.ts';
 import type { SigningKey } from '../crypto/ed25519.ts';
 import { AuditLog, GENESIS_PREV, type AuditRecord, type AuditState } from '../audit/chain.ts';
-import { mergeCheckpointSignatures, signCheckpoint, verifyCheckpoint, type Checkpoint } from '../audit/checkpoint.ts';
+import { nextCheckpoint, signCheckpoint, verifyCheckpoint, type Checkpoint } from '../audit/checkpoint.ts';
 import { DecisionMachine, type ApplyOutcome, type MachineCounters } from '../verdict/machine.ts';
 import { StoredDecisions } from '../storage/decision-store.ts';
 import type { Keyring } from '../verdict/keyring.ts';
@@ -120,7 +120,8 @@ export class SwarmState {
   private audit: AuditLog;
   private mode: ConsensusMode;
   private pendingRecords: { index: number; record: Uint8Array }[] = [];
-  private pendingCheckpoints: { size: number; checkpoint: Uint8Array }[] = [];
+  /** Checkpoints to store with the next flush, by size (a newer version of one size replaces the older). */
+  private pendingCheckpoints = new Map<number, Checkpoint>();
   private readonly rootsAt = new Map<number, string>();
   private readonly checkpointsBySize = new Map<number, Checkpoint>();
   private readonly waitingCheckpoints = new Map<number, Checkpoint[]>();
@@ -375,6 +376,9 @@ export class SwarmState {
    */
   receiveCheckpoint(checkpoint: Checkpoint): void {
     if (checkpoint.swarm !== this.options.swarm.id || checkpoint.federation !== this.options.federation.federation) return;
+    // Nothing new (an echo of what we hold): skip the signature checks.
+    const held = this.checkpointsBySize.get(checkpoint.size);
+    if (held && held.time === checkpoint.time && held.root === checkpoint.root && checkpoint.signatures.every((s) => held.signatures.some((h) => h.sig === s.sig))) return;
     const verification = verifyCheckpoint(checkpoint, this.options.federation);
     if (verification.problems.length > 0 || verification.validOrgs.length === 0) return;
     if (checkpoint.size > this.audit.size) {
@@ -385,26 +389,22 @@ export class SwarmState {
     }
     const ourRoot = this.rootsAt.get(checkpoint.size);
     if (ourRoot !== checkpoint.root) return; // too old to check, or a different tree: never co-sign that
-    const existing = this.checkpointsBySize.get(checkpoint.size);
-    let merged: Checkpoint;
+    let next: Checkpoint | null;
     try {
-      merged = existing && existing.time === checkpoint.time ? mergeCheckpointSignatures(existing, checkpoint) : checkpoint;
+      next = nextCheckpoint(this.checkpointsBySize.get(checkpoint.size), checkpoint, (c) =>
+        c.signatures.some((s) => s.org === this.options.self) ? c : signCheckpoint(c, this.options.self, this.options.signingKey),
+      );
     } catch {
       return;
     }
-    if (existing && existing.time !== checkpoint.time) {
-      // Two bodies for one size (two nodes each started one): keep the one with more signatures.
-      if (existing.signatures.length >= checkpoint.signatures.length + 1) return;
-    }
-    if (!merged.signatures.some((s) => s.org === this.options.self)) merged = signCheckpoint(merged, this.options.self, this.options.signingKey);
-    if (existing && existing.signatures.length === merged.signatures.length && existing.time === merged.time) return;
-    this.storeCheckpoint(merged);
-    this.options.onCheckpoint(merged);
+    if (!next) return;
+    this.storeCheckpoint(next);
+    this.options.onCheckpoint(next);
   }
 
   private storeCheckpoint(checkpoint: Checkpoint): void {
     this.checkpointsBySize.set(checkpoint.size, checkpoint);
-    this.pendingCheckpoints.push({ size: checkpoint.size, checkpoint: Buffer.from(JSON.stringify(checkpoint)) });
+    this.pendingCheckpoints.set(checkpoint.size, checkpoint);
   }
 
   checkpoints(): Checkpoint[] {
@@ -417,11 +417,11 @@ export class SwarmState {
    */
   async flush(extra: { key: string; value: Uint8Array | null }[] = [], options: { lazy?: boolean } = {}): Promise<void> {
     const decisions = this.decisionStore.drain();
-    if (this.pendingRecords.length === 0 && this.pendingCheckpoints.length === 0 && extra.length === 0 && decisions.ops.length === 0 && !this.metaDue) return;
+    if (this.pendingRecords.length === 0 && this.pendingCheckpoints.size === 0 && extra.length === 0 && decisions.ops.length === 0 && !this.metaDue) return;
     const audit = this.pendingRecords;
-    const checkpoints = this.pendingCheckpoints;
+    const checkpoints = [...this.pendingCheckpoints.values()].map((checkpoint) => ({ size: checkpoint.size, checkpoint: Buffer.from(JSON.stringify(checkpoint)) }));
     this.pendingRecords = [];
-    this.pendingCheckpoints = [];
+    this.pendingCheckpoints = new Map();
     this.metaDue = false;
     await this.options.applied.commit({ appliedIndex: this.audit.size, audit, checkpoints, extra: [...extra, ...decisions.ops], meta: canonicalBytes(this.meta()) }, options);
     // Only once durable may reads fall through to the disk for these keys (a failed batch stops the swarm).
