@@ -28,6 +28,7 @@ import { onTick } from './ticker.ts';
 import { SwarmError, type Applier, type ConsensusEngine, type EngineStatus, type SwarmLink } from './engine.ts';
 import type { AuditRecord } from '../audit/chain.ts';
 import { verifiedRecords } from './record-transfer.ts';
+import { ExecutedIds } from './executed-ids.ts';
 
 export interface PbftSwarmOptions {
   swarm: string;
@@ -46,8 +47,8 @@ export interface PbftSwarmOptions {
   keyring: Keyring;
   /** The app's check of a request (every agent JWS and the proposal signature verify). */
   validate: (payload: Uint8Array) => boolean;
-  /** Reads the execution state this engine wrote with the applier's records (key execKey). */
-  loadExec: (key: string) => Promise<Uint8Array | undefined>;
+  /** Where the applier's batches put this engine's execution state (written only through applier.flush). */
+  execStore: Pick<KvStore, 'get' | 'scan'>;
   /** Stored audit records, for state transfer to a lagging replica. */
   records: (from: number, limit: number) => Promise<AuditRecord[]>;
   /** Scratch space for records copied by state transfer while they are verified. */
@@ -66,8 +67,8 @@ export interface PbftSwarmOptions {
 
 interface ExecState {
   lastExecuted: number;
-  /** Ids of requests executed since the last stable checkpoint (at-most-once across restarts). */
-  executedIds: string[];
+  /** Written by earlier versions only (the whole id list); the ids now live in ExecutedIds chunks. */
+  executedIds?: string[];
 }
 
 interface ReplyTally {
@@ -78,6 +79,8 @@ interface ReplyTally {
 }
 
 const STATE_KEY = 'state';
+/** At-most-once window (see PbftConfig.executedWindow): ~30 s of requests at 3,000/s, a proposal's lifetime. */
+const EXECUTED_WINDOW = 100_000;
 const LOG_PREFIX = 'log/';
 
 function sha256(bytes: Uint8Array): Uint8Array {
@@ -96,7 +99,8 @@ export class PbftSwarm implements ConsensusEngine {
   private durable: PbftDurableState = emptyPbftState();
   /** Number of log keys written since the last rewrite (keys log/0 .. log/logKeys-1). */
   private logKeys = 0;
-  private exec: ExecState = { lastExecuted: 0, executedIds: [] };
+  private exec: ExecState = { lastExecuted: 0 };
+  private executedIds!: ExecutedIds;
   private readonly messageChannel: string;
   private readonly replyChannel: string;
   private readonly callChannel: string;
@@ -139,8 +143,11 @@ export class PbftSwarm implements ConsensusEngine {
       }
       from += rows.length;
     }
-    const exec = await this.options.loadExec(this.execKey);
-    if (exec) this.exec = JSON.parse(fromUtf8(exec)) as ExecState;
+    const exec = await this.options.execStore.get(this.execKey);
+    const storedExec = exec ? (JSON.parse(fromUtf8(exec)) as ExecState) : { lastExecuted: 0 };
+    this.exec = { lastExecuted: storedExec.lastExecuted };
+    this.executedIds = new ExecutedIds(this.options.execStore, `${this.execKey}/ids/`, EXECUTED_WINDOW);
+    const executedIds = await this.executedIds.load(storedExec.executedIds ?? []);
     this.core = new PbftCore(
       {
         id: this.options.self,
@@ -148,12 +155,13 @@ export class PbftSwarm implements ConsensusEngine {
         checkpointInterval: this.checkpointInterval,
         watermarkWindow: 4 * this.checkpointInterval,
         maxBatch: 64,
+        executedWindow: EXECUTED_WINDOW,
         viewChangeTimeoutTicks: this.options.viewChangeTimeoutTicks ?? 40,
         hash: sha256,
         validateRequest: (payload) => this.options.validate(payload),
         verify: (msg) => this.verifySigned(msg),
       },
-      { ...this.durable, lastExecuted: this.exec.lastExecuted, executedIds: this.exec.executedIds },
+      { ...this.durable, lastExecuted: this.exec.lastExecuted, executedIds },
     );
     this.stopTicking = onTick(this.options.tickMs ?? 50, () => {
       this.core.tick();
@@ -429,6 +437,7 @@ export class PbftSwarm implements ConsensusEngine {
   private async execute(ready: PbftReady): Promise<void> {
     if (ready.committed.length === 0 && ready.checkpointsDue.length === 0) return;
     const replies: Uint8Array[] = [];
+    const executedIds: string[] = [];
     for (const committed of ready.committed) {
       for (const request of committed.requests) {
         if (this.haltedAt !== null) break;
@@ -437,7 +446,7 @@ export class PbftSwarm implements ConsensusEngine {
         // differ between correct replicas (a prepared batch is re-committed after a view change), and a replica that
         // learnt the batch from f+1 `executed` messages knows no view at all; the sequence number is the same everywhere.
         const verdict = this.options.applier.apply({ index, epoch: committed.seq, kind: 'command', data: request.payload });
-        this.exec.executedIds.push(request.id);
+        executedIds.push(request.id);
         // Every replica tells every other what it executed; whoever proposed the request waits for f+1 that agree.
         const result = `${index}:${this.options.applier.head().hash}`;
         this.recordReply(this.options.self, request.id, result);
@@ -452,11 +461,7 @@ export class PbftSwarm implements ConsensusEngine {
         this.digestsAt.set(committed.seq, { digest: stateDigest(head.size, head.hash), size: head.size, hash: head.hash });
       }
     }
-    if (ready.stableCheckpoint) {
-      // Bounded memory: an id this old cannot be re-proposed by a node that is still waiting for it.
-      this.exec.executedIds = this.exec.executedIds.slice(-100_000);
-    }
-    await this.options.applier.flush([{ key: this.execKey, value: utf8(JSON.stringify(this.exec)) }]);
+    await this.options.applier.flush(this.execOps(executedIds));
     if (replies.length) {
       for (const peer of this.options.replicas) if (peer !== this.options.self) this.options.link.send(peer, this.options.swarm, this.replyChannel, replies);
     }
@@ -481,7 +486,12 @@ export class PbftSwarm implements ConsensusEngine {
     }
   }
 
-    /**
+  /** The execution state's ops for the applier's next batch: the last executed seq and the newly executed ids. */
+  private execOps(executedIds: readonly string[]): { key: string; value: Uint8Array | null }[] {
+    return [{ key: this.execKey, value: utf8(JSON.stringify(this.exec)) }, ...this.executedIds.append(executedIds)];
+  }
+
+  /**
    * State transfer to the stable checkpoint at `seq` that 2f+1 replicas certified with `digest`: a signer names the
    * chain head (size, record hash) the digest stands for — checked against the digest — and the records up to it are
    * copied with each one verified against that hash before anything is applied (record-transfer.ts), so a Byzantine
@@ -494,6 +504,7 @@ export class PbftSwarm implements ConsensusEngine {
       JSON.parse(fromUtf8(await this.options.link.call(peer, this.options.swarm, this.callChannel, utf8(JSON.stringify(request)), 10_000)));
     // Ids of every request copied in, across attempts (a failed attempt keeps what it verified and applied).
     const transferredIds: string[] = [];
+    const chunkIds: string[] = [];
     try {
       for (const peer of signers) {
         try {
@@ -515,9 +526,10 @@ export class PbftSwarm implements ConsensusEngine {
               this.options.applier.apply({ index: record.index, epoch: record.view ?? record.term ?? 0, kind: 'command', data });
               const id = toHex(sha256(data));
               transferredIds.push(id);
-              this.exec.executedIds.push(id);
+              chunkIds.push(id);
             }
-            await this.options.applier.flush([{ key: this.execKey, value: utf8(JSON.stringify({ ...this.exec, lastExecuted: seq })) }]);
+            this.exec.lastExecuted = seq;
+            await this.options.applier.flush(this.execOps(chunkIds.splice(0)));
           }
           // The copied requests count as executed here too, or a retransmitted one would run again on this replica
           // only (at-most-once is decided per replica from its executed set).

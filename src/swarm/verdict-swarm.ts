@@ -273,7 +273,7 @@ export class VerdictSwarm implements SwarmService {
         validate: (payload: Uint8Array) => this.validateForPbft(payload),
         tickMs: options.tickMs ?? 50,
         onDrop: (reason: string) => options.metrics.droppedMessages.inc({ swarm: this.id, reason }),
-        loadExec: (key: string) => this.applied.kv.get(key),
+        execStore: this.applied.kv,
         records: (from: number, limit: number) => state.records(from, limit),
         staging: options.store.kv(this.id, 'transfer'),
         ...(options.byzantine ? { byzantine: options.byzantine } : {}),

@@ -253,6 +253,30 @@ describe('recovery', () => {
     for (const id of c.ids) expect(c.executedIds(id)).toEqual(['a', 'b']);
   });
 
+  it('at most once within the executed window: an id re-sent after `executedWindow` newer requests executes again, alike on a restarted replica', () => {
+    const c = new Cluster(4, { executedWindow: 3 });
+    for (const id of ['a', 'b']) {
+      c.propose('org0', id);
+      c.deliverAll();
+    }
+    c.propose('org1', 'a'); // within the window: not executed again
+    c.deliverAll();
+    c.tick(5);
+    for (const id of c.ids) expect(c.executedIds(id)).toEqual(['a', 'b']);
+    // org3 restarts: it rebuilds its window from its (longer) executed list, as the driver loads the stored ids.
+    c.crash('org3');
+    c.start('org3');
+    for (const id of ['c', 'd']) {
+      c.propose('org0', id);
+      c.deliverAll();
+    }
+    c.propose('org2', 'a'); // 'a' left the window (b, c, d are newer): it executes again, on every replica
+    c.deliverAll();
+    c.tick(5);
+    c.deliverAll();
+    for (const id of c.ids) expect(c.executedIds(id)).toEqual(['a', 'b', 'c', 'd', 'a']);
+  });
+
   it('a backup that executed before crashing does not execute again after restart', () => {
     const c = new Cluster(4);
     c.propose('org0', 'a');

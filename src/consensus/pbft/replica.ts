@@ -37,6 +37,8 @@ export const PBFT_DEFAULTS = { checkpointInterval: 16, watermarkWindow: 64, maxB
 const NO_SIG = new Uint8Array(0);
 /** Furthest a timeout jumps ahead to join another replica's view-change. */
 const MAX_VIEW_JUMP = 1000;
+/** See PbftConfig.executedWindow. */
+export const DEFAULT_EXECUTED_WINDOW = 100_000;
 
 type Own<M extends PbftMessage> = M & { from: NodeId; sig: Uint8Array };
 
@@ -62,7 +64,9 @@ export class PbftCore {
   private readonly checkpoints: CheckpointVotes;
   private stable: PbftCheckpointProof | null;
   private lastExecuted: number;
+  /** Ids of the last `executedWindow` executed requests, oldest first (see PbftConfig.executedWindow). */
   private readonly executed: Set<string>;
+  private readonly executedWindow: number;
   /** Requests known (forwarded or in an accepted batch) and not yet executed, in arrival order. */
   private readonly pending = new Map<string, PbftRequest>();
   /** Ids in a batch of the current view that is not executed yet (the primary does not re-batch them). */
@@ -134,7 +138,8 @@ export class PbftCore {
     this.persistedInViewChange = initial.inViewChange;
     this.stable = initial.stableCheckpoint;
     this.lastExecuted = initial.lastExecuted;
-    this.executed = new Set(initial.executedIds);
+    this.executedWindow = config.executedWindow ?? DEFAULT_EXECUTED_WINDOW;
+    this.executed = new Set(initial.executedIds.slice(-this.executedWindow));
     for (const m of initial.log) this.restore(m);
     for (const slot of this.log.slotsOfView(this.view)) {
       for (const r of slot.batch?.requests ?? []) if (!this.executed.has(r.id)) this.assigned.add(r.id);
@@ -332,6 +337,7 @@ export class PbftCore {
 
   private forget(id: string): void {
     this.executed.add(id);
+    if (this.executed.size > this.executedWindow) this.executed.delete(this.executed.values().next().value!);
     this.pending.delete(id);
     this.assigned.delete(id);
   }

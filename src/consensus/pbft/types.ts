@@ -23,6 +23,12 @@ export interface PbftConfig {
   maxViewChangeTimeoutTicks?: number;
   /** Period in ticks of retransmissions (own votes missing at peers, view-change, checkpoint heartbeat). Default max(1, base/4). */
   retransmitTicks?: number;
+  /**
+   * A request executes at most once among the last `executedWindow` executed requests (default 100 000): the ids
+   * are remembered in execution order and the oldest forgotten, so memory stays bounded and — the window being a
+   * function of the executed sequence alone — every replica, restarted or not, decides a re-sent request alike.
+   */
+  executedWindow?: number;
   /** Digest function, SHA-256 in production (injected: the core does no crypto itself). */
   hash: (bytes: Uint8Array) => Uint8Array;
   /** The app's validity check of a request payload; a replica never prepares a batch holding an invalid request. */
