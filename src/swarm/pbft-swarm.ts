@@ -461,7 +461,10 @@ export class PbftSwarm implements ConsensusEngine {
         this.digestsAt.set(committed.seq, { digest: stateDigest(head.size, head.hash), size: head.size, hash: head.hash });
       }
     }
-    await this.options.applier.flush(this.execOps(executedIds));
+    // Not synced by itself (it joins the next synced write, in WAL order): the committed certificates it executes
+    // are durable in the protocol log, which keeps them until a stable checkpoint — and that is persisted by a
+    // synced write after this one. A crash before then re-executes them from the log, to the same records.
+    await this.options.applier.flush(this.execOps(executedIds), { lazy: true });
     if (replies.length) {
       for (const peer of this.options.replicas) if (peer !== this.options.self) this.options.link.send(peer, this.options.swarm, this.replyChannel, replies);
     }
