@@ -1,13 +1,23 @@
-// The peer client pool: one long-lived HTTP/2 undici Client per member, pinned to that member's CA and org;
-// outgoing messages queue per peer (bounded) and leave as coalesced batches; calls are request/response. Each peer
-// has exponential backoff with injected jitter and a circuit breaker, so a dead peer costs nothing.
+// The peer client pool: one long-lived HTTP/2 undici Client per member, pinned to that member's CA and org.
+// Outgoing messages queue per peer (bounded, oldest dropped) and leave as frames on one long-lived stream per peer
+// (POST /peer/v1/stream, no answer per frame), coalesced per turn of the event loop; calls are request/response on
+// the same connection. Each peer has exponential backoff with injected jitter and a circuit breaker, so a dead peer
+// costs nothing.
+//
+// The stream is an undici request whose body is an async iterable that this pool feeds: undici pulls the next frame
+// only once the HTTP/2 stream accepted the previous one without backpressure, so while the peer reads slowly the
+// messages wait in the bounded queue, never in an unbounded write buffer. Two undici limits shape it: a request with
+// a streaming body is dispatched only when no other request is in flight on the connection (so a reopening stream
+// waits for running calls, and calls queued after it wait with it), and undici cannot end an async iterable it
+// gave up on, so every way a stream ends releases the iterator here.
+import type { Readable } from 'node:stream';
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import { pino, type Logger } from 'pino';
 import { Client } from 'undici';
 import { parseNodeSanUri } from '../pki/certs.ts';
 import { sanUris } from '../pki/identity.ts';
 import { CALL_CONTENT_TYPE, SWARM_HEADER } from './server.ts';
-import { BATCH_CONTENT_TYPE, BATCH_LIMITS, CHANNEL_PATTERN, encodeBatch, groupOverhead, SWARM_ID_PATTERN, type BatchGroup } from './wire.ts';
+import { BATCH_LIMITS, CHANNEL_PATTERN, encodeFrame, groupOverhead, STREAM_CONTENT_TYPE, SWARM_ID_PATTERN, type BatchGroup } from './wire.ts';
 
 export type BreakerState = 'closed' | 'open' | 'half-open';
 
@@ -21,9 +31,13 @@ export interface PeerHealth {
   /** Milliseconds until the next attempt is allowed (0 when now). */
   retryInMs: number;
   queuedMessages: number;
+  /** none: no stream (nothing to send, or waiting to retry); opening: asked, no answer yet; open: frames flow. */
+  stream: 'none' | 'opening' | 'open';
+  /** Frames (one batch each) the stream accepted, their messages and bytes. */
   sentBatches: number;
   sentMessages: number;
-  /** Messages dropped: queue full (oldest first), breaker open, or lost with a failed batch. */
+  sentBytes: number;
+  /** Messages dropped: queue full (oldest first), breaker open, or lost with a failed stream. */
   droppedMessages: number;
 }
 
@@ -37,11 +51,14 @@ export interface PeerClientPoolOptions {
   logger?: Logger;
   /** Per-peer queue bound (default 10 000 messages); when full the oldest message is dropped and counted. */
   maxQueuedMessages?: number;
-  /** Upper bound of one batch body (default 4 MiB, at most 16 MiB). */
+  /** Upper bound of one batch (stream frame) (default 4 MiB, at most 16 MiB). */
   maxBatchBytes?: number;
   /** Upper bound of messages in one batch (default 4096). */
   maxMessagesPerBatch?: number;
-  /** Time limit of one batch request (default 5000 ms). */
+  /**
+   * Time limit for the peer to answer a stream with 200, and for a frame to be accepted by the stream (a peer that
+   * stops reading fails its stream after this long) (default 5000 ms).
+   */
   batchTimeoutMs?: number;
   /** Default time limit of a call (default 5000 ms). */
   callTimeoutMs?: number;
@@ -53,6 +70,8 @@ export interface PeerClientPoolOptions {
   random?: () => number;
   /** HTTP/2 streams in flight per connection (default 64). */
   maxConcurrentStreams?: number;
+  /** HTTP/2 receive window for answers, per stream and per connection (default 4 MiB; undici's: 256 / 512 KiB). */
+  receiveWindowBytes?: number;
 }
 
 /** A call or probe that did not get an answer from the peer, or got a refusal. `code` is stable. */
@@ -74,6 +93,24 @@ interface Queued {
   message: Uint8Array;
 }
 
+/** One stream to a peer, from the request until it ends. */
+interface PeerStream {
+  /** The peer answered 200: frames are handed out only then, so a refused stream has sent nothing. */
+  established: boolean;
+  /** undici waits for the next frame. */
+  pull: ((result: IteratorResult<Buffer, undefined>) => void) | null;
+  /** The frame handed to undici that the stream has not yet accepted (undici asks for the next one when it has). */
+  unconfirmed: { messages: number; bytes: number; at: number } | null;
+  /** This pool ends the stream (close, removal): its end is not a failure of the peer. */
+  ending: boolean;
+  /** The stream has ended, one way or another; nothing more happens to it. */
+  settled: boolean;
+  /** What the peer wrote on the answer before ending it (its reason, as JSON). */
+  reason: string;
+  abort: AbortController;
+  watchdog: NodeJS.Timeout | null;
+}
+
 interface Link {
   org: string;
   url: string;
@@ -81,7 +118,7 @@ interface Link {
   client: Client;
   queue: Queued[];
   queueHead: number;
-  inFlight: boolean;
+  stream: PeerStream | null;
   flushScheduled: boolean;
   timer: NodeJS.Timeout | null;
   state: BreakerState;
@@ -91,6 +128,7 @@ interface Link {
   retryAt: number;
   sentBatches: number;
   sentMessages: number;
+  sentBytes: number;
   droppedMessages: number;
   idle: (() => void)[];
 }
@@ -140,6 +178,7 @@ export class PeerClientPool {
         this.links.delete(org);
         this.dropQueue(link);
         if (link.timer) clearTimeout(link.timer);
+        if (link.stream) this.streamEnded(link, link.stream, 'the peer link was removed', true);
         void link.client.close().catch(() => undefined);
       }
     }
@@ -149,7 +188,7 @@ export class PeerClientPool {
   }
 
   /**
-   * Queues messages for `toOrg`; they leave in the next batch. Never blocks and never throws for a slow or dead
+   * Queues messages for `toOrg`; they leave in the next frame of its stream. Never blocks and never throws for a slow or dead
    * peer: when the breaker is open the messages are dropped (consensus protocols retransmit), when the queue is
    * full the oldest are dropped. Throws only for programming errors (unknown org, bad ids, oversized message).
    */
@@ -213,13 +252,18 @@ export class PeerClientPool {
       lastError: link.lastError,
       retryInMs: Math.max(0, link.retryAt - now),
       queuedMessages: link.queue.length - link.queueHead,
+      stream: link.stream === null ? 'none' : link.stream.established ? 'open' : 'opening',
       sentBatches: link.sentBatches,
       sentMessages: link.sentMessages,
+      sentBytes: link.sentBytes,
       droppedMessages: link.droppedMessages,
     }));
   }
 
-  /** Resolves when every queue is empty and no batch is in flight (or the peer's queue was dropped). */
+  /**
+   * Resolves when every queue is empty and every frame was accepted by its stream (or the peer's queue was dropped,
+   * or its stream failed: what it held is counted as dropped).
+   */
   async flush(): Promise<void> {
     await Promise.all(
       [...this.links.values()].map(
@@ -232,16 +276,27 @@ export class PeerClientPool {
     );
   }
 
-  /** Stops accepting messages, gives queued batches up to `graceMs` to leave, then closes every connection. */
+  /**
+   * Stops accepting messages, gives queued frames up to `graceMs` to leave, ends every stream (the peer sees its
+   * end and completes it), then closes every connection (destroyed when it does not close within `graceMs`).
+   */
   async close(graceMs = 2000): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    for (const link of this.links.values()) {
+      if (link.stream) continue;
+      // No stream on its way: what waits for one (a backoff, a first connection) is dropped now.
+      if (link.timer) clearTimeout(link.timer);
+      link.timer = null;
+      this.dropQueue(link);
+    }
     const grace = new Promise<void>((resolvePromise) => setTimeout(resolvePromise, graceMs).unref());
     await Promise.race([this.flush(), grace]);
     await Promise.all(
       [...this.links.values()].map(async (link) => {
         if (link.timer) clearTimeout(link.timer);
         this.dropQueue(link);
+        if (link.stream) this.endStream(link.stream);
         const closing = link.client.close().catch(() => undefined);
         const forced = await Promise.race([closing.then(() => false), new Promise<boolean>((done) => setTimeout(() => done(true), graceMs).unref())]);
         if (forced) await link.client.destroy().catch(() => undefined);
@@ -256,12 +311,15 @@ export class PeerClientPool {
   }
 
   private createLink(org: string, url: string, caPem: string): Link {
+    const window = this.options.receiveWindowBytes ?? 4 * 1024 * 1024;
     const client = new Client(url, {
       allowH2: true,
       maxConcurrentStreams: this.options.maxConcurrentStreams ?? 64,
       pipelining: this.options.maxConcurrentStreams ?? 64,
       keepAliveTimeout: 60_000,
       keepAliveMaxTimeout: 600_000,
+      initialWindowSize: window,
+      connectionWindowSize: window,
       connect: {
         ca: caPem, // only this member's CA: a server certificate from any other CA is refused
         cert: this.options.tls.certPem,
@@ -289,7 +347,7 @@ export class PeerClientPool {
       client,
       queue: [],
       queueHead: 0,
-      inFlight: false,
+      stream: null,
       flushScheduled: false,
       timer: null,
       state: 'closed',
@@ -299,13 +357,14 @@ export class PeerClientPool {
       retryAt: 0,
       sentBatches: 0,
       sentMessages: 0,
+      sentBytes: 0,
       droppedMessages: 0,
       idle: [],
     };
   }
 
   private isIdle(link: Link): boolean {
-    return !link.inFlight && link.queue.length === link.queueHead;
+    return link.queue.length === link.queueHead && !link.stream?.unconfirmed;
   }
 
   private notifyIdle(link: Link): void {
@@ -322,12 +381,12 @@ export class PeerClientPool {
   }
 
   private scheduleFlush(link: Link): void {
-    if (link.flushScheduled || link.inFlight || link.timer) return;
+    if (link.flushScheduled || link.timer) return;
     link.flushScheduled = true;
-    // setImmediate: every send() of this turn of the event loop lands in the same batch.
+    // setImmediate: every send() of this turn of the event loop lands in the same frame.
     setImmediate(() => {
       link.flushScheduled = false;
-      void this.flushLink(link);
+      this.pump(link);
     });
   }
 
@@ -373,20 +432,93 @@ export class PeerClientPool {
     }
   }
 
-  private async flushLink(link: Link): Promise<void> {
-    if (link.inFlight || link.queue.length === link.queueHead || !this.links.has(link.org)) return this.notifyIdle(link);
+  /** Moves queued messages on: hands a frame to a stream that waits for one, or opens a stream (after backoff). */
+  private pump(link: Link): void {
+    if (this.links.get(link.org) !== link) return this.notifyIdle(link);
+    const stream = link.stream;
+    if (stream) {
+      if (stream.established && stream.pull && link.queue.length > link.queueHead) this.handOut(link, stream);
+      return this.notifyIdle(link);
+    }
+    if (this.closed) return this.dropQueue(link); // closing: no new stream for what was not on its way
+    if (link.queue.length === link.queueHead) return this.notifyIdle(link);
     const now = Date.now();
     const waitUntil = link.state === 'open' || link.consecutiveFailures > 0 ? link.retryAt : 0;
     if (now < waitUntil) {
       link.timer ??= setTimeout(() => {
         link.timer = null;
-        void this.flushLink(link);
+        this.pump(link);
       }, waitUntil - now);
       link.timer.unref();
       return;
     }
-    if (!this.admit(link)) return;
+    if (!this.admit(link)) return; // a probe call is in flight: its outcome schedules the next attempt
+    this.openStream(link);
+  }
 
+  /** Asks the peer for a stream; it carries frames from its 200 until it fails or this pool ends it. */
+  private openStream(link: Link): void {
+    const stream: PeerStream = { established: false, pull: null, unconfirmed: null, ending: false, settled: false, reason: '', abort: new AbortController(), watchdog: null };
+    link.stream = stream;
+    const frames: AsyncIterable<Buffer> = {
+      [Symbol.asyncIterator]: () => ({
+        next: () => this.nextFrame(link, stream),
+        // undici stops iterating only when the stream failed: the request's error reports that (below).
+        return: async () => ({ done: true, value: undefined }),
+      }),
+    };
+    link.client
+      .request({
+        method: 'POST',
+        path: '/peer/v1/stream',
+        headers: { 'content-type': STREAM_CONTENT_TYPE },
+        body: frames as unknown as Readable, // undici takes async iterables as bodies (its types say Readable only)
+        headersTimeout: this.batchTimeoutMs,
+        bodyTimeout: 0, // the answer stays silent while all goes well: idleness is not a failure
+        signal: stream.abort.signal,
+      })
+      .then(async (response) => {
+        if (response.statusCode !== 200) {
+          const text = Buffer.from(await response.body.arrayBuffer()).toString('utf8').slice(0, 300);
+          return this.streamEnded(link, stream, `HTTP ${response.statusCode}: ${text}`);
+        }
+        stream.established = true;
+        if (link.stream === stream) {
+          this.onSuccess(link);
+          this.pump(link);
+        }
+        // The answer carries nothing until the peer ends the stream, and then only its reason.
+        for await (const chunk of response.body) stream.reason = (stream.reason + String(chunk)).slice(0, 500);
+        this.streamEnded(link, stream, 'the peer ended the stream');
+      })
+      .catch((error: unknown) => {
+        const err = error as Error & { code?: string; cause?: Error & { code?: string } };
+        this.streamEnded(link, stream, `${err.code ?? err.cause?.code ?? err.name}: ${err.message}`);
+      });
+  }
+
+  /** undici asks for the next frame: the previous one was accepted by the stream. */
+  private nextFrame(link: Link, stream: PeerStream): Promise<IteratorResult<Buffer, undefined>> {
+    if (stream.unconfirmed) {
+      link.sentBatches++;
+      link.sentMessages += stream.unconfirmed.messages;
+      link.sentBytes += stream.unconfirmed.bytes;
+      stream.unconfirmed = null;
+    }
+    if (stream.settled || stream.ending) {
+      this.notifyIdle(link);
+      return Promise.resolve({ done: true, value: undefined });
+    }
+    return new Promise((resolvePromise) => {
+      stream.pull = resolvePromise;
+      // Messages queued in an earlier turn leave now; those of this turn wait for its end (the scheduled pump).
+      if (stream.established && link.queue.length > link.queueHead && !link.flushScheduled) this.handOut(link, stream);
+      else this.notifyIdle(link);
+    });
+  }
+
+  /** Builds one frame from the head of the queue and gives it to the waiting stream. */
+  private handOut(link: Link, stream: PeerStream): void {
     const groups: BatchGroup[] = [];
     let size = 8;
     let count = 0;
@@ -405,35 +537,69 @@ export class PeerClientPool {
       count++;
       link.queueHead++;
     }
-    if (link.queueHead > 1024 && link.queueHead * 2 > link.queue.length) {
+    if (link.queueHead === link.queue.length) {
+      link.queue = [];
+      link.queueHead = 0;
+    } else if (link.queueHead > 1024 && link.queueHead * 2 > link.queue.length) {
       link.queue = link.queue.slice(link.queueHead);
       link.queueHead = 0;
     }
+    const frame = encodeFrame(groups);
+    const now = Date.now();
+    stream.unconfirmed = { messages: count, bytes: frame.length, at: now };
+    // A peer that stops reading leaves the frame unaccepted: after batchTimeoutMs the stream is given up.
+    stream.watchdog ??= setTimeout(() => this.checkStall(link, stream), this.batchTimeoutMs).unref();
+    const pull = stream.pull!;
+    stream.pull = null;
+    pull({ done: false, value: Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength) });
+  }
 
-    link.inFlight = true;
-    try {
-      const { statusCode, bytes } = await this.request(link, {
-        method: 'POST',
-        path: '/peer/v1/messages',
-        headers: { 'content-type': BATCH_CONTENT_TYPE },
-        body: encodeBatch(groups),
-        timeoutMs: this.batchTimeoutMs,
-        admitted: true,
-      });
-      if (statusCode === 200) {
-        link.sentBatches++;
-        link.sentMessages += count;
-      } else {
-        link.droppedMessages += count;
-        this.logger.warn({ peer: link.org, status: statusCode, reply: Buffer.from(bytes).toString('utf8').slice(0, 200) }, 'peer refused a batch');
-      }
-    } catch {
-      link.droppedMessages += count; // already recorded as a link failure by request()
-    } finally {
-      link.inFlight = false;
+  private checkStall(link: Link, stream: PeerStream): void {
+    stream.watchdog = null;
+    if (stream.settled || !stream.unconfirmed) return;
+    const waited = Date.now() - stream.unconfirmed.at;
+    if (waited >= this.batchTimeoutMs) {
+      this.streamEnded(link, stream, `PEER_TIMEOUT: a frame waited ${waited} ms for the stream to accept it (the peer does not read)`);
+    } else {
+      stream.watchdog = setTimeout(() => this.checkStall(link, stream), this.batchTimeoutMs - waited).unref();
     }
-    if (link.queue.length > link.queueHead) this.scheduleFlush(link);
-    else this.notifyIdle(link);
+  }
+
+  /** Ends a stream gracefully: no more frames (the one in flight still goes), the peer then completes it. */
+  private endStream(stream: PeerStream): void {
+    stream.ending = true;
+    const pull = stream.pull;
+    stream.pull = null;
+    pull?.({ done: true, value: undefined });
+  }
+
+  /**
+   * A stream is over: the peer ended or refused it, the connection failed, it stalled, or this pool ended it
+   * (`ours`, or `ending` set before). A frame not yet accepted is counted as dropped; unless ours, the end is a
+   * failure of the peer (backoff, breaker), and queued messages open a new stream when the backoff allows.
+   */
+  private streamEnded(link: Link, stream: PeerStream, detail: string, ours = false): void {
+    if (stream.settled) return;
+    stream.settled = true;
+    if (stream.watchdog) clearTimeout(stream.watchdog);
+    stream.watchdog = null;
+    if (link.stream === stream) link.stream = null;
+    if (stream.unconfirmed) {
+      link.droppedMessages += stream.unconfirmed.messages;
+      stream.unconfirmed = null;
+    }
+    const pull = stream.pull;
+    stream.pull = null;
+    pull?.({ done: true, value: undefined });
+    stream.abort.abort(); // resets the HTTP/2 stream if it is still open
+    const expected = ours || stream.ending || this.closed || this.links.get(link.org) !== link;
+    if (!expected) {
+      const why = stream.reason ? `${detail}: ${stream.reason}` : detail;
+      this.logger.debug({ peer: link.org, err: why }, 'peer stream ended');
+      this.onFailure(link, why);
+      if (link.queue.length > link.queueHead) this.scheduleFlush(link);
+    }
+    this.notifyIdle(link);
   }
 
   /**
@@ -442,10 +608,10 @@ export class PeerClientPool {
    */
   private async request(
     link: Link,
-    request: { method: 'GET' | 'POST'; path: string; headers?: Record<string, string>; body?: Uint8Array; timeoutMs: number; admitted?: boolean },
+    request: { method: 'GET' | 'POST'; path: string; headers?: Record<string, string>; body?: Uint8Array; timeoutMs: number },
   ): Promise<{ statusCode: number; bytes: Uint8Array }> {
     if (this.closed) throw new PeerCallError(link.org, 'PEER_POOL_CLOSED', 'the peer client pool is closed');
-    if (!request.admitted && !this.admit(link)) {
+    if (!this.admit(link)) {
       throw new PeerCallError(
         link.org,
         'PEER_CIRCUIT_OPEN',

@@ -1,12 +1,26 @@
 // The peer server: fastify 5 over HTTP/2 with mutual TLS. Every request is bound to the calling org by pki/identity
 // (pinned CA + SAN) before any route runs; batches of messages are routed to per-channel handlers, and calls
-// (request/response) to per-channel responders.
+// (request/response) to per-channel responders. Batches arrive on each peer's long-lived stream
+// (POST /peer/v1/stream: length-prefixed frames, no per-batch answer, the sender re-identified at every frame) or,
+// from older peers, one per request (POST /peer/v1/messages).
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import type { Http2SecureServer, Http2Session, Http2ServerRequest } from 'node:http2';
+import { constants as h2, type Http2SecureServer, type Http2Session, type Http2ServerRequest, type ServerHttp2Stream } from 'node:http2';
+import type { Readable } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { pino, type Logger } from 'pino';
 import { buildPeerTrust, peerIdentity, PeerIdentityError, type PeerIdentity, type PeerTrust } from '../pki/identity.ts';
-import { BATCH_CONTENT_TYPE, BATCH_LIMITS, BatchFormatError, CHANNEL_PATTERN, decodeBatch, SWARM_ID_PATTERN } from './wire.ts';
+import {
+  BATCH_CONTENT_TYPE,
+  BATCH_LIMITS,
+  BatchFormatError,
+  CHANNEL_PATTERN,
+  decodeBatch,
+  FrameReader,
+  FrameTooLargeError,
+  STREAM_CONTENT_TYPE,
+  SWARM_ID_PATTERN,
+  type BatchGroup,
+} from './wire.ts';
 
 export const CALL_CONTENT_TYPE = 'application/octet-stream';
 /** Header naming the swarm of a call. */
@@ -43,6 +57,16 @@ export interface PeerServerOptions {
   closeGraceMs?: number;
   /** Clock for certificate validity checks (tests). */
   now?: () => Date;
+  /**
+   * HTTP/2 receive window, per stream and per connection (default 4 MiB; the protocol's default is 64 KiB). A peer
+   * stream can have this much in flight before the sender must wait for this node to read.
+   */
+  receiveWindowBytes?: number;
+  /**
+   * A session without traffic for this long is closed (default 72 s, fastify's default), unless it carries a peer
+   * stream: then it is pinged, and destroyed only when the peer does not answer within the same time.
+   */
+  idleSessionMs?: number;
 }
 
 export interface PeerServerStats {
@@ -52,7 +76,16 @@ export interface PeerServerStats {
   messagesUnrouted: number;
   handlerErrors: number;
   callsServed: number;
-  /** Refused requests by code (PEER_SAN_MISMATCH, ...). */
+  /** POST /peer/v1/messages requests (one batch each: older peers and tools). */
+  batchRequests: number;
+  /** Peer streams accepted (POST /peer/v1/stream), and those open now. */
+  streamsOpened: number;
+  streamsOpen: number;
+  /** Idle sessions kept because they carry a peer stream and the peer answered a ping. */
+  idleStreamPings: number;
+  /** Peer streams this node ended with an error, by code (STREAM_FRAME_TOO_LARGE, BATCH_MALFORMED, PEER_UNKNOWN_CA, ...). */
+  streamErrors: Record<string, number>;
+  /** Refused requests, and streams refused at a frame, by code (PEER_SAN_MISMATCH, ...). */
   refused: Record<string, number>;
   /** TLS handshakes that failed (no cert, unknown CA, expired cert: TLS refuses those before HTTP). */
   tlsFailures: number;
@@ -64,6 +97,14 @@ declare module 'fastify' {
   interface FastifyRequest {
     peer: PeerIdentity;
   }
+}
+
+/** One open peer stream: its request (for re-identification) and how to end it with an error. */
+interface OpenStream {
+  request: FastifyRequest;
+  session: Http2Session;
+  fail: (code: string, message: string) => void;
+  end: () => void;
 }
 
 interface CachedIdentity {
@@ -80,6 +121,8 @@ export class PeerServer {
   private batchListener: ((fromOrg: string) => void) | null = null;
   private readonly requestHandlers = new Map<string, RequestHandler>();
   private readonly sessions = new Set<Http2Session>();
+  private readonly streams = new Set<OpenStream>();
+  private readonly maxBatchBytes: number;
   private readonly identities = new WeakMap<Http2Session, CachedIdentity>();
   private readonly logger: Logger;
   private readonly now: () => Date;
@@ -90,6 +133,11 @@ export class PeerServer {
     messagesUnrouted: 0,
     handlerErrors: 0,
     callsServed: 0,
+    batchRequests: 0,
+    streamsOpened: 0,
+    streamsOpen: 0,
+    streamErrors: {},
+    idleStreamPings: 0,
     refused: {},
     tlsFailures: 0,
     tlsFailureReasons: {},
@@ -107,6 +155,8 @@ export class PeerServer {
     this.tlsNow = options.tls;
     this.caPems = options.members.map((member) => member.caPem);
     const maxBatchBytes = Math.min(options.maxBatchBytes ?? BATCH_LIMITS.maxBytes, BATCH_LIMITS.maxBytes);
+    this.maxBatchBytes = maxBatchBytes;
+    const window = options.receiveWindowBytes ?? 4 * 1024 * 1024;
     const maxCallBytes = options.maxCallBytes ?? 16 * 1024 * 1024;
 
     this.fastify = Fastify({
@@ -119,15 +169,30 @@ export class PeerServer {
         requestCert: true,
         rejectUnauthorized: true,
         minVersion: 'TLSv1.3',
+        // The stream window, advertised in SETTINGS; the connection window is raised per session below.
+        settings: { initialWindowSize: window },
       },
+      // Replaced by the idle-session watch below: fastify's closes an idle session even while it carries a peer
+      // stream (node counts neither an open stream nor PINGs as activity), and undici fails the stream on the
+      // GOAWAY. requestTimeout and connectionTimeout stay 0 (off), so they never cut a stream either.
+      http2SessionTimeout: 0,
       loggerInstance: this.logger.child({ component: 'peer-server' }),
       logController: new LogController({ disableRequestLogging: true }),
       bodyLimit: Math.max(maxBatchBytes, maxCallBytes),
     }) as unknown as FastifyInstance;
     const app = this.fastify;
 
+    const idleSessionMs = options.idleSessionMs ?? 72_000;
     this.http2Server.on('session', (session: Http2Session) => {
       this.sessions.add(session);
+      session.setTimeout(idleSessionMs, () => this.idleSession(session, idleSessionMs));
+      session.once('connect', () => {
+        try {
+          session.setLocalWindowSize(window);
+        } catch {
+          // the session closed meanwhile
+        }
+      });
       session.once('close', () => this.sessions.delete(session));
     });
     this.http2Server.on('tlsClientError', (error: Error & { code?: string }, socket: TLSSocket) => {
@@ -151,6 +216,8 @@ export class PeerServer {
 
     app.removeAllContentTypeParsers();
     app.addContentTypeParser([BATCH_CONTENT_TYPE, CALL_CONTENT_TYPE], { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
+    // A stream's body is never buffered whole: the route reads its frames as they arrive.
+    app.addContentTypeParser(STREAM_CONTENT_TYPE, (_request, payload, done) => done(null, payload));
 
     app.setErrorHandler((error: Error & { statusCode?: number; code?: string }, _request, reply) => {
       const statusCode = error.statusCode && error.statusCode >= 400 ? error.statusCode : 500;
@@ -162,6 +229,8 @@ export class PeerServer {
     app.get('/peer/v1/whoami', async (request) => ({ org: request.peer.org, node: request.peer.node }));
 
     app.post('/peer/v1/messages', { bodyLimit: maxBatchBytes }, async (request, reply) => this.receiveBatch(request, reply));
+
+    app.post('/peer/v1/stream', async (request, reply) => this.serveStream(request, reply));
 
     app.post<{ Params: { channel: string } }>('/peer/v1/call/:channel', { bodyLimit: maxCallBytes }, async (request, reply) =>
       this.serveCall(request, reply),
@@ -221,6 +290,11 @@ export class PeerServer {
    */
   updateMembers(members: readonly { org: string; caPem: string }[]): void {
     this.trust = buildPeerTrust(members);
+    // Open streams are re-identified at every frame anyway; ending the refused ones now tells their senders at once.
+    for (const open of this.streams) {
+      const result = this.identify(open.request);
+      if (result.error) open.fail(result.error.code, result.error.message);
+    }
     this.caPems = members.map((member) => member.caPem);
     this.http2Server.setSecureContext({
       key: this.tlsNow.keyPem,
@@ -237,12 +311,20 @@ export class PeerServer {
   }
 
   stats(): PeerServerStats {
-    return { ...this.counters, refused: { ...this.counters.refused }, tlsFailureReasons: { ...this.counters.tlsFailureReasons } };
+    return {
+      ...this.counters,
+      streamErrors: { ...this.counters.streamErrors },
+      refused: { ...this.counters.refused },
+      tlsFailureReasons: { ...this.counters.tlsFailureReasons },
+    };
   }
 
   /** Stops accepting connections, lets in-flight requests finish (up to closeGraceMs), then closes. */
   close(): Promise<void> {
     this.closing ??= (async () => {
+      // Open peer streams would hold their sessions open until the grace ends: end them now (their senders reconnect
+      // elsewhere or back off), then close the sessions.
+      for (const open of this.streams) open.end();
       for (const session of this.sessions) session.close();
       const force = setTimeout(() => {
         for (const session of this.sessions) session.destroy();
@@ -255,6 +337,25 @@ export class PeerServer {
       }
     })();
     return this.closing;
+  }
+
+  /** A session had no traffic for a while: closed, unless a peer stream rides on it and the peer answers a ping. */
+  private idleSession(session: Http2Session, idleSessionMs: number): void {
+    if (session.closed || session.destroyed) return;
+    if (![...this.streams].some((open) => open.session === session)) return void session.close();
+    const deadline = setTimeout(() => session.destroy(), idleSessionMs).unref();
+    try {
+      session.ping((error) => {
+        clearTimeout(deadline);
+        if (error) return void session.destroy();
+        this.counters.idleStreamPings++;
+        // Re-armed with its listener: node registers a timeout callback with once(), and the ack is no activity.
+        if (!session.closed && !session.destroyed) session.setTimeout(idleSessionMs, () => this.idleSession(session, idleSessionMs));
+      });
+    } catch {
+      clearTimeout(deadline);
+      session.destroy();
+    }
   }
 
   private identify(request: FastifyRequest): { identity?: PeerIdentity; error?: PeerIdentityError } {
@@ -284,6 +385,7 @@ export class PeerServer {
     if (!(request.body instanceof Buffer)) {
       return reply.code(415).send({ code: 'BATCH_CONTENT_TYPE', message: `send the batch as ${BATCH_CONTENT_TYPE}` });
     }
+    this.counters.batchRequests++;
     let groups;
     try {
       groups = decodeBatch(new Uint8Array(request.body.buffer, request.body.byteOffset, request.body.byteLength));
@@ -291,8 +393,13 @@ export class PeerServer {
       if (error instanceof BatchFormatError) return reply.code(400).send({ code: 'BATCH_MALFORMED', message: error.message });
       throw error;
     }
+    return reply.code(200).send(this.dispatchBatch(request.peer, groups));
+  }
+
+  /** Hands one decoded batch to the channels' handlers (both routes). */
+  private dispatchBatch(peer: PeerIdentity, groups: BatchGroup[]): { accepted: number; unrouted: number } {
     this.counters.batchesReceived++;
-    this.batchListener?.(request.peer.org);
+    this.batchListener?.(peer.org);
     let accepted = 0;
     let unrouted = 0;
     for (const group of groups) {
@@ -303,15 +410,90 @@ export class PeerServer {
         continue;
       }
       try {
-        handler(request.peer.org, group.swarm, group.messages, request.peer, group.channel);
+        handler(peer.org, group.swarm, group.messages, peer, group.channel);
         accepted += group.messages.length;
       } catch (error) {
         this.counters.handlerErrors++;
-        this.logger.error({ err: error, channel: group.channel, swarm: group.swarm, from: request.peer.org }, 'messages handler threw');
+        this.logger.error({ err: error, channel: group.channel, swarm: group.swarm, from: peer.org }, 'messages handler threw');
       }
     }
     this.counters.messagesUnrouted += unrouted;
-    return reply.code(200).send({ accepted, unrouted });
+    return { accepted, unrouted };
+  }
+
+  /**
+   * A peer's stream: 200 at once, then every frame of the request body is decoded and dispatched as it completes;
+   * nothing is answered per frame. The sender is re-identified at every frame (a removed member or an expired
+   * certificate is cut off mid-stream). A bad frame ends the stream with an error: the reason as a JSON body, then
+   * RST_STREAM, so the sender drops what it has in flight and reconnects with backoff; the node stays up.
+   */
+  private async serveStream(request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const payload = request.body as Readable | undefined;
+    const stream = (request.raw as unknown as Http2ServerRequest).stream as ServerHttp2Stream | undefined;
+    if (!payload || typeof payload.on !== 'function' || !stream) {
+      return void reply.code(415).send({ code: 'STREAM_CONTENT_TYPE', message: `send the stream as ${STREAM_CONTENT_TYPE}` });
+    }
+    reply.hijack();
+    stream.respond({ ':status': 200, 'content-type': STREAM_CONTENT_TYPE });
+    this.counters.streamsOpened++;
+    this.counters.streamsOpen++;
+    const reader = new FrameReader(this.maxBatchBytes);
+    let done = false;
+    const finish = (): void => {
+      if (done) return;
+      done = true;
+      this.counters.streamsOpen--;
+      this.streams.delete(open);
+      payload.off('data', onData);
+      payload.resume(); // discard whatever still arrives until the stream closes
+    };
+    const open: OpenStream = {
+      request,
+      session: stream.session!,
+      fail: (code, message) => {
+        if (done) return;
+        finish();
+        this.counters.streamErrors[code] = (this.counters.streamErrors[code] ?? 0) + 1;
+        this.logger.warn({ code, from: request.peer.org, remote: request.ip }, `peer stream ended: ${message}`);
+        if (stream.destroyed) return;
+        // The reason first (the sender's lastError shows it), then the reset: we read nothing more of this stream.
+        stream.end(JSON.stringify({ code, message }), () => stream.close(h2.NGHTTP2_CANCEL));
+      },
+      end: () => {
+        if (done) return;
+        finish();
+        if (!stream.destroyed) stream.close(h2.NGHTTP2_NO_ERROR);
+      },
+    };
+    const onData = (chunk: Buffer): void => {
+      try {
+        for (const frame of reader.push(chunk)) {
+          if (done) return;
+          const identified = this.identify(request);
+          if (identified.error) {
+            const { code, message } = identified.error;
+            this.counters.refused[code] = (this.counters.refused[code] ?? 0) + 1;
+            return open.fail(code, message);
+          }
+          this.dispatchBatch(identified.identity!, decodeBatch(frame));
+        }
+      } catch (error) {
+        if (error instanceof FrameTooLargeError) return open.fail('STREAM_FRAME_TOO_LARGE', error.message);
+        if (error instanceof BatchFormatError) return open.fail('BATCH_MALFORMED', error.message);
+        // Not the peer's fault (a batch listener threw): this stream ends, the node stays up.
+        this.logger.error({ err: error, from: request.peer.org }, 'peer stream dispatch failed');
+        return open.fail('STREAM_INTERNAL', (error as Error).message);
+      }
+    };
+    this.streams.add(open);
+    payload.on('data', onData);
+    // The sender ended its side (closing or shutting down): end ours, which completes the stream.
+    payload.once('end', () => {
+      finish();
+      if (!stream.destroyed && !stream.writableEnded) stream.end();
+    });
+    stream.once('close', finish);
+    payload.once('error', finish);
   }
 
   private async serveCall(request: FastifyRequest<{ Params: { channel: string } }>, reply: FastifyReply): Promise<unknown> {

@@ -10,8 +10,13 @@
 //     swarmLen u8, swarm (ASCII id), channelLen u8, channel (ASCII name)
 //     count u32, then per message: length u32, bytes
 // Nothing may follow the last group.
+//
+// The peer stream (application/vnd.conclave.stream.v1, POST /peer/v1/stream) carries a sequence of frames, each a
+// u32 big-endian length followed by that many bytes of one batch in the layout above. A frame may arrive split
+// across any number of chunks; FrameReader reassembles them and refuses a length above its bound before reading it.
 
 export const BATCH_CONTENT_TYPE = 'application/vnd.conclave.batch.v1';
+export const STREAM_CONTENT_TYPE = 'application/vnd.conclave.stream.v1';
 export const BATCH_VERSION = 1;
 const MAGIC = [0x43, 0x4e, 0x43, 0x42]; // "CNCB"
 
@@ -32,8 +37,16 @@ export interface BatchGroup {
 }
 
 export class BatchFormatError extends Error {
-  override readonly name = 'BatchFormatError';
+  override readonly name: string = 'BatchFormatError';
 }
+
+/** A stream frame's length prefix announces more bytes than the reader accepts. */
+export class FrameTooLargeError extends BatchFormatError {
+  override readonly name: string = 'FrameTooLargeError';
+}
+
+/** Bytes of a stream frame's length prefix. */
+export const FRAME_PREFIX_BYTES = 4;
 
 const HEADER_BYTES = 8;
 
@@ -52,6 +65,17 @@ export function encodedBatchSize(groups: readonly BatchGroup[]): number {
 }
 
 export function encodeBatch(groups: readonly BatchGroup[]): Uint8Array {
+  return encodeWithPrefix(groups, 0);
+}
+
+/** One stream frame: the batch's length (u32 big-endian), then the batch; one allocation, no copy of the batch. */
+export function encodeFrame(groups: readonly BatchGroup[]): Uint8Array {
+  const frame = encodeWithPrefix(groups, FRAME_PREFIX_BYTES);
+  new DataView(frame.buffer, frame.byteOffset, frame.byteLength).setUint32(0, frame.length - FRAME_PREFIX_BYTES);
+  return frame;
+}
+
+function encodeWithPrefix(groups: readonly BatchGroup[], prefix: number): Uint8Array {
   if (groups.length > BATCH_LIMITS.maxGroups) throw new BatchFormatError(`a batch holds at most ${BATCH_LIMITS.maxGroups} groups`);
   let messageCount = 0;
   for (const group of groups) {
@@ -63,13 +87,13 @@ export function encodeBatch(groups: readonly BatchGroup[]): Uint8Array {
   const size = encodedBatchSize(groups);
   if (size > BATCH_LIMITS.maxBytes) throw new BatchFormatError(`batch of ${size} bytes exceeds ${BATCH_LIMITS.maxBytes}`);
 
-  const out = new Uint8Array(size);
+  const out = new Uint8Array(prefix + size);
   const view = new DataView(out.buffer);
-  out.set(MAGIC, 0);
-  out[4] = BATCH_VERSION;
-  out[5] = 0;
-  view.setUint16(6, groups.length);
-  let offset = HEADER_BYTES;
+  out.set(MAGIC, prefix);
+  out[prefix + 4] = BATCH_VERSION;
+  out[prefix + 5] = 0;
+  view.setUint16(prefix + 6, groups.length);
+  let offset = prefix + HEADER_BYTES;
   const ascii = (text: string): void => {
     out[offset++] = text.length;
     for (let i = 0; i < text.length; i++) out[offset++] = text.charCodeAt(i);
@@ -140,4 +164,74 @@ export function decodeBatch(bytes: Uint8Array): BatchGroup[] {
   }
   if (offset !== bytes.length) throw new BatchFormatError(`${bytes.length - offset} unexpected bytes after the last group`);
   return groups;
+}
+
+/**
+ * Reassembles stream frames from chunks of any size. `push` returns the frames completed by a chunk (views into the
+ * chunk when a frame lies within one, a copy when it straddles chunks) and throws FrameTooLargeError as soon as a
+ * length prefix exceeds `maxFrameBytes`. It does not decode the batches: the caller does, frame by frame.
+ */
+export class FrameReader {
+  private chunks: Uint8Array[] = [];
+  /** Bytes of chunks[0] already consumed. */
+  private head = 0;
+  private buffered = 0;
+  /** Length of the frame being read, or -1 while its prefix is incomplete. */
+  private need = -1;
+
+  constructor(private readonly maxFrameBytes: number) {}
+
+  /** Bytes held for an incomplete frame (bounded by 4 + maxFrameBytes + one chunk). */
+  get pendingBytes(): number {
+    return this.buffered;
+  }
+
+  push(chunk: Uint8Array): Uint8Array[] {
+    const frames: Uint8Array[] = [];
+    if (chunk.length === 0) return frames;
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    for (;;) {
+      if (this.need < 0) {
+        if (this.buffered < FRAME_PREFIX_BYTES) break;
+        const prefix = this.take(FRAME_PREFIX_BYTES);
+        const length = new DataView(prefix.buffer, prefix.byteOffset, FRAME_PREFIX_BYTES).getUint32(0);
+        if (length > this.maxFrameBytes) throw new FrameTooLargeError(`stream frame of ${length} bytes exceeds ${this.maxFrameBytes}`);
+        this.need = length;
+      }
+      if (this.buffered < this.need) break;
+      frames.push(this.take(this.need));
+      this.need = -1;
+    }
+    return frames;
+  }
+
+  private take(count: number): Uint8Array {
+    const first = this.chunks[0]!;
+    if (first.length - this.head >= count) {
+      const bytes = first.subarray(this.head, this.head + count);
+      this.head += count;
+      this.buffered -= count;
+      if (this.head === first.length) {
+        this.chunks.shift();
+        this.head = 0;
+      }
+      return bytes;
+    }
+    const out = new Uint8Array(count);
+    let filled = 0;
+    while (filled < count) {
+      const current = this.chunks[0]!;
+      const part = Math.min(count - filled, current.length - this.head);
+      out.set(current.subarray(this.head, this.head + part), filled);
+      filled += part;
+      this.head += part;
+      if (this.head === current.length) {
+        this.chunks.shift();
+        this.head = 0;
+      }
+    }
+    this.buffered -= count;
+    return out;
+  }
 }

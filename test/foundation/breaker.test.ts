@@ -1,5 +1,7 @@
 // A dead peer costs nothing: the per-peer circuit breaker opens after consecutive failures, fails fast while open,
-// and closes again through a half-open probe once the peer is back. Queues are bounded and count what they drop.
+// and closes again through a half-open probe once the peer is back. Queues are bounded and count what they drop;
+// a peer that stops reading its stream fails it after the batch timeout.
+import { createSecureServer, type ServerHttp2Stream } from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePorts } from '../../src/config/local-federation.ts';
 import { PeerClientPool, PeerCallError } from '../../src/transport/client.ts';
@@ -103,6 +105,50 @@ describe('peer circuit breaker', () => {
       expect(health).toMatchObject({ queuedMessages: 0, sentMessages: 0, droppedMessages: offered, consecutiveFailures: 2 });
     } finally {
       await pool.close();
+    }
+  });
+
+  it('a peer that stops reading its stream: the stuck frame counts as dropped after the batch timeout, then the breaker opens', async () => {
+    // A real mutual-TLS HTTP/2 server holding acme's certificate that answers the stream and then never reads it,
+    // with the protocol's smallest windows, so the sender's writes stall once ~64 KiB are in flight.
+    const stalled: ServerHttp2Stream[] = [];
+    const stuck = createSecureServer({ key: acme.keyPem, cert: acme.certPem, ca: [globex.caPem], requestCert: true, minVersion: 'TLSv1.3', settings: { initialWindowSize: 65_535 } });
+    stuck.on('stream', (stream) => {
+      stream.respond({ ':status': 200 });
+      stream.pause();
+      stalled.push(stream);
+    });
+    await new Promise<void>((done) => stuck.listen(0, '127.0.0.1', done));
+    const { port } = stuck.address() as { port: number };
+    const pool = new PeerClientPool({
+      self: 'globex',
+      tls: { certPem: globex.certPem, keyPem: globex.keyPem },
+      members: [{ org: 'acme', peerUrl: `https://127.0.0.1:${port}`, caPem: acme.caPem }],
+      batchTimeoutMs: 300,
+      breakerThreshold: 1,
+      maxBatchBytes: 64 * 1024,
+      maxQueuedMessages: 100,
+    });
+    try {
+      const message = new Uint8Array(16 * 1024).fill(3);
+      let offered = 0;
+      await until(() => {
+        pool.send('acme', 'review', 'raft', [message]);
+        offered++;
+        return pool.health()[0]!.state === 'open';
+      }, 'the stalled stream to open the breaker');
+      const health = pool.health()[0]!;
+      expect(health.lastError).toMatch(/PEER_TIMEOUT: a frame waited \d+ ms/);
+      expect(health.sentMessages).toBeGreaterThan(0); // what fit in the windows before the peer stopped reading
+      expect(health.droppedMessages).toBeGreaterThan(0);
+      expect(health.queuedMessages).toBe(0);
+      await pool.flush();
+      expect(pool.health()[0]!.sentMessages + pool.health()[0]!.droppedMessages).toBe(offered);
+      expect(stalled.length).toBe(1);
+    } finally {
+      await pool.close(200);
+      for (const stream of stalled) stream.close();
+      await new Promise((done) => stuck.close(done));
     }
   });
 });

@@ -1,5 +1,5 @@
 // Shared fixtures for the foundation tests: temporary folders, orgs made by initOrg, and a raw HTTP/2 client that
-// reports exactly what the TLS layer and the server answered.
+// reports exactly what the TLS layer and the server answered (one request, or a peer stream fed chunk by chunk).
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect, type ClientHttp2Session } from 'node:http2';
 import { tmpdir } from 'node:os';
@@ -70,6 +70,39 @@ export async function rawRequest(options: {
         else resolvePromise({ alpn: session.alpnProtocol, status, body: Buffer.concat(chunks).toString('utf8') });
       });
       stream.end(options.body ? Buffer.from(options.body) : undefined);
+    });
+  } finally {
+    session.destroy();
+  }
+}
+
+export interface RawStreamEnd {
+  status: number;
+  /** What the server wrote on the answer (a stream's error reason, as JSON). */
+  body: string;
+  /** RST_STREAM code of the stream's end (0 when it ended cleanly). */
+  rstCode: number;
+}
+
+/**
+ * Opens POST /peer/v1/stream over node:http2 with a member's certificate, writes `chunks` one by one (each its own
+ * write, so frames can straddle them), leaves its side open, and resolves when the server ends the stream.
+ */
+export async function rawStream(options: { url: string; ca: string; cert: string; key: string; chunks: Uint8Array[] }): Promise<RawStreamEnd> {
+  const session: ClientHttp2Session = connect(options.url, { ca: options.ca, cert: options.cert, key: options.key, minVersion: 'TLSv1.3' });
+  try {
+    return await new Promise<RawStreamEnd>((resolvePromise, reject) => {
+      session.once('error', reject);
+      const stream = session.request({ ':path': '/peer/v1/stream', ':method': 'POST', 'content-type': 'application/vnd.conclave.stream.v1' });
+      let status = 0;
+      const chunks: Buffer[] = [];
+      stream.on('response', (headers) => {
+        status = Number(headers[':status']);
+        for (const chunk of options.chunks) stream.write(Buffer.from(chunk));
+      });
+      stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+      stream.on('error', () => undefined); // the reset is reported through rstCode
+      stream.once('close', () => resolvePromise({ status, body: Buffer.concat(chunks).toString('utf8'), rstCode: stream.rstCode ?? 0 }));
     });
   } finally {
     session.destroy();

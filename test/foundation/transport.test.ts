@@ -3,7 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { issueNodeCert, createOrgCa } from '../../src/pki/certs.ts';
 import { PeerClientPool, PeerCallError } from '../../src/transport/client.ts';
 import { PeerReplyError, PeerServer } from '../../src/transport/server.ts';
-import { makeOrg, rawRequest, tempDir, type TestOrg } from './helpers.ts';
+import { waitFor } from '../support/wait.ts';
+import { makeOrg, rawRequest, rawStream, tempDir, type TestOrg } from './helpers.ts';
 
 const DAY = 24 * 3600 * 1000;
 
@@ -175,6 +176,7 @@ describe('peer transport over mutual TLS HTTP/2', () => {
     try {
       for (const group of sent) pool.send('acme', group.swarm, group.channel, group.messages);
       await pool.flush();
+      await waitFor('all 205 messages to arrive', () => received.reduce((n, r) => n + r.messages.length, 0) >= 205, 10_000);
       const flat = (groups: { swarm: string; channel: string; messages: Uint8Array[] }[]) => groups.flatMap((g) => g.messages.map((m) => `${g.swarm}/${g.channel}/${Buffer.from(m).toString('base64')}`));
       expect(received.every((r) => r.from === 'globex')).toBe(true);
       expect(flat(received)).toEqual(flat(sent));
@@ -191,7 +193,7 @@ describe('peer transport over mutual TLS HTTP/2', () => {
     const pool = new PeerClientPool({ self: 'globex', tls: { certPem: globex.certPem, keyPem: globex.keyPem }, members: [{ org: 'acme', peerUrl: server.url, caPem: acme.caPem }] });
     try {
       pool.send('acme', 'review', 'nobody-listens', [new Uint8Array([1])]);
-      await pool.flush();
+      await waitFor('the batch to be reported', () => senders.length > 0, 10_000);
       expect(senders).toEqual(['globex']);
     } finally {
       await pool.close();
@@ -224,5 +226,309 @@ describe('peer transport over mutual TLS HTTP/2', () => {
     });
     expect(answer.status).toBe(400);
     expect(JSON.parse(answer.body)).toMatchObject({ code: 'BATCH_MALFORMED' });
+  });
+});
+
+describe('the peer stream: one long-lived HTTP/2 stream per peer link, length-prefixed frames', () => {
+  const tmp = tempDir();
+  let acme: TestOrg;
+  let globex: TestOrg;
+  let initech: TestOrg;
+  let server: PeerServer;
+  const received: { from: string; swarm: string; channel: string; message: string }[] = [];
+  const membersOf = (...orgs: TestOrg[]) => orgs.map((o) => ({ org: o.org, caPem: o.caPem }));
+  const poolFor = (self: TestOrg, url: string, extra: Partial<ConstructorParameters<typeof PeerClientPool>[0]> = {}) =>
+    new PeerClientPool({ self: self.org, tls: { certPem: self.certPem, keyPem: self.keyPem }, members: [{ org: 'acme', peerUrl: url, caPem: acme.caPem }], ...extra });
+  const text = (value: string) => new Uint8Array(Buffer.from(value));
+  const frame = (bytes: Uint8Array) => {
+    const out = new Uint8Array(4 + bytes.length);
+    new DataView(out.buffer).setUint32(0, bytes.length);
+    out.set(bytes, 4);
+    return out;
+  };
+
+  beforeAll(async () => {
+    acme = await makeOrg(tmp.dir, 'acme');
+    globex = await makeOrg(tmp.dir, 'globex');
+    initech = await makeOrg(tmp.dir, 'initech');
+    server = await PeerServer.start({ tls: { certPem: acme.certPem, keyPem: acme.keyPem }, members: membersOf(acme, globex, initech) });
+    for (const channel of ['raft', 'pbft']) {
+      server.onMessages(channel, (from, swarm, messages) => {
+        for (const m of messages) received.push({ from, swarm, channel, message: Buffer.from(m).toString('utf8') });
+      });
+    }
+  });
+
+  afterAll(async () => {
+    await server.close();
+    tmp.cleanup();
+  });
+
+  it('many messages across swarms and channels arrive in order, over one stream request rather than one request per batch', async () => {
+    received.length = 0;
+    const before = server.stats();
+    const pool = poolFor(globex, server.url);
+    const routes = [
+      ['review', 'raft'],
+      ['deploy', 'raft'],
+      ['review', 'pbft'],
+    ] as const;
+    const sent: string[] = [];
+    try {
+      for (let turn = 0; turn < 60; turn++) {
+        for (let i = 0; i < 50; i++) {
+          const [swarm, channel] = routes[(turn + i) % routes.length]!;
+          const message = `${swarm}/${channel}/${turn}-${i}`;
+          pool.send('acme', swarm, channel, [text(message)]);
+          sent.push(message);
+        }
+        await new Promise((done) => setImmediate(done)); // the next turn of the event loop: the next frame
+      }
+      await waitFor(`all ${sent.length} messages to arrive`, () => received.length >= sent.length, 20_000);
+      expect(received.map((r) => `${r.swarm}/${r.channel}/${r.message.split('/')[2]}`)).toEqual(sent);
+      expect(received.every((r) => r.from === 'globex')).toBe(true);
+      const health = pool.health()[0]!;
+      expect(health).toMatchObject({ stream: 'open', sentMessages: sent.length, droppedMessages: 0, queuedMessages: 0 });
+      expect(health.sentBatches).toBeGreaterThan(10); // many frames ...
+      const after = server.stats();
+      expect(after.streamsOpened - before.streamsOpened).toBe(1); // ... on one stream
+      expect(after.batchRequests - before.batchRequests).toBe(0);
+      expect(after.batchesReceived - before.batchesReceived).toBe(health.sentBatches);
+      expect(after.streamsOpen - before.streamsOpen).toBe(1);
+    } finally {
+      await pool.close();
+    }
+    await waitFor('the stream to be closed on the server', () => server.stats().streamsOpen === before.streamsOpen, 10_000);
+  });
+
+  it('flush resolves once every queued message was accepted by the stream, and close delivers what was queued', async () => {
+    received.length = 0;
+    const pool = poolFor(globex, server.url);
+    try {
+      await pool.whoami('acme'); // connected, so the messages below wait for the stream, not the handshake
+      const messages = Array.from({ length: 3000 }, (_, i) => text(`m${i}`.padEnd(300, '.')));
+      pool.send('acme', 'review', 'raft', messages);
+      expect(pool.health()[0]).toMatchObject({ queuedMessages: 3000, sentMessages: 0 });
+      await pool.flush();
+      expect(pool.health()[0]).toMatchObject({ queuedMessages: 0, sentMessages: 3000, droppedMessages: 0 });
+      pool.send('acme', 'review', 'raft', [text('last')]);
+    } finally {
+      await pool.close(); // gives the queued message its grace, then ends the stream cleanly
+    }
+    await waitFor('3001 messages to arrive', () => received.length >= 3001, 10_000);
+    expect(received.at(-1)!.message).toBe('last');
+  });
+
+  it('a restarted peer: the client reconnects with backoff and later messages arrive on a new stream', async () => {
+    const first = await PeerServer.start({ tls: { certPem: acme.certPem, keyPem: acme.keyPem }, members: membersOf(acme, globex) });
+    const port = first.port;
+    const got: string[] = [];
+    first.onMessages('raft', (_from, _swarm, messages) => messages.forEach((m) => got.push(Buffer.from(m).toString('utf8'))));
+    const pool = poolFor(globex, first.url, { backoff: { baseMs: 20, maxMs: 200 }, breakerThreshold: 1000 });
+    let second: PeerServer | null = null;
+    try {
+      pool.send('acme', 'review', 'raft', [text('before')]);
+      await waitFor('the first message', () => got.includes('before'), 10_000);
+      await first.close();
+      await waitFor('the client to see its stream end', () => pool.health()[0]!.stream !== 'open', 10_000);
+      second = await PeerServer.start({ tls: { certPem: acme.certPem, keyPem: acme.keyPem }, members: membersOf(acme, globex), listen: { host: '127.0.0.1', port } });
+      const again: string[] = [];
+      second.onMessages('raft', (_from, _swarm, messages) => messages.forEach((m) => again.push(Buffer.from(m).toString('utf8'))));
+      let n = 0;
+      // Messages sent while nobody listens may be dropped (the protocols retransmit): keep sending until one arrives.
+      await waitFor('a message on the restarted peer', () => {
+        pool.send('acme', 'review', 'raft', [text(`after-${n++}`)]);
+        return again.length > 0;
+      }, 20_000);
+      expect(again[0]).toMatch(/^after-\d+$/);
+      expect(second.stats().streamsOpened).toBe(1);
+      expect(pool.health()[0]).toMatchObject({ state: 'closed', stream: 'open' });
+    } finally {
+      await pool.close();
+      await second?.close();
+    }
+  });
+
+  it('a stream from a forged certificate is refused (403 PEER_SAN_MISMATCH), counted, and nothing is delivered', async () => {
+    received.length = 0;
+    const forged = await issueNodeCert({ ca: { certPem: globex.caPem, keyPem: globex.caKeyPem }, org: 'globex', sanOrg: 'initech', node: 'node1' });
+    const before = server.stats();
+    const pool = new PeerClientPool({
+      self: 'globex',
+      tls: forged,
+      members: [{ org: 'acme', peerUrl: server.url, caPem: acme.caPem }],
+      breakerThreshold: 1,
+      backoff: { baseMs: 2000, maxMs: 2000 }, // open for 1.5 s: longer than waitFor's polling interval
+      random: () => 0.5,
+    });
+    try {
+      pool.send('acme', 'review', 'raft', [text('forged')]);
+      await waitFor('the breaker to open', () => pool.health()[0]!.state === 'open', 20_000);
+      const health = pool.health()[0]!;
+      expect(health.lastError).toMatch(/HTTP 403: .*PEER_SAN_MISMATCH/);
+      expect(health).toMatchObject({ sentMessages: 0, queuedMessages: 0 });
+      expect(health.droppedMessages).toBe(1);
+      expect(server.stats().refused.PEER_SAN_MISMATCH! - (before.refused.PEER_SAN_MISMATCH ?? 0)).toBe(1);
+      expect(server.stats().streamsOpened).toBe(before.streamsOpened);
+      expect(received).toEqual([]);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('a stream from a CA that is not a member never gets past TLS', async () => {
+    const rogue = await makeOrg(tmp.dir, 'rogue');
+    const before = server.stats();
+    const pool = poolFor(rogue, server.url, { breakerThreshold: 1 });
+    try {
+      pool.send('acme', 'review', 'raft', [text('rogue')]);
+      await waitFor('the rogue stream to fail', () => pool.health()[0]!.state === 'open', 10_000);
+      expect(pool.health()[0]!.sentMessages).toBe(0);
+      expect(server.stats().tlsFailures).toBeGreaterThan(before.tlsFailures);
+      expect(server.stats().streamsOpened).toBe(before.streamsOpened);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it.each([
+    ['a length prefix above the batch limit', () => [new Uint8Array([0xff, 0xff, 0xff, 0xf0])], 'STREAM_FRAME_TOO_LARGE'],
+    ['a malformed batch', () => [frame(new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8, 9]))], 'BATCH_MALFORMED'],
+    ['a malformed batch split across writes', () => [frame(text('not a batch at all')).subarray(0, 3), frame(text('not a batch at all')).subarray(3)], 'BATCH_MALFORMED'],
+  ])('%s ends that stream with a counted error; the server keeps serving other peers', async (_name, chunks, code) => {
+    const before = server.stats();
+    const end = await rawStream({ url: server.url, ca: acme.caPem, cert: initech.certPem, key: initech.keyPem, chunks: chunks() });
+    expect(end.status).toBe(200);
+    expect(end.rstCode).not.toBe(0);
+    expect(JSON.parse(end.body)).toMatchObject({ code });
+    const after = server.stats();
+    expect(after.streamErrors[code]! - (before.streamErrors[code] ?? 0)).toBe(1);
+    expect(after.batchesReceived).toBe(before.batchesReceived);
+
+    received.length = 0;
+    const pool = poolFor(globex, server.url);
+    try {
+      pool.send('acme', 'review', 'raft', [text('still served')]);
+      await waitFor('a message from another peer', () => received.length === 1, 10_000);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('a member removed by a trust update stops being delivered on its already-open stream', async () => {
+    const local = await PeerServer.start({ tls: { certPem: acme.certPem, keyPem: acme.keyPem }, members: membersOf(acme, globex) });
+    const got: string[] = [];
+    local.onMessages('raft', (_from, _swarm, messages) => messages.forEach((m) => got.push(Buffer.from(m).toString('utf8'))));
+    const pool = poolFor(globex, local.url, { breakerThreshold: 3, backoff: { baseMs: 20, maxMs: 50 } });
+    try {
+      pool.send('acme', 'review', 'raft', [text('while a member')]);
+      await waitFor('the first message', () => got.length === 1, 10_000);
+      expect(pool.health()[0]!.stream).toBe('open');
+      local.updateMembers(membersOf(acme));
+      let offered = 0;
+      await waitFor('the removed member to be cut off', () => {
+        pool.send('acme', 'review', 'raft', [text(`after removal ${offered++}`)]);
+        return pool.health()[0]!.state === 'open';
+      }, 20_000);
+      expect(got).toEqual(['while a member']);
+      expect(local.stats().streamErrors.PEER_UNKNOWN_CA).toBe(1);
+      expect(local.stats().streamsOpen).toBe(0);
+      expect(pool.health()[0]!.lastError).toMatch(/PEER_UNKNOWN_CA/);
+    } finally {
+      await pool.close();
+      await local.close();
+    }
+  });
+
+  it('every frame re-identifies its sender: a certificate that expires mid-stream ends the stream (PEER_CERT_EXPIRED)', async () => {
+    let clock = new Date();
+    const timed = await PeerServer.start({ tls: { certPem: acme.certPem, keyPem: acme.keyPem }, members: membersOf(acme, globex), now: () => clock });
+    const got: string[] = [];
+    timed.onMessages('raft', (_from, _swarm, messages) => messages.forEach((m) => got.push(Buffer.from(m).toString('utf8'))));
+    const pool = poolFor(globex, timed.url);
+    try {
+      pool.send('acme', 'review', 'raft', [text('valid')]);
+      await waitFor('the first message', () => got.length === 1, 10_000);
+      clock = new Date(Date.now() + 400 * DAY);
+      pool.send('acme', 'review', 'raft', [text('expired')]);
+      await waitFor('the stream to be ended', () => timed.stats().streamErrors.PEER_CERT_EXPIRED === 1, 10_000);
+      expect(got).toEqual(['valid']);
+      await waitFor('the client to see why', () => /PEER_CERT_EXPIRED/.test(pool.health()[0]!.lastError ?? ''), 10_000);
+    } finally {
+      await pool.close();
+      await timed.close();
+    }
+  });
+
+  it('a slow receiver holds the sender back: messages wait in the bounded queue (oldest dropped), not in write buffers', async () => {
+    const slow = await PeerServer.start({ tls: { certPem: acme.certPem, keyPem: acme.keyPem }, members: membersOf(acme, globex) });
+    let receivedMessages = 0;
+    slow.onMessages('raft', (_from, _swarm, messages) => {
+      const until = performance.now() + messages.length * 0.5; // a handler that costs 0.5 ms per message
+      while (performance.now() < until);
+      receivedMessages += messages.length;
+    });
+    const bound = 2000;
+    const messageBytes = 4096;
+    const pool = poolFor(globex, slow.url, { maxQueuedMessages: bound, maxBatchBytes: 256 * 1024, batchTimeoutMs: 60_000 });
+    const message = new Uint8Array(messageBytes).fill(7);
+    let offered = 0;
+    let maxInFlight = 0;
+    try {
+      for (let turn = 0; turn < 150; turn++) {
+        pool.send('acme', 'review', 'raft', Array.from({ length: 200 }, () => message)); // 800 KiB per turn
+        offered += 200;
+        await new Promise((done) => setImmediate(done));
+        const health = pool.health()[0]!;
+        expect(health.queuedMessages).toBeLessThanOrEqual(bound);
+        maxInFlight = Math.max(maxInFlight, health.sentMessages - receivedMessages);
+      }
+      const health = pool.health()[0]!;
+      // Written to the stream but not yet read by the handler: at most the 4 MiB window, one frame and the socket's
+      // buffers, far below the ~117 MiB offered.
+      expect(maxInFlight * messageBytes, `${maxInFlight} messages were written but not yet read`).toBeLessThan(12 * 1024 * 1024);
+      expect(health.droppedMessages).toBeGreaterThan(offered / 2);
+      await pool.flush();
+      const flushed = pool.health()[0]!;
+      expect(flushed.sentMessages + flushed.droppedMessages).toBe(offered);
+      await waitFor('the receiver to catch up', () => receivedMessages === pool.health()[0]!.sentMessages, 30_000);
+    } finally {
+      await pool.close();
+      await slow.close();
+    }
+  });
+
+  it('an idle stream outlives the idle-session timeout: its session is pinged, not closed', async () => {
+    const local = await PeerServer.start({ tls: { certPem: acme.certPem, keyPem: acme.keyPem }, members: membersOf(acme, globex), idleSessionMs: 200 });
+    const got: string[] = [];
+    local.onMessages('raft', (_from, _swarm, messages) => messages.forEach((m) => got.push(Buffer.from(m).toString('utf8'))));
+    const pool = poolFor(globex, local.url);
+    try {
+      pool.send('acme', 'review', 'raft', [text('first')]);
+      await waitFor('the first message', () => got.length === 1, 10_000);
+      await waitFor('three idle periods', () => local.stats().idleStreamPings >= 3, 10_000);
+      pool.send('acme', 'review', 'raft', [text('after idling')]);
+      await waitFor('the second message', () => got.length === 2, 10_000);
+      expect(local.stats()).toMatchObject({ streamsOpened: 1, streamsOpen: 1 });
+      expect(pool.health()[0]).toMatchObject({ consecutiveFailures: 0, lastError: null, stream: 'open' });
+    } finally {
+      await pool.close();
+      await local.close();
+    }
+  });
+
+  it('the server closes promptly with a peer stream open', async () => {
+    const local = await PeerServer.start({ tls: { certPem: acme.certPem, keyPem: acme.keyPem }, members: membersOf(acme, globex), closeGraceMs: 30_000 });
+    local.onMessages('raft', () => undefined);
+    const pool = poolFor(globex, local.url);
+    try {
+      pool.send('acme', 'review', 'raft', [text('hello')]);
+      await waitFor('the stream to open', () => local.stats().streamsOpen === 1, 10_000);
+      const started = performance.now();
+      await local.close();
+      expect(performance.now() - started).toBeLessThan(5000); // not the 30 s grace
+    } finally {
+      await pool.close();
+    }
   });
 });

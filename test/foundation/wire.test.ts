@@ -1,6 +1,7 @@
-// The batch wire format: exact round trip, and every malformed input refused with a reason.
+// The batch wire format: exact round trip, and every malformed input refused with a reason; stream frames
+// (length-prefixed batches) reassembled from chunks of any size.
 import { describe, expect, it } from 'vitest';
-import { BatchFormatError, decodeBatch, encodeBatch, type BatchGroup } from '../../src/transport/wire.ts';
+import { BatchFormatError, decodeBatch, encodeBatch, encodeFrame, FrameReader, FrameTooLargeError, type BatchGroup } from '../../src/transport/wire.ts';
 
 describe('batch wire format v1', () => {
   const groups: BatchGroup[] = [
@@ -46,5 +47,37 @@ describe('batch wire format v1', () => {
     const bytes = encodeBatch([{ swarm: 'ok', channel: 'raft', messages: [] }]);
     bytes[9] = 0x4f; // 'O': uppercase is not a valid id
     expect(() => decodeBatch(bytes)).toThrow(/invalid swarm id/);
+  });
+});
+
+describe('stream frames', () => {
+  const batches: BatchGroup[][] = [
+    [{ swarm: 'review', channel: 'raft', messages: [new Uint8Array([1, 2, 3]), new Uint8Array(0)] }],
+    [],
+    [{ swarm: 'deploy', channel: 'pbft', messages: [new Uint8Array(5000).fill(8)] }],
+  ];
+  const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString('hex');
+
+  it('a frame is the batch prefixed with its length (u32 big-endian)', () => {
+    const frame = encodeFrame(batches[0]!);
+    const batch = encodeBatch(batches[0]!);
+    expect(new DataView(frame.buffer, frame.byteOffset).getUint32(0)).toBe(batch.length);
+    expect(hex(frame.subarray(4))).toBe(hex(batch));
+  });
+
+  it.each([1, 3, 7, 4096, 1 << 20])('reassembles every frame from chunks of %i bytes', (chunkBytes) => {
+    const stream = Buffer.concat(batches.map((b) => encodeFrame(b)));
+    const reader = new FrameReader(1 << 20);
+    const frames: Uint8Array[] = [];
+    for (let at = 0; at < stream.length; at += chunkBytes) frames.push(...reader.push(stream.subarray(at, at + chunkBytes)));
+    expect(frames.map(hex)).toEqual(batches.map((b) => hex(encodeBatch(b))));
+    expect(reader.pendingBytes).toBe(0);
+  });
+
+  it('refuses a length above its bound as soon as the prefix is complete, before the bytes arrive', () => {
+    const reader = new FrameReader(100);
+    expect(reader.push(new Uint8Array([0, 0]))).toEqual([]);
+    expect(() => reader.push(new Uint8Array([0, 101]))).toThrow(FrameTooLargeError);
+    expect(new FrameReader(101).push(new Uint8Array([0, 0, 0, 101]))).toEqual([]); // at the bound: waits for the bytes
   });
 });
