@@ -10,6 +10,13 @@
 // a streaming body is dispatched only when no other request is in flight on the connection (so a reopening stream
 // waits for running calls, and calls queued after it wait with it), and undici cannot end an async iterable it
 // gave up on, so every way a stream ends releases the iterator here.
+//
+// A peer of a version from before streams answers the stream request 404 (no such route): the link then falls back
+// to batch mode, one POST /peer/v1/messages per coalesced batch, one in flight at a time, answered 200. Federations
+// are run by different organizations that upgrade at different times, so a new node must keep talking to an old one;
+// the 404 is an answer (not a failure of the peer), and the stream is asked for again every streamRetryMs, since the
+// peer may have been upgraded meanwhile. Both modes build their batches from the queue with the same function and
+// share the breaker, the backoff and the counters.
 import type { Readable } from 'node:stream';
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import { pino, type Logger } from 'pino';
@@ -17,7 +24,17 @@ import { Client } from 'undici';
 import { parseNodeSanUri } from '../pki/certs.ts';
 import { sanUris } from '../pki/identity.ts';
 import { CALL_CONTENT_TYPE, SWARM_HEADER } from './server.ts';
-import { BATCH_LIMITS, CHANNEL_PATTERN, encodeFrame, groupOverhead, STREAM_CONTENT_TYPE, SWARM_ID_PATTERN, type BatchGroup } from './wire.ts';
+import {
+  BATCH_CONTENT_TYPE,
+  BATCH_LIMITS,
+  CHANNEL_PATTERN,
+  encodeBatch,
+  encodeFrame,
+  groupOverhead,
+  STREAM_CONTENT_TYPE,
+  SWARM_ID_PATTERN,
+  type BatchGroup,
+} from './wire.ts';
 
 export type BreakerState = 'closed' | 'open' | 'half-open';
 
@@ -31,13 +48,18 @@ export interface PeerHealth {
   /** Milliseconds until the next attempt is allowed (0 when now). */
   retryInMs: number;
   queuedMessages: number;
-  /** none: no stream (nothing to send, or waiting to retry); opening: asked, no answer yet; open: frames flow. */
+  /**
+   * stream: batches leave as frames of one long-lived stream; batch: the peer does not offer streams (a version
+   * from before them), each batch is one POST /peer/v1/messages, and a stream is asked for again every streamRetryMs.
+   */
+  mode: 'stream' | 'batch';
+  /** none: no stream (nothing to send, waiting to retry, or batch mode); opening: asked, no answer yet; open: frames flow. */
   stream: 'none' | 'opening' | 'open';
-  /** Frames (one batch each) the stream accepted, their messages and bytes. */
+  /** Batches sent (frames the stream accepted, or in batch mode POSTs answered 200), their messages and bytes. */
   sentBatches: number;
   sentMessages: number;
   sentBytes: number;
-  /** Messages dropped: queue full (oldest first), breaker open, or lost with a failed stream. */
+  /** Messages dropped: queue full (oldest first), breaker open, lost with a failed stream or batch, or a batch refused. */
   droppedMessages: number;
 }
 
@@ -56,8 +78,8 @@ export interface PeerClientPoolOptions {
   /** Upper bound of messages in one batch (default 4096). */
   maxMessagesPerBatch?: number;
   /**
-   * Time limit for the peer to answer a stream with 200, and for a frame to be accepted by the stream (a peer that
-   * stops reading fails its stream after this long) (default 5000 ms).
+   * Time limit for the peer to answer a stream with 200, for a frame to be accepted by the stream (a peer that
+   * stops reading fails its stream after this long), and for the answer to a batch in batch mode (default 5000 ms).
    */
   batchTimeoutMs?: number;
   /** Default time limit of a call (default 5000 ms). */
@@ -72,6 +94,11 @@ export interface PeerClientPoolOptions {
   maxConcurrentStreams?: number;
   /** HTTP/2 receive window for answers, per stream and per connection (default 4 MiB; undici's: 256 / 512 KiB). */
   receiveWindowBytes?: number;
+  /**
+   * In batch mode (the peer answered the stream request 404), how long until a stream is asked for again, with the
+   * next batch after that time (default 5 minutes): the peer may have been upgraded.
+   */
+  streamRetryMs?: number;
 }
 
 /** A call or probe that did not get an answer from the peer, or got a refusal. `code` is stable. */
@@ -118,7 +145,13 @@ interface Link {
   client: Client;
   queue: Queued[];
   queueHead: number;
+  /** How batches leave: see PeerHealth.mode. */
+  mode: 'stream' | 'batch';
+  /** Batch mode: a stream is asked for again with the first batch from this time on. */
+  streamRetryAt: number;
   stream: PeerStream | null;
+  /** Batch mode: a POST /peer/v1/messages is waiting for its answer (one at a time per link, in queue order). */
+  batchInFlight: boolean;
   flushScheduled: boolean;
   timer: NodeJS.Timeout | null;
   state: BreakerState;
@@ -145,6 +178,7 @@ export class PeerClientPool {
   private readonly backoffBaseMs: number;
   private readonly backoffMaxMs: number;
   private readonly breakerThreshold: number;
+  private readonly streamRetryMs: number;
   private closed = false;
 
   constructor(private readonly options: PeerClientPoolOptions) {
@@ -158,6 +192,7 @@ export class PeerClientPool {
     this.backoffBaseMs = options.backoff?.baseMs ?? 50;
     this.backoffMaxMs = options.backoff?.maxMs ?? 10_000;
     this.breakerThreshold = options.breakerThreshold ?? 5;
+    this.streamRetryMs = options.streamRetryMs ?? 5 * 60_000;
     this.updateMembers(options.members);
   }
 
@@ -188,7 +223,7 @@ export class PeerClientPool {
   }
 
   /**
-   * Queues messages for `toOrg`; they leave in the next frame of its stream. Never blocks and never throws for a slow or dead
+   * Queues messages for `toOrg`; they leave in the next frame of its stream (or batch, in batch mode). Never blocks and never throws for a slow or dead
    * peer: when the breaker is open the messages are dropped (consensus protocols retransmit), when the queue is
    * full the oldest are dropped. Throws only for programming errors (unknown org, bad ids, oversized message).
    */
@@ -252,6 +287,7 @@ export class PeerClientPool {
       lastError: link.lastError,
       retryInMs: Math.max(0, link.retryAt - now),
       queuedMessages: link.queue.length - link.queueHead,
+      mode: link.mode,
       stream: link.stream === null ? 'none' : link.stream.established ? 'open' : 'opening',
       sentBatches: link.sentBatches,
       sentMessages: link.sentMessages,
@@ -261,8 +297,8 @@ export class PeerClientPool {
   }
 
   /**
-   * Resolves when every queue is empty and every frame was accepted by its stream (or the peer's queue was dropped,
-   * or its stream failed: what it held is counted as dropped).
+   * Resolves when every queue is empty and every frame was accepted by its stream, or in batch mode every batch was
+   * answered (or the peer's queue was dropped, or its stream or batch failed: what it held is counted as dropped).
    */
   async flush(): Promise<void> {
     await Promise.all(
@@ -277,14 +313,16 @@ export class PeerClientPool {
   }
 
   /**
-   * Stops accepting messages, gives queued frames up to `graceMs` to leave, ends every stream (the peer sees its
-   * end and completes it), then closes every connection (destroyed when it does not close within `graceMs`).
+   * Stops accepting messages, gives queued frames (batches, in batch mode) up to `graceMs` to leave, ends every stream
+   * (the peer sees its end and completes it), then closes every connection (destroyed when it does not close within
+   * `graceMs`).
    */
   async close(graceMs = 2000): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     for (const link of this.links.values()) {
-      if (link.stream) continue;
+      // A batch-mode link sends on as before (pump), unless it waits out a backoff.
+      if (link.stream || (link.mode === 'batch' && !link.timer)) continue;
       // No stream on its way: what waits for one (a backoff, a first connection) is dropped now.
       if (link.timer) clearTimeout(link.timer);
       link.timer = null;
@@ -347,7 +385,10 @@ export class PeerClientPool {
       client,
       queue: [],
       queueHead: 0,
+      mode: 'stream',
+      streamRetryAt: 0,
       stream: null,
+      batchInFlight: false,
       flushScheduled: false,
       timer: null,
       state: 'closed',
@@ -364,7 +405,7 @@ export class PeerClientPool {
   }
 
   private isIdle(link: Link): boolean {
-    return link.queue.length === link.queueHead && !link.stream?.unconfirmed;
+    return link.queue.length === link.queueHead && !link.stream?.unconfirmed && !link.batchInFlight;
   }
 
   private notifyIdle(link: Link): void {
@@ -432,7 +473,10 @@ export class PeerClientPool {
     }
   }
 
-  /** Moves queued messages on: hands a frame to a stream that waits for one, or opens a stream (after backoff). */
+  /**
+   * Moves queued messages on: hands a frame to a stream that waits for one, or (after backoff) opens a stream or, in
+   * batch mode, posts the next batch (a stream again once streamRetryAt has come).
+   */
   private pump(link: Link): void {
     if (this.links.get(link.org) !== link) return this.notifyIdle(link);
     const stream = link.stream;
@@ -440,10 +484,12 @@ export class PeerClientPool {
       if (stream.established && stream.pull && link.queue.length > link.queueHead) this.handOut(link, stream);
       return this.notifyIdle(link);
     }
-    if (this.closed) return this.dropQueue(link); // closing: no new stream for what was not on its way
+    if (link.batchInFlight) return; // its answer pumps again: one batch at a time keeps the queue's order
     if (link.queue.length === link.queueHead) return this.notifyIdle(link);
     const now = Date.now();
     const waitUntil = link.state === 'open' || link.consecutiveFailures > 0 ? link.retryAt : 0;
+    // Closing: no new stream, and no waiting out a backoff, for what was not on its way; batch mode sends on.
+    if (this.closed && (link.mode === 'stream' || now < waitUntil)) return this.dropQueue(link);
     if (now < waitUntil) {
       link.timer ??= setTimeout(() => {
         link.timer = null;
@@ -453,6 +499,7 @@ export class PeerClientPool {
       return;
     }
     if (!this.admit(link)) return; // a probe call is in flight: its outcome schedules the next attempt
+    if (link.mode === 'batch' && (this.closed || now < link.streamRetryAt)) return void this.postBatch(link);
     this.openStream(link);
   }
 
@@ -480,10 +527,13 @@ export class PeerClientPool {
       .then(async (response) => {
         if (response.statusCode !== 200) {
           const text = Buffer.from(await response.body.arrayBuffer()).toString('utf8').slice(0, 300);
+          if (response.statusCode === 404) return this.streamsNotOffered(link, stream, text);
           return this.streamEnded(link, stream, `HTTP ${response.statusCode}: ${text}`);
         }
         stream.established = true;
         if (link.stream === stream) {
+          if (link.mode === 'batch') this.logger.info({ peer: link.org }, 'peer offers streams again: sending on a stream');
+          link.mode = 'stream';
           this.onSuccess(link);
           this.pump(link);
         }
@@ -517,8 +567,27 @@ export class PeerClientPool {
     });
   }
 
-  /** Builds one frame from the head of the queue and gives it to the waiting stream. */
-  private handOut(link: Link, stream: PeerStream): void {
+  /**
+   * The stream request was answered 404: the peer is of a version without the stream route. Nothing was sent on it
+   * (frames wait for a 200), so the queue is intact and leaves in batches from now on. The answer proves the peer
+   * alive: a success for the breaker, not a failure.
+   */
+  private streamsNotOffered(link: Link, stream: PeerStream, answer: string): void {
+    const current = link.stream === stream;
+    this.streamEnded(link, stream, 'the peer does not offer streams', true);
+    if (!current || this.links.get(link.org) !== link) return;
+    if (link.mode === 'stream') this.logger.info({ peer: link.org, answer }, 'peer does not offer streams: sending batches');
+    else this.logger.debug({ peer: link.org }, 'peer still does not offer streams');
+    link.mode = 'batch';
+    link.streamRetryAt = Date.now() + this.streamRetryMs;
+    this.onSuccess(link); // schedules the queued messages
+  }
+
+  /**
+   * Takes one batch from the head of the queue, within the batch limits (both modes: a stream frame or a batch
+   * POST carries the same groups). The queue must not be empty.
+   */
+  private takeBatch(link: Link): { groups: BatchGroup[]; count: number } {
     const groups: BatchGroup[] = [];
     let size = 8;
     let count = 0;
@@ -544,6 +613,12 @@ export class PeerClientPool {
       link.queue = link.queue.slice(link.queueHead);
       link.queueHead = 0;
     }
+    return { groups, count };
+  }
+
+  /** Builds one frame from the head of the queue and gives it to the waiting stream. */
+  private handOut(link: Link, stream: PeerStream): void {
+    const { groups, count } = this.takeBatch(link);
     const frame = encodeFrame(groups);
     const now = Date.now();
     stream.unconfirmed = { messages: count, bytes: frame.length, at: now };
@@ -603,15 +678,54 @@ export class PeerClientPool {
   }
 
   /**
+   * Batch mode: posts one batch from the head of the queue (POST /peer/v1/messages, answered 200 {accepted,
+   * unrouted}) and pumps again with its answer. Failures (transport, timeout, 403, 502-504) are the breaker's, as a
+   * failed stream's; any other refusal drops the batch with a warning (the peer would refuse it again).
+   */
+  private async postBatch(link: Link): Promise<void> {
+    const { groups, count } = this.takeBatch(link);
+    const body = encodeBatch(groups);
+    link.batchInFlight = true;
+    try {
+      const { statusCode, bytes } = await this.request(link, {
+        method: 'POST',
+        path: '/peer/v1/messages',
+        headers: { 'content-type': BATCH_CONTENT_TYPE },
+        body,
+        timeoutMs: this.batchTimeoutMs,
+        admitted: true,
+      });
+      const answer = Buffer.from(bytes).toString('utf8').slice(0, 200);
+      if (statusCode === 200) {
+        link.sentBatches++;
+        link.sentMessages += count;
+        link.sentBytes += body.length;
+      } else {
+        link.droppedMessages += count;
+        // A failure status is the breaker's to report (as a failed stream is); any other is this batch's refusal.
+        if (isFailureStatus(statusCode)) this.logger.debug({ peer: link.org, status: statusCode, answer }, 'peer batch failed');
+        else this.logger.warn({ peer: link.org, status: statusCode, answer }, 'peer refused a batch');
+      }
+    } catch {
+      link.droppedMessages += count; // already recorded as a failure of the peer by request()
+    } finally {
+      link.batchInFlight = false;
+    }
+    if (link.queue.length > link.queueHead) this.scheduleFlush(link);
+    else this.notifyIdle(link);
+  }
+
+  /**
    * One HTTP/2 request on the peer's connection, accounted to its breaker: transport failures, timeouts, 403
-   * (the peer refuses our identity) and 5xx other than a handler's own failure count as failures.
+   * (the peer refuses our identity) and 5xx other than a handler's own failure count as failures. `admitted`: the
+   * pool's own batch, already admitted by pump (and sent during close's grace too).
    */
   private async request(
     link: Link,
-    request: { method: 'GET' | 'POST'; path: string; headers?: Record<string, string>; body?: Uint8Array; timeoutMs: number },
+    request: { method: 'GET' | 'POST'; path: string; headers?: Record<string, string>; body?: Uint8Array; timeoutMs: number; admitted?: boolean },
   ): Promise<{ statusCode: number; bytes: Uint8Array }> {
-    if (this.closed) throw new PeerCallError(link.org, 'PEER_POOL_CLOSED', 'the peer client pool is closed');
-    if (!this.admit(link)) {
+    if (this.closed && !request.admitted) throw new PeerCallError(link.org, 'PEER_POOL_CLOSED', 'the peer client pool is closed');
+    if (!request.admitted && !this.admit(link)) {
       throw new PeerCallError(
         link.org,
         'PEER_CIRCUIT_OPEN',
@@ -629,8 +743,7 @@ export class PeerClientPool {
         signal: AbortSignal.timeout(request.timeoutMs),
       });
       const bytes = new Uint8Array(await response.body.arrayBuffer());
-      const failed = response.statusCode === 403 || response.statusCode === 502 || response.statusCode === 503 || response.statusCode === 504;
-      if (failed) this.onFailure(link, `HTTP ${response.statusCode}: ${Buffer.from(bytes).toString('utf8').slice(0, 200)}`);
+      if (isFailureStatus(response.statusCode)) this.onFailure(link, `HTTP ${response.statusCode}: ${Buffer.from(bytes).toString('utf8').slice(0, 200)}`);
       else this.onSuccess(link);
       return { statusCode: response.statusCode, bytes };
     } catch (error) {
@@ -655,4 +768,9 @@ export class PeerClientPool {
     }
     return new PeerCallError(link.org, code, `peer ${link.org} answered ${statusCode}: ${message}`, statusCode);
   }
+}
+
+/** Answers that count as a failure of the peer: it refuses our identity (403), or it or its proxy is down (502-504). */
+function isFailureStatus(statusCode: number): boolean {
+  return statusCode === 403 || statusCode === 502 || statusCode === 503 || statusCode === 504;
 }

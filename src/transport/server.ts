@@ -67,6 +67,11 @@ export interface PeerServerOptions {
    * stream: then it is pinged, and destroyed only when the peer does not answer within the same time.
    */
   idleSessionMs?: number;
+  /**
+   * For compatibility tests only (default true): false leaves POST /peer/v1/stream unregistered, so it is answered
+   * 404 NOT_FOUND as by a node of a version from before streams, whose peers must fall back to one POST per batch.
+   */
+  offerStreams?: boolean;
 }
 
 export interface PeerServerStats {
@@ -230,7 +235,7 @@ export class PeerServer {
 
     app.post('/peer/v1/messages', { bodyLimit: maxBatchBytes }, async (request, reply) => this.receiveBatch(request, reply));
 
-    app.post('/peer/v1/stream', async (request, reply) => this.serveStream(request, reply));
+    if (options.offerStreams ?? true) app.post('/peer/v1/stream', async (request, reply) => this.serveStream(request, reply));
 
     app.post<{ Params: { channel: string } }>('/peer/v1/call/:channel', { bodyLimit: maxCallBytes }, async (request, reply) =>
       this.serveCall(request, reply),

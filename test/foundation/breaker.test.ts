@@ -151,4 +151,46 @@ describe('peer circuit breaker', () => {
       await new Promise((done) => stuck.close(done));
     }
   });
+
+  it('in batch mode (the peer has no stream route) a peer answering its batches 503 opens the breaker, as a failed stream does', async () => {
+    // A real mutual-TLS HTTP/2 server holding acme's certificate, shaped like an overloaded node from before streams:
+    // 404 NOT_FOUND for the stream, 503 for every batch.
+    const paths: string[] = [];
+    const overloaded = createSecureServer({ key: acme.keyPem, cert: acme.certPem, ca: [globex.caPem], requestCert: true, minVersion: 'TLSv1.3' });
+    overloaded.on('stream', (stream, headers) => {
+      const path = String(headers[':path']);
+      paths.push(path);
+      stream.on('error', () => undefined);
+      stream.resume();
+      const notFound = path === '/peer/v1/stream';
+      stream.respond({ ':status': notFound ? 404 : 503, 'content-type': 'application/json' });
+      stream.end(JSON.stringify(notFound ? { code: 'NOT_FOUND', message: `no peer route POST ${path}` } : { code: 'OVERLOADED', message: 'try later' }));
+    });
+    await new Promise<void>((done) => overloaded.listen(0, '127.0.0.1', done));
+    const { port } = overloaded.address() as { port: number };
+    const pool = new PeerClientPool({
+      self: 'globex',
+      tls: { certPem: globex.certPem, keyPem: globex.keyPem },
+      members: [{ org: 'acme', peerUrl: `https://127.0.0.1:${port}`, caPem: acme.caPem }],
+      breakerThreshold: 2,
+      backoff: { baseMs: 40, maxMs: 40 },
+      random: () => 0,
+    });
+    try {
+      let offered = 0;
+      await until(() => {
+        pool.send('acme', 'review', 'raft', [new Uint8Array([offered++ & 0xff])]);
+        return pool.health()[0]!.state === 'open';
+      }, 'the refused batches to open the breaker');
+      await pool.flush();
+      const health = pool.health()[0]!;
+      expect(health).toMatchObject({ mode: 'batch', state: 'open', consecutiveFailures: 2, sentMessages: 0, queuedMessages: 0, droppedMessages: offered });
+      expect(health.lastError).toMatch(/^HTTP 503: .*OVERLOADED/);
+      // One stream request (its 404 no failure), then exactly the two failed batches that opened the breaker.
+      expect(paths).toEqual(['/peer/v1/stream', '/peer/v1/messages', '/peer/v1/messages']);
+    } finally {
+      await pool.close(200);
+      await new Promise((done) => overloaded.close(done));
+    }
+  });
 });

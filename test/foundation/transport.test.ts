@@ -1,8 +1,11 @@
-// Mutual TLS over HTTP/2 between nodes: who is accepted, who is refused and why, batches and calls end to end.
+// Mutual TLS over HTTP/2 between nodes: who is accepted, who is refused and why, batches and calls end to end, on a
+// stream and, to a peer from before streams, one POST per batch.
+import { createSecureServer } from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { issueNodeCert, createOrgCa } from '../../src/pki/certs.ts';
 import { PeerClientPool, PeerCallError } from '../../src/transport/client.ts';
 import { PeerReplyError, PeerServer } from '../../src/transport/server.ts';
+import { decodeBatch } from '../../src/transport/wire.ts';
 import { waitFor } from '../support/wait.ts';
 import { makeOrg, rawRequest, rawStream, tempDir, type TestOrg } from './helpers.ts';
 
@@ -530,5 +533,163 @@ describe('the peer stream: one long-lived HTTP/2 stream per peer link, length-pr
     } finally {
       await pool.close();
     }
+  });
+});
+
+describe('rolling upgrades: a peer of a version from before streams (no /peer/v1/stream route)', () => {
+  const tmp = tempDir();
+  let acme: TestOrg;
+  let globex: TestOrg;
+  const membersOf = (...orgs: TestOrg[]) => orgs.map((o) => ({ org: o.org, caPem: o.caPem }));
+  const text = (value: string) => new Uint8Array(Buffer.from(value));
+  const routes = [
+    ['review', 'raft'],
+    ['deploy', 'raft'],
+    ['review', 'pbft'],
+  ] as const;
+
+  /** A real acme PeerServer on `port` (0: a free one), with or without the stream route, recording what arrives. */
+  async function acmeServer(offerStreams: boolean, got: string[], port = 0): Promise<PeerServer> {
+    const server = await PeerServer.start({ tls: { certPem: acme.certPem, keyPem: acme.keyPem }, members: membersOf(acme, globex), offerStreams, listen: { host: '127.0.0.1', port } });
+    for (const channel of ['raft', 'pbft']) {
+      server.onMessages(channel, (_from, swarm, messages) => messages.forEach((m) => got.push(`${swarm}/${channel}/${Buffer.from(m).toString('utf8')}`)));
+    }
+    return server;
+  }
+
+  /** Sends `turns` turns of 20 messages across swarms and channels (each turn its own batch); returns them in order. */
+  async function sendTurns(pool: PeerClientPool, tag: string, turns: number): Promise<string[]> {
+    const sent: string[] = [];
+    for (let turn = 0; turn < turns; turn++) {
+      for (let i = 0; i < 20; i++) {
+        const [swarm, channel] = routes[(turn + i) % routes.length]!;
+        pool.send('acme', swarm, channel, [text(`${tag}-${turn}-${i}`)]);
+        sent.push(`${swarm}/${channel}/${tag}-${turn}-${i}`);
+      }
+      await new Promise((done) => setImmediate(done));
+    }
+    return sent;
+  }
+
+  beforeAll(async () => {
+    acme = await makeOrg(tmp.dir, 'acme');
+    globex = await makeOrg(tmp.dir, 'globex');
+  });
+  afterAll(() => tmp.cleanup());
+
+  it('the link falls back to one POST per batch without a breaker failure, and returns to a stream once the peer is upgraded', async () => {
+    const got: string[] = [];
+    const old = await acmeServer(false, got);
+    const port = old.port;
+    const pool = new PeerClientPool({
+      self: 'globex',
+      tls: { certPem: globex.certPem, keyPem: globex.keyPem },
+      members: [{ org: 'acme', peerUrl: old.url, caPem: acme.caPem }],
+      breakerThreshold: 1, // a 404 counted as a failure would open the breaker at once
+      backoff: { baseMs: 20, maxMs: 200 },
+      streamRetryMs: 1000,
+    });
+    let upgraded: PeerServer | null = null;
+    try {
+      const sent = await sendTurns(pool, 'old', 30);
+      await waitFor(`all ${sent.length} messages on the old peer`, () => got.length >= sent.length, 20_000);
+      expect(got).toEqual(sent);
+      const health = pool.health()[0]!;
+      expect(health).toMatchObject({ mode: 'batch', state: 'closed', consecutiveFailures: 0, lastError: null, sentMessages: sent.length, droppedMessages: 0, queuedMessages: 0 });
+      const stats = old.stats();
+      expect(stats.streamsOpened).toBe(0);
+      expect(stats.batchRequests).toBeGreaterThan(1);
+      expect(stats.batchRequests).toBe(health.sentBatches);
+
+      // The peer is upgraded: same port, now with the stream route. After streamRetryMs the link asks again.
+      await old.close();
+      got.length = 0;
+      upgraded = await acmeServer(true, got, port);
+      const server = upgraded;
+      let n = 0;
+      // Messages sent while the peer restarts may be dropped (the protocols retransmit): keep sending until the link streams.
+      await waitFor('the link to return to a stream', () => {
+        pool.send('acme', 'review', 'raft', [text(`during-${n++}`)]);
+        return pool.health()[0]!.mode === 'stream' && server.stats().streamsOpened >= 1;
+      }, 20_000);
+      await pool.flush();
+      await waitFor('what was sent meanwhile', () => got.length === pool.health()[0]!.sentMessages - sent.length, 10_000);
+      const batchRequests = server.stats().batchRequests;
+      got.length = 0;
+      const later = await sendTurns(pool, 'new', 10);
+      await waitFor(`all ${later.length} messages on the upgraded peer`, () => got.length >= later.length, 20_000);
+      expect(got).toEqual(later);
+      expect(server.stats()).toMatchObject({ streamsOpened: 1, streamsOpen: 1, batchRequests }); // on the stream, not as POSTs
+      expect(pool.health()[0]).toMatchObject({ mode: 'stream', stream: 'open', state: 'closed', consecutiveFailures: 0 });
+    } finally {
+      await pool.close();
+      await upgraded?.close();
+      await old.close();
+    }
+  });
+
+  it('one batch in flight per link: a slow old peer gets the next batch only after answering the previous one', async () => {
+    // A real mutual-TLS HTTP/2 server with acme's certificate, shaped like an old node that takes 20 ms per batch:
+    // 404 for the stream, 200 for each batch once that time has passed. It records how many batches overlapped.
+    const got: string[] = [];
+    let inFlight = 0;
+    let maxInFlight = 0;
+    const slow = createSecureServer({ key: acme.keyPem, cert: acme.certPem, ca: [globex.caPem], requestCert: true, minVersion: 'TLSv1.3' });
+    slow.on('stream', (stream, headers) => {
+      stream.on('error', () => undefined);
+      if (headers[':path'] !== '/peer/v1/messages') {
+        stream.resume();
+        stream.respond({ ':status': 404, 'content-type': 'application/json' });
+        return void stream.end(JSON.stringify({ code: 'NOT_FOUND', message: 'no peer route' }));
+      }
+      inFlight++;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      const chunks: Buffer[] = [];
+      stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+      stream.on('end', () => {
+        for (const group of decodeBatch(new Uint8Array(Buffer.concat(chunks)))) {
+          for (const m of group.messages) got.push(`${group.swarm}/${group.channel}/${Buffer.from(m).toString('utf8')}`);
+        }
+        setTimeout(() => {
+          inFlight--;
+          stream.respond({ ':status': 200, 'content-type': 'application/json' });
+          stream.end(JSON.stringify({ accepted: 1, unrouted: 0 }));
+        }, 20);
+      });
+    });
+    await new Promise<void>((done) => slow.listen(0, '127.0.0.1', done));
+    const { port } = slow.address() as { port: number };
+    const pool = new PeerClientPool({ self: 'globex', tls: { certPem: globex.certPem, keyPem: globex.keyPem }, members: [{ org: 'acme', peerUrl: `https://127.0.0.1:${port}`, caPem: acme.caPem }] });
+    try {
+      const sent = await sendTurns(pool, 'slow', 30);
+      await pool.flush();
+      expect(got).toEqual(sent);
+      expect(maxInFlight).toBe(1);
+      expect(pool.health()[0]).toMatchObject({ mode: 'batch', sentMessages: sent.length, droppedMessages: 0, consecutiveFailures: 0 });
+      expect(pool.health()[0]!.sentBatches).toBeGreaterThan(1); // the turns that came while one was in flight coalesced
+    } finally {
+      await pool.close();
+      await new Promise((done) => slow.close(done));
+    }
+  });
+
+  it('flush waits for the batches in batch mode, and close gives queued batches their grace', async () => {
+    const got: string[] = [];
+    const old = await acmeServer(false, got);
+    const pool = new PeerClientPool({ self: 'globex', tls: { certPem: globex.certPem, keyPem: globex.keyPem }, members: [{ org: 'acme', peerUrl: old.url, caPem: acme.caPem }] });
+    try {
+      pool.send('acme', 'review', 'raft', [text('first')]);
+      await waitFor('batch mode', () => pool.health()[0]!.mode === 'batch' && got.length === 1, 10_000);
+      pool.send('acme', 'review', 'raft', Array.from({ length: 3000 }, (_, i) => text(`m${i}`.padEnd(300, '.'))));
+      await pool.flush();
+      expect(pool.health()[0]).toMatchObject({ queuedMessages: 0, sentMessages: 3001, droppedMessages: 0 });
+      expect(got.length).toBe(3001); // each batch was answered 200 after its handlers ran
+      pool.send('acme', 'review', 'raft', Array.from({ length: 3000 }, (_, i) => text(`late${i}`.padEnd(300, '.'))));
+    } finally {
+      await pool.close();
+      await old.close();
+    }
+    expect(got.length).toBe(6001);
+    expect(got.at(-1)).toMatch(/^review\/raft\/late2999/);
   });
 });
