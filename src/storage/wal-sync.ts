@@ -33,7 +33,11 @@ export class WalSyncer {
   /** Makes everything written to the WAL so far durable (WAL files and, when one is new, the directory). */
   async sync(): Promise<void> {
     if (this.closed) throw new Error('the WAL syncer is closed');
-    const files = (await readdir(this.dir))
+    // The newest file synced before is synced while the directory is listed (both on the thread pool): the
+    // listing then only adds files RocksDB started since — one round trip on an ack's path instead of two.
+    const current = this.newestSynced >= 0 && this.handles.has(this.newestSynced) ? this.newestSynced : null;
+    const [names] = await Promise.all([readdir(this.dir), current === null ? undefined : this.syncFile(current, '')]);
+    const files = names
       .map((name) => ({ name, match: WAL_FILE.exec(name) }))
       .filter((file) => file.match !== null)
       .map((file) => ({ name: file.name, n: Number(file.match![1]) }))
@@ -42,7 +46,7 @@ export class WalSyncer {
     if (files.length === 0) return;
     const newest = files.at(-1)!.n;
     const sawNewFile = newest > this.newestSynced;
-    await Promise.all(files.map((file) => this.syncFile(file.n, file.name)));
+    await Promise.all(files.filter((file) => file.n !== current).map((file) => this.syncFile(file.n, file.name)));
     if (sawNewFile) await this.syncDirectory();
     this.newestSynced = newest;
     // Older files get no more writes once RocksDB moved to a newer one (and each was synced once more above).
@@ -60,6 +64,7 @@ export class WalSyncer {
     await Promise.all(handles.map((handle) => handle.close().catch(() => undefined)));
   }
 
+  /** `name` is needed only for a file not open yet. */
   private async syncFile(n: number, name: string): Promise<void> {
     let handle = this.handles.get(n);
     try {
