@@ -531,9 +531,12 @@ export class PbftSwarm implements ConsensusEngine {
               transferredIds.push(id);
               chunkIds.push(id);
             }
-            this.exec.lastExecuted = seq;
+            // Each chunk is stored with the execution point unchanged: a crash mid-transfer restarts with a
+            // consistent prefix below the stable checkpoint, and the core asks for a transfer again from there.
             await this.options.applier.flush(this.execOps(chunkIds.splice(0)));
           }
+          this.exec.lastExecuted = seq;
+          await this.options.applier.flush(this.execOps([]));
           // The copied requests count as executed here too, or a retransmitted one would run again on this replica
           // only (at-most-once is decided per replica from its executed set).
           this.core.installState(seq, digest, transferredIds);
