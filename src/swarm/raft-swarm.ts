@@ -156,7 +156,7 @@ export class RaftSwarm implements ConsensusEngine {
         maxInflightMsgs: 256,
         maxSizePerMsg: 1024 * 1024,
         // Without a bound, a leader that cannot commit (no quorum for a while) keeps appending every proposal and
-        // retry it is sent; refused proposals wait and retry in propose(), forwarded ones are forwarded again.
+        // every retry it receives; refused proposals wait and retry in propose(), forwarded ones are forwarded again.
         maxUncommittedBytes: this.options.maxUncommittedBytes ?? DEFAULT_MAX_UNCOMMITTED_BYTES,
         quiesce: this.options.quiesce ?? true,
       },
