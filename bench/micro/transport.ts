@@ -68,6 +68,28 @@ async function setUp(acme: Awaited<ReturnType<typeof org>>, globex: Awaited<Retu
 
 const round = (value: number, places = 1) => Math.round(value * 10 ** places) / 10 ** places;
 
+/**
+ * Offers `count` messages per turn (through `offer`) for SECONDS while at most `unacked` are undelivered, then
+ * waits for `drain`: the measured wall time and this process's CPU, for every sending path alike.
+ */
+async function offerLoad(bench: Bench, unacked: number, offer: () => void, count: number, drain: () => Promise<void>): Promise<{ seconds: number; cpu: NodeJS.CpuUsage }> {
+  let sent = 0;
+  const cpuBefore = process.cpuUsage();
+  const started = performance.now();
+  const stopAt = started + SECONDS * 1000;
+  while (performance.now() < stopAt) {
+    if (sent - bench.received() < unacked) {
+      offer();
+      sent += count;
+      await new Promise((done) => setImmediate(done));
+    } else {
+      await bench.delivered();
+    }
+  }
+  await drain();
+  return { seconds: (performance.now() - started) / 1000, cpu: process.cpuUsage(cpuBefore) };
+}
+
 try {
   const acme = await org('acme');
   const globex = await org('globex');
@@ -92,23 +114,10 @@ try {
     const bench = await setUp(acme, globex, window);
     const chunk = Array.from({ length: perTurn }, () => message);
     const { pool } = bench;
-    let sent = 0;
-    const cpuBefore = process.cpuUsage();
-    const started = performance.now();
-    const stopAt = started + SECONDS * 1000;
-    while (performance.now() < stopAt) {
-      if (sent - bench.received() < unacked) {
-        pool.send('acme', 'bench', 'raft', chunk);
-        sent += chunk.length;
-        await new Promise((done) => setImmediate(done));
-      } else {
-        await bench.delivered();
-      }
-    }
-    await pool.flush();
-    while (bench.received() < pool.health()[0]!.sentMessages) await bench.delivered();
-    const seconds = (performance.now() - started) / 1000;
-    const cpu = process.cpuUsage(cpuBefore);
+    const { seconds, cpu } = await offerLoad(bench, unacked, () => pool.send('acme', 'bench', 'raft', chunk), chunk.length, async () => {
+      await pool.flush();
+      while (bench.received() < pool.health()[0]!.sentMessages) await bench.delivered();
+    });
     const health = pool.health()[0]!;
     const stats = bench.server.stats();
     if (!warmUp) console.log(
@@ -165,23 +174,13 @@ try {
       }
       sending = false;
     };
-    let sent = 0;
-    const cpuBefore = process.cpuUsage();
-    const started = performance.now();
-    const stopAt = started + SECONDS * 1000;
-    while (performance.now() < stopAt) {
-      if (sent - bench.received() < unacked) {
-        queue.push(...chunk);
-        sent += chunk.length;
-        setImmediate(() => void pump()); // the pool coalesced per turn of the event loop, as here
-        await new Promise((done) => setImmediate(done));
-      } else {
-        await bench.delivered();
-      }
-    }
-    while (sending || queue.length > 0) await bench.delivered();
-    const seconds = (performance.now() - started) / 1000;
-    const cpu = process.cpuUsage(cpuBefore);
+    const offer = (): void => {
+      queue.push(...chunk);
+      setImmediate(() => void pump()); // the pool coalesced per turn of the event loop, as here
+    };
+    const { seconds, cpu } = await offerLoad(bench, unacked, offer, chunk.length, async () => {
+      while (sending || queue.length > 0) await bench.delivered();
+    });
     console.log(
       JSON.stringify({
         bench: 'transport',
