@@ -6,7 +6,7 @@
 //                 [--rounds N] [--only micro,raft,pbft,scale] [--idle-swarms N] [--memory-seconds S]
 //                 [--warmup S] [--micro-seconds S] [--audit-entries N] [--tree head|working] [--profile [--profile-concurrency N]]
 //                 [--only memory --verdicts N]   (memory per node sampled at every tenth of N verdicts)
-import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -415,7 +415,10 @@ async function profileRun(): Promise<void> {
   for (const file of files) {
     const pid = Number(/(\d+)-\d+\.cpuprofile$/.exec(file)?.[1]);
     const org = cluster.info.nodes.find((n) => n.pid === pid)?.org ?? `pid ${pid}`;
-    emit({ profile: `raft-3, ${profileConcurrency} in flight, measured window only`, org, leader: org === leader, ...summarizeProfile(file) });
+    // Kept beside the results (the work dir is removed): open in Chrome DevTools or speedscope for the call tree.
+    const kept = join(outDir, `profile-c${profileConcurrency}-${org}${org === leader ? '-leader' : ''}.cpuprofile`);
+    copyFileSync(file, kept);
+    emit({ profile: `raft-3, ${profileConcurrency} in flight, measured window only`, org, leader: org === leader, ...summarizeProfile(file), file: kept });
   }
 }
 
