@@ -449,14 +449,20 @@ export class RaftSwarm implements ConsensusEngine {
         // exception, as in the Raft thesis (§10.2.1): a leader may replicate entries while it writes them itself,
         // because commitment counts its own copy only through later Readies, handled after this one is durable.
         // Only when term and vote are unchanged (a new term or vote must be durable before anything is sent).
-        const early = this.leaderMaySendEarly(ready) ? ready.messages.filter((m) => m.type === 'app') : [];
+        // A Ready that only moves the commit index (no entries, snapshot, term or vote) sends everything first: its
+        // messages depend only on what earlier Readies made durable (as etcd's leader sends before saving).
+        const sendAllFirst = this.onlyCommitMoves(ready);
+        const early = sendAllFirst ? ready.messages : this.leaderMaySendEarly(ready) ? ready.messages.filter((m) => m.type === 'app') : [];
         if (early.length) this.send(early);
         if (ready.hardState || ready.entries.length || ready.snapshot || ready.compactedTo !== null) {
           await this.options.log.persistReady(ready);
           if (ready.hardState) this.persistedHardState = ready.hardState;
         }
-        this.send(early.length ? ready.messages.filter((m) => m.type !== 'app') : ready.messages);
+        if (!sendAllFirst) this.send(early.length ? ready.messages.filter((m) => m.type !== 'app') : ready.messages);
         if (ready.snapshot) await this.installSnapshot(ready.snapshot);
+        // Applying is a long synchronous stretch (signature checks, the decision machine, the audit chain): the commit
+        // notices just handed to the transport leave first, or every follower waits for the leader's apply.
+        if (ready.committed.length && ready.messages.length) await afterQueuedWrites();
         for (const entry of ready.committed) this.applyEntry(entry);
         if (ready.committed.length || ready.snapshot) {
           // Callers are answered as soon as their entry is applied: it is committed, so durable in the logs of a
@@ -494,6 +500,12 @@ export class RaftSwarm implements ConsensusEngine {
     if (last && last.role === now.role && last.term === now.term && last.leader === now.leader && last.commit === now.commit && last.applied === now.applied) return;
     this.reported = now;
     this.options.onStatus(this.core.status());
+  }
+
+  private onlyCommitMoves(ready: Ready): boolean {
+    if (ready.snapshot || ready.entries.length || !ready.messages.length) return false;
+    const hs = ready.hardState;
+    return !hs || (this.persistedHardState !== null && hs.term === this.persistedHardState.term && hs.vote === this.persistedHardState.vote);
   }
 
   private leaderMaySendEarly(ready: Ready): boolean {
@@ -609,4 +621,13 @@ export class RaftSwarm implements ConsensusEngine {
     const snapshot = this.core.compact(target.index, target.data);
     if (snapshot) await this.options.log.persistReady({ hardState: null, entries: [], snapshot, compactedTo: null });
   }
+}
+
+/**
+ * Resolves two turns of the event loop later. The transport hands this turn's messages to HTTP/2 in a setImmediate,
+ * and node's HTTP/2 session writes queued frames to the socket in a native immediate of the turn after that: only
+ * then are they on their way.
+ */
+function afterQueuedWrites(): Promise<void> {
+  return new Promise((resolve) => setImmediate(() => setImmediate(resolve)));
 }
