@@ -4,13 +4,13 @@
 // checks. Every result is one JSON line on stdout and in <out>/results.jsonl; <out>/chart.svg is drawn beside it.
 //   npm run bench [-- --quick] [--with-etcd] [--duration S] [--concurrency 1,16,64,256] [--out DIR]
 //                 [--rounds N] [--only micro,raft,pbft,scale] [--idle-swarms N] [--memory-seconds S]
-//                 [--warmup S] [--micro-seconds S] [--audit-entries N] [--tree head|working] [--profile [--profile-concurrency N]]
+//                 [--warmup S] [--micro-seconds S] [--audit-entries N] [--tree head|working] [--profile [--profile-concurrency N] [--profile-mode raft|pbft]]
 //                 [--only memory --verdicts N]   (memory per node sampled at every tenth of N verdicts)
 import { appendFileSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { apiJson, REPO_ROOT } from '../src/devcluster/cluster.ts';
+import { REPO_ROOT } from '../src/devcluster/cluster.ts';
 import { runScript } from './lib/child.ts';
 import { commitIndex, leaderOf, pbftWired, startConclave, stopConclave, type ConclaveCluster } from './lib/conclave.ts';
 import { ensureEtcd, startEtcd, stopEtcd, type EtcdCluster } from './lib/etcd.ts';
@@ -38,6 +38,7 @@ const { values: args } = parseArgs({
     'audit-entries': { type: 'string' },
     profile: { type: 'boolean', default: false },
     'profile-concurrency': { type: 'string' },
+    'profile-mode': { type: 'string' },
     verdicts: { type: 'string' },
   },
   allowPositionals: false,
@@ -51,6 +52,9 @@ const concurrencies = (args.concurrency ?? (quick ? '1,16' : '1,16,64,256')).spl
 const rounds = Number(args.rounds ?? (withEtcd ? 2 : 1));
 /** In flight during the --profile run (default 64). */
 const profileConcurrency = Number(args['profile-concurrency'] ?? 64);
+/** The scenario profiled: raft with 3 orgs (default) or pbft with 4. */
+const profileMode: 'raft' | 'pbft' = args['profile-mode'] === 'pbft' ? 'pbft' : 'raft';
+const profileScenario = profileMode === 'pbft' ? 'pbft-4' : 'raft-3';
 const only = new Set((args.only ?? 'micro,raft,pbft,scale').split(','));
 const idleSwarmCount = Number(args['idle-swarms'] ?? (quick ? 50 : 1000));
 const memorySeconds = Number(args['memory-seconds'] ?? (quick ? 0 : 60));
@@ -376,7 +380,7 @@ async function pbft(): Promise<void> {
   }
 }
 
-/** A fresh raft-3 cluster whose nodes run with --cpu-prof, 64 in flight; then self time by function per node. */
+/** A fresh raft-3 (or pbft-4) cluster whose nodes run with --cpu-prof, 64 in flight; then self time by function per node. */
 async function profileRun(): Promise<void> {
   const profDir = join(workDir, 'profiles');
   mkdirSync(profDir, { recursive: true });
@@ -385,8 +389,8 @@ async function profileRun(): Promise<void> {
   process.env.CONCLAVE_CPU_PROF_DIR = profDir;
   let cluster: ConclaveCluster;
   try {
-    progress('profile: starting raft-3 with --cpu-prof');
-    cluster = await startConclave(join(workDir, 'raft-3-profiled'), 3, 'raft', progress);
+    progress(`profile: starting ${profileScenario} with --cpu-prof`);
+    cluster = await startConclave(join(workDir, `${profileScenario}-profiled`), profileMode === 'pbft' ? 4 : 3, profileMode, progress);
   } finally {
     if (saved === undefined) delete process.env.NODE_OPTIONS;
     else process.env.NODE_OPTIONS = saved;
@@ -403,22 +407,21 @@ async function profileRun(): Promise<void> {
   };
   let leader: string | null = null;
   try {
-    await loadRun('raft-3-profiled', 'conclave', conclaveProcs(cluster), cluster.targets, profileConcurrency, 'unique', 1, cluster.info.swarm, toggle, cluster);
+    await loadRun(`${profileScenario}-profiled`, 'conclave', conclaveProcs(cluster), cluster.targets, profileConcurrency, 'unique', 1, cluster.info.swarm, toggle, cluster);
     await new Promise((done) => setTimeout(done, 1000)); // profiles written
-    const status = await apiJson<{ swarms: { swarm: string; leader: string | null }[] }>(cluster.info.nodes[0]!, '/v1/status', { timeoutMs: 10_000 }).catch(() => null);
-    leader = status?.swarms.find((w) => w.swarm === cluster.info.swarm)?.leader ?? null;
+    leader = await leaderOf(cluster);
   } finally {
     await stopConclave(cluster);
   }
   const files = profilesIn(profDir);
-  if (files.length === 0) emit({ profile: `raft-3 c=${profileConcurrency}`, error: 'no .cpuprofile written (did the nodes exit cleanly on SIGTERM?)' });
+  if (files.length === 0) emit({ profile: `${profileScenario} c=${profileConcurrency}`, error: 'no .cpuprofile written (did the nodes exit cleanly on SIGTERM?)' });
   for (const file of files) {
     const pid = Number(/(\d+)-\d+\.cpuprofile$/.exec(file)?.[1]);
     const org = cluster.info.nodes.find((n) => n.pid === pid)?.org ?? `pid ${pid}`;
     // Kept beside the results (the work dir is removed): open in Chrome DevTools or speedscope for the call tree.
-    const kept = join(outDir, `profile-c${profileConcurrency}-${org}${org === leader ? '-leader' : ''}.cpuprofile`);
+    const kept = join(outDir, `profile-${profileScenario}-c${profileConcurrency}-${org}${org === leader ? '-leader' : ''}.cpuprofile`);
     copyFileSync(file, kept);
-    emit({ profile: `raft-3, ${profileConcurrency} in flight, measured window only`, org, leader: org === leader, ...summarizeProfile(file), file: kept });
+    emit({ profile: `${profileScenario}, ${profileConcurrency} in flight, measured window only`, org, leader: org === leader, ...summarizeProfile(file), file: kept });
   }
 }
 
