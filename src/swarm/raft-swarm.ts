@@ -9,7 +9,7 @@ import type { ConfChange, Entry, Message, RaftBasicStatus, RaftInitialState, Raf
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { onTick } from './ticker.ts';
-import { SwarmError, type Applier, type ConsensusEngine, type EngineStatus, type SwarmLink } from './engine.ts';
+import { afterQueuedWrites, SwarmError, type Applier, type ConsensusEngine, type EngineStatus, type SwarmLink } from './engine.ts';
 
 export { SwarmError };
 
@@ -623,11 +623,3 @@ export class RaftSwarm implements ConsensusEngine {
   }
 }
 
-/**
- * Resolves two turns of the event loop later. The transport hands this turn's messages to HTTP/2 in a setImmediate,
- * and node's HTTP/2 session writes queued frames to the socket in a native immediate of the turn after that: only
- * then are they on their way.
- */
-function afterQueuedWrites(): Promise<void> {
-  return new Promise((resolve) => setImmediate(() => setImmediate(resolve)));
-}
