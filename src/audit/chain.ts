@@ -3,7 +3,7 @@
 import type { ConsensusMode } from '../config/types.ts';
 import { canonicalBytes } from '../crypto/canonical.ts';
 import { fromBase64Url, toBase64Url, toHex } from '../crypto/encoding.ts';
-import { envelopeSigningBytes } from '../crypto/envelope.ts';
+import { envelopePrefix } from '../crypto/envelope.ts';
 import { sha256 } from '../crypto/hash.ts';
 import { MerkleFrontier, leafHash, type FrontierState } from './merkle.ts';
 
@@ -78,9 +78,16 @@ export function recordLeafHash(record: AuditRecord): Uint8Array {
   return leafHash(recordLeaf(record));
 }
 
+const RECORD_HASH_PREFIX = envelopePrefix(RECORD_HASH_DOMAIN);
+
 /** Lowercase hex SHA-256 of "conclave/audit-record/v1\n" || canonical JSON of the record. */
 export function recordHash(record: AuditRecord): string {
-  return toHex(sha256(envelopeSigningBytes(RECORD_HASH_DOMAIN, recordPayload(record))));
+  return recordHashOfLeaf(recordLeaf(record));
+}
+
+/** recordHash from the record's canonical bytes (its Merkle leaf), for a caller that holds them already. */
+function recordHashOfLeaf(leaf: Uint8Array): string {
+  return toHex(sha256(RECORD_HASH_PREFIX, leaf));
 }
 
 /** The command bytes a record carries. */
@@ -93,6 +100,8 @@ export function recordData(record: AuditRecord): Uint8Array {
  * Throws when the index does not follow the previous one.
  */
 export function makeRecord(prev: AuditRecord | ChainAnchor | null, fields: RecordFields): AuditRecord {
+  // data given as bytes is encoded right here (Buffer's base64url: always valid), so its shape is not re-checked
+  // — a regular expression over every byte of the entry, on every node, for each one appended.
   const prevIndex = prev === null ? 0 : prev.index;
   if (fields.index !== prevIndex + 1) throw new RangeError(`audit record ${fields.index} cannot follow record ${prevIndex}`);
   const prevHash = prev === null ? GENESIS_PREV : 'hash' in prev ? prev.hash : recordHash(prev);
@@ -108,13 +117,17 @@ export function makeRecord(prev: AuditRecord | ChainAnchor | null, fields: Recor
   };
   if (fields.mode === 'raft') record.term = fields.epoch;
   else record.view = fields.epoch;
-  const problem = recordShapeProblem(record);
+  const problem = shapeProblem(record, typeof fields.data !== 'string');
   if (problem) throw new RangeError(problem);
   return record;
 }
 
 /** Why a parsed value is not a well-formed audit record, or null when it is one. */
 export function recordShapeProblem(value: unknown): string | null {
+  return shapeProblem(value, false);
+}
+
+function shapeProblem(value: unknown, dataEncodedHere: boolean): string | null {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'a record must be a JSON object';
   const r = value as Record<string, unknown>;
   for (const key of Object.keys(r)) if (!RECORD_KEYS.has(key)) return `unknown record member ${JSON.stringify(key)}`;
@@ -129,7 +142,7 @@ export function recordShapeProblem(value: unknown): string | null {
   if (typeof epoch !== 'number' || !Number.isSafeInteger(epoch) || epoch < 0) return `a ${r.mode} record needs record.${epochKey}, an integer >= 0`;
   if (otherKey in r) return `a ${r.mode} record has no record.${otherKey}`;
   if (typeof r.prev !== 'string' || !HEX64.test(r.prev)) return 'record.prev must be 64 lowercase hex digits';
-  if (typeof r.data !== 'string' || !B64URL.test(r.data) || r.data.length % 4 === 1) return 'record.data must be base64url without padding';
+  if (typeof r.data !== 'string' || (!dataEncodedHere && !B64URL.test(r.data)) || r.data.length % 4 === 1) return 'record.data must be base64url without padding';
   return null;
 }
 
@@ -238,6 +251,8 @@ export interface AppendedRecord {
   leafHash: Uint8Array;
   /** Merkle root of the tree of size record.index. */
   root: Uint8Array;
+  /** The record's canonical JSON bytes (its Merkle leaf; what storage keeps), so no caller encodes it again. */
+  bytes: Uint8Array;
 }
 
 /**
@@ -287,11 +302,13 @@ export class AuditLog {
   /** Appends the committed entry at `index` (must be size + 1). */
   append(entry: { index: number; mode: ConsensusMode; epoch: number; data: Uint8Array }): AppendedRecord {
     const record = makeRecord(this.head, { federation: this.federation, swarm: this.swarm, ...entry });
-    const hash = recordHash(record);
-    const leaf = recordLeafHash(record);
+    // The canonical bytes once, for both hashes and the caller (each is a pass over the whole entry).
+    const bytes = recordLeaf(record);
+    const hash = recordHashOfLeaf(bytes);
+    const leaf = leafHash(bytes);
     this.frontier.appendLeafHash(leaf);
     this.lastHash = hash;
-    return { record, hash, leafHash: leaf, root: this.frontier.root() };
+    return { record, hash, leafHash: leaf, root: this.frontier.root(), bytes };
   }
 
   state(): AuditState {

@@ -370,7 +370,8 @@ export class AuditVerifier {
       }
     }
     if (this.machine) {
-      const outcomes: ApplyOutcome[] = this.machine.apply(index, cmd, { verifyAgentSignatures: record.mode === 'pbft' });
+      // A verdicts command got here only with a proposal signature verified above: the machine skips that check.
+      const outcomes: ApplyOutcome[] = this.machine.apply(index, cmd, { verifyAgentSignatures: record.mode === 'pbft', proposalSignatureVerified: cmd.type === 'verdicts' });
       this.pendingDecisions = new Map();
       this.pendingDecisionsIndex = index;
       for (const outcome of outcomes) {

@@ -9,8 +9,13 @@ import { signBytes, verifyBytes, type SigningKey, type VerifyingKey } from './ed
  * another (a checkpoint).
  */
 export function envelopeSigningBytes(domain: string, payload: unknown): Uint8Array {
+  return concatBytes(envelopePrefix(domain), canonicalBytes(payload));
+}
+
+/** The domain prefix alone, for a caller that hashes prefix and canonical bytes it already holds in two parts. */
+export function envelopePrefix(domain: string): Uint8Array {
   if (!/^[a-z][a-z0-9-]*$/.test(domain)) throw new Error(`invalid signing domain ${JSON.stringify(domain)}`);
-  return concatBytes(utf8(`conclave/${domain}/v1\n`), canonicalBytes(payload));
+  return utf8(`conclave/${domain}/v1\n`);
 }
 
 export function signEnvelope(domain: string, payload: unknown, key: SigningKey): string {

@@ -248,7 +248,7 @@ export class SwarmState {
     const endsEra = this.eraEnded;
     this.eraEnded = false;
     if (this.replaying) return endsEra ? 'halt' : 'continue';
-    this.pendingRecords.push({ index: entry.index, record: canonicalBytes(appended.record) });
+    this.pendingRecords.push({ index: entry.index, record: appended.bytes });
     if (this.installing) return 'continue';
     if (outcomes.length) this.options.onOutcomes(outcomes, { index: entry.index, hash });
     if (admin) this.options.onAdmin?.(admin);
@@ -331,7 +331,8 @@ export class SwarmState {
         return command.batch.map((jws) => ({ jwsHash: jwsHashOf(jws), status: 'rejected' as const, subject: null, index, code: 'BAD_SIGNATURE' as const, reason: `the proposal of node ${command.proposer} does not verify` }));
       }
     }
-    return this.machine.apply(index, command, { verifyAgentSignatures: this.mode === 'pbft' });
+    // The proposal signature was verified just above: the machine need not verify (and canonicalize) it again.
+    return this.machine.apply(index, command, { verifyAgentSignatures: this.mode === 'pbft', proposalSignatureVerified: command.type === 'verdicts' });
   }
 
   private rememberRoot(size: number, root: string, hash: string): void {

@@ -98,7 +98,9 @@ const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
 // ---- portable byte helpers ----------------------------------------------------------------------------------
 
 const B64_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
-const B64_LOOKUP = new Map<string, number>([...B64_ALPHABET].map((char, i) => [char, i]));
+/** Sextet of each ASCII character code, -1 for a character outside the alphabet (indexed by charCodeAt). */
+const B64_INDEX = new Int8Array(128).fill(-1);
+for (let i = 0; i < B64_ALPHABET.length; i++) B64_INDEX[B64_ALPHABET.charCodeAt(i)] = i;
 
 /** base64url without padding (RFC 4648 §5), as JWS uses it. */
 export function encodeBase64Url(bytes: Uint8Array): string {
@@ -119,22 +121,71 @@ export function encodeBase64Url(bytes: Uint8Array): string {
   return out;
 }
 
-/** Strict base64url decoding: no padding, no stray characters, and the unused trailing bits must be zero. */
+/** The sextet of the character at `i`, or -1 when it is not in the base64url alphabet. */
+function sextet(text: string, i: number): number {
+  const code = text.charCodeAt(i);
+  return code < 128 ? B64_INDEX[code]! : -1;
+}
+
+/**
+ * Strict base64url decoding: no padding, no stray characters, and the unused trailing bits must be zero. Four
+ * characters at a time through a lookup table.
+ */
 export function decodeBase64Url(text: string): Uint8Array {
-  if (!B64URL.test(text) || text.length % 4 === 1) throw new Error('invalid base64url');
-  const out = new Uint8Array(Math.floor((text.length * 3) / 4));
-  let bits = 0;
-  let acc = 0;
+  return decodeBase64UrlInto(text, new Uint8Array(decodedLength(text)));
+}
+
+function decodedLength(text: string): number {
+  if (text.length % 4 === 1) throw new Error('invalid base64url');
+  return Math.floor((text.length * 3) / 4);
+}
+
+/** Scratch space for parts decoded only to be read at once (a verdict's header and payload JSON). */
+let scratch = new Uint8Array(2048);
+
+/**
+ * decodeBase64Url into shared scratch space: valid only until the next call. Every verdict's header and payload
+ * are decoded on every node, and allocating a fresh array for bytes read once costs more than decoding them.
+ */
+function decodeBase64UrlTransient(text: string): Uint8Array {
+  const length = decodedLength(text);
+  if (scratch.length < length) scratch = new Uint8Array(Math.max(length, scratch.length * 2));
+  return decodeBase64UrlInto(text, scratch.subarray(0, length));
+}
+
+/** Decodes into `out`, which is exactly decodedLength(text) long. */
+function decodeBase64UrlInto(text: string, out: Uint8Array): Uint8Array {
+  const length = text.length;
+  const rest = length % 4;
+  const full = length - rest;
   let o = 0;
-  for (const char of text) {
-    acc = (acc << 6) | B64_LOOKUP.get(char)!;
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out[o++] = (acc >> bits) & 0xff;
-    }
+  for (let i = 0; i < full; i += 4) {
+    const a = sextet(text, i);
+    const b = sextet(text, i + 1);
+    const c = sextet(text, i + 2);
+    const d = sextet(text, i + 3);
+    if ((a | b | c | d) < 0) throw new Error('invalid base64url');
+    const n = (a << 18) | (b << 12) | (c << 6) | d;
+    out[o++] = n >> 16;
+    out[o++] = (n >> 8) & 0xff;
+    out[o++] = n & 0xff;
   }
-  if ((acc & ((1 << bits) - 1)) !== 0) throw new Error('invalid base64url: non-canonical trailing bits');
+  if (rest === 2) {
+    const a = sextet(text, full);
+    const b = sextet(text, full + 1);
+    if ((a | b) < 0) throw new Error('invalid base64url');
+    out[o] = (a << 2) | (b >> 4);
+    if ((b & 0x0f) !== 0) throw new Error('invalid base64url: non-canonical trailing bits');
+  } else if (rest === 3) {
+    const a = sextet(text, full);
+    const b = sextet(text, full + 1);
+    const c = sextet(text, full + 2);
+    if ((a | b | c) < 0) throw new Error('invalid base64url');
+    const n = (a << 12) | (b << 6) | c;
+    out[o++] = n >> 10;
+    out[o] = (n >> 2) & 0xff;
+    if ((c & 0x03) !== 0) throw new Error('invalid base64url: non-canonical trailing bits');
+  }
   return out;
 }
 
@@ -198,7 +249,8 @@ export function validatePayload(value: unknown): VerdictPayload {
   const reason = record.reason;
   if (typeof reason !== 'string') throw invalid('reason', 'must be a string (it may be empty)');
   if (!isWellFormed(reason)) throw invalid('reason', 'is not well-formed Unicode');
-  if (utf8Bytes(reason).length > VERDICT_LIMITS.maxReasonBytes) throw invalid('reason', `is longer than ${VERDICT_LIMITS.maxReasonBytes} UTF-8 bytes`);
+  // A UTF-16 code unit is at most 3 UTF-8 bytes: only a reason that long can be over the limit, so only it is encoded.
+  if (reason.length * 3 > VERDICT_LIMITS.maxReasonBytes && utf8Bytes(reason).length > VERDICT_LIMITS.maxReasonBytes) throw invalid('reason', `is longer than ${VERDICT_LIMITS.maxReasonBytes} UTF-8 bytes`);
   const iat = record.iat;
   if (typeof iat !== 'number' || !Number.isSafeInteger(iat) || iat < 0) throw invalid('iat', 'must be a non-negative integer (unix seconds)');
   const nonce = record.nonce;
@@ -238,7 +290,7 @@ function decodeJsonPart(part: string, what: 'header' | 'payload'): unknown {
   const code = what === 'header' ? 'BAD_HEADER' : 'PAYLOAD_INVALID';
   let text: string;
   try {
-    text = strictDecoder.decode(decodeBase64Url(part));
+    text = strictDecoder.decode(decodeBase64UrlTransient(part));
   } catch {
     throw new VerdictError(code, `the ${what} is not base64url-encoded UTF-8`, what);
   }
@@ -259,19 +311,31 @@ function decodeJsonPart(part: string, what: 'header' | 'payload'): unknown {
 /** Counts the members of a top-level JSON object (the text is known to be valid JSON). */
 function topLevelMembers(text: string): number {
   let depth = 0;
-  let inString = false;
   let members = 0;
   for (let i = 0; i < text.length; i++) {
-    const char = text[i];
-    if (inString) {
-      if (char === '\\') i++;
-      else if (char === '"') inString = false;
-    } else if (char === '"') inString = true;
-    else if (char === '{' || char === '[') depth++;
-    else if (char === '}' || char === ']') depth--;
-    else if (char === ':' && depth === 1) members++;
+    const code = text.charCodeAt(i);
+    if (code === 0x22) i = closingQuote(text, i);
+    else if (code === 0x7b || code === 0x5b) depth++;
+    else if (code === 0x7d || code === 0x5d) depth--;
+    else if (code === 0x3a && depth === 1) members++;
   }
   return members;
+}
+
+/**
+ * Index of the quote closing the JSON string opened at `open` (valid JSON: there is one). Jumps from quote to
+ * quote with indexOf — a verdict's text is mostly its strings — and a quote is escaped when an odd number of
+ * backslashes precedes it.
+ */
+function closingQuote(text: string, open: number): number {
+  let quote = open;
+  for (;;) {
+    quote = text.indexOf('"', quote + 1);
+    if (quote < 0) return text.length;
+    let backslashes = 0;
+    while (text.charCodeAt(quote - 1 - backslashes) === 0x5c) backslashes++;
+    if (backslashes % 2 === 0) return quote;
+  }
 }
 
 /**
@@ -297,7 +361,19 @@ export function parseVerdictJws(jws: unknown): ParsedVerdict {
     throw new VerdictError('MALFORMED_JWS', 'the signature part is not base64url');
   }
   if (signature.length !== 64) throw new VerdictError('MALFORMED_JWS', `an Ed25519 signature is 64 bytes, got ${signature.length}`);
-  return { jws, header, payload, signingInput: utf8Bytes(`${headerPart}.${payloadPart}`), signature };
+  // The signing input is encoded on first use: a raft replica applying a proposal it trusts never checks the
+  // agent's signature, and this would be one more allocation per verdict on every node.
+  const signedLength = headerPart.length + 1 + payloadPart.length;
+  let signingInput: Uint8Array | undefined;
+  return {
+    jws,
+    header,
+    payload,
+    get signingInput(): Uint8Array {
+      return (signingInput ??= utf8Bytes(jws.slice(0, signedLength)));
+    },
+    signature,
+  };
 }
 
 /** The header and payload JSON an agent signs (members in the documented order; nodes accept any order). */

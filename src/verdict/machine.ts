@@ -71,6 +71,12 @@ export interface ApplyOutcome {
 export interface ApplyOptions {
   /** pbft: every replica verifies every agent JWS. raft: the proposal signature is trusted for content. */
   verifyAgentSignatures: boolean;
+  /**
+   * The caller has just verified this command's proposal signature with the same keyring (SwarmState does, before
+   * applying): skip verifying it again — that re-canonicalizes and hashes the whole batch. The swarm and proposer
+   * membership checks still run.
+   */
+  proposalSignatureVerified?: boolean;
 }
 
 /** Where a verdict was recorded. */
@@ -189,15 +195,15 @@ export class DecisionMachine {
     }
     this.applied = index;
     if (cmd.type !== 'verdicts') return []; // noop; admin commands are applied by a later issue
-    const refusal = this.checkProposal(cmd);
+    const refusal = this.checkProposal(cmd, opts.proposalSignatureVerified === true);
     if (refusal) return cmd.batch.map((jws) => ({ jwsHash: jwsHashOf(jws), status: 'rejected', subject: null, index, code: refusal.code, reason: refusal.message }));
     return cmd.batch.map((jws) => this.applyVerdict(index, jws, opts));
   }
 
-  private checkProposal(cmd: Extract<LogCommand, { type: 'verdicts' }>): VerdictError | null {
+  private checkProposal(cmd: Extract<LogCommand, { type: 'verdicts' }>, signatureVerified: boolean): VerdictError | null {
     if (cmd.swarm !== this.swarm.id) return new VerdictError('SWARM_MISMATCH', `the proposal is for swarm ${cmd.swarm}, applied in swarm ${this.swarm.id}`);
     if (!this.swarm.members.includes(cmd.proposer)) return new VerdictError('BAD_PROPOSAL', `proposer ${cmd.proposer} is not a member of swarm ${this.swarm.id}`);
-    if (!verifyProposal(cmd, this.keyring)) return new VerdictError('BAD_PROPOSAL', `the proposal signature does not verify with a node key of ${cmd.proposer}`);
+    if (!signatureVerified && !verifyProposal(cmd, this.keyring)) return new VerdictError('BAD_PROPOSAL', `the proposal signature does not verify with a node key of ${cmd.proposer}`);
     return null;
   }
 

@@ -1,7 +1,7 @@
 // Log commands, the payload of every log entry: node-signed batches of verdicts, no-ops and admin changes; their
 // canonical byte encoding, strict decoding, proposal signatures and admin approval checks.
 import type { AdminPolicy, ConsensusMode, SwarmConfig } from '../config/types.ts';
-import { canonicalBytes } from '../crypto/canonical.ts';
+import { canonicalBytes, canonicalJson } from '../crypto/canonical.ts';
 import { envelopeSigningBytes, signEnvelope } from '../crypto/envelope.ts';
 import type { SigningKey } from '../crypto/ed25519.ts';
 import { bytesEqual, fromBase64Url, fromUtf8, utf8 } from '../crypto/encoding.ts';
@@ -153,15 +153,24 @@ export function validateCommand(value: unknown): LogCommand {
 /** Strict decoding: UTF-8 JSON of a valid command, in exactly its canonical form. Throws MALFORMED_COMMAND. */
 export function decodeCommand(bytes: Uint8Array): LogCommand {
   if (bytes.length > COMMAND_LIMITS.maxCommandBytes) throw bad(`the command is ${bytes.length} bytes; the limit is ${COMMAND_LIMITS.maxCommandBytes}`);
+  let text: string;
   let value: unknown;
   try {
-    value = JSON.parse(fromUtf8(bytes));
+    text = fromUtf8(bytes);
+    value = JSON.parse(text);
   } catch {
     throw bad('a log command must be UTF-8 JSON');
   }
   const cmd = validateCommand(value);
-  if (!bytesEqual(encodeCommand(cmd), bytes)) throw bad('the command is not in canonical JSON form');
+  // "bytes === encodeCommand(cmd)", compared as text: the strict decoder maps distinct valid UTF-8 to distinct
+  // strings except that it drops a leading byte order mark, and canonical JSON is well-formed UTF-16 (lone
+  // surrogates are escaped), so equal text and no BOM is equal bytes — without encoding the command again.
+  if (startsWithBom(bytes) || canonicalJson(cmd) !== text) throw bad('the command is not in canonical JSON form');
   return cmd;
+}
+
+function startsWithBom(bytes: Uint8Array): boolean {
+  return bytes.length >= 3 && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf;
 }
 
 // ---- proposals ----------------------------------------------------------------------------------------------

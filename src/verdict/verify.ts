@@ -1,8 +1,7 @@
 // Full admission check of an agent's verdict on the receiving node: format, key, signature, swarm, policy value
 // and issue time, in a fixed order so each refusal carries one stable code. Pure: the time is passed in.
+import { createHash } from 'node:crypto';
 import type { SwarmConfig } from '../config/types.ts';
-import { sha256 } from '../crypto/hash.ts';
-import { toHex, utf8 } from '../crypto/encoding.ts';
 import { parseVerdictJws, VerdictError, type ParsedVerdict } from './format.ts';
 import type { Keyring } from './keyring.ts';
 
@@ -24,7 +23,9 @@ export interface VerdictCheckContext {
 }
 
 export function jwsHashOf(jws: string): string {
-  return toHex(sha256(utf8(jws)));
+  // Hashing the string directly encodes it as UTF-8 natively, as utf8() does (a lone surrogate becomes U+FFFD in
+  // both), without the intermediate byte array and hex round trip: this runs per verdict on every node.
+  return createHash('sha256').update(jws, 'utf8').digest('hex');
 }
 
 function findSwarm(swarms: VerdictCheckContext['swarms'], id: string): SwarmConfig | undefined {
