@@ -208,10 +208,26 @@ export async function createApiServer(options: ApiServerOptions): Promise<Fastif
 
   app.get(
     '/v1/swarms/:swarm/checkpoints',
-    { schema: { summary: 'signed checkpoints (tree size, root, node signatures)', tags: ['audit'], params: swarmParams } },
+    {
+      schema: {
+        summary: 'signed checkpoints (tree size, root, node signatures), ascending by size',
+        description:
+          'Without `from`: the newest `limit` checkpoints. With `from`: those of size >= from, at most `limit`; ' +
+          '`next` is the `from` of the following page (null at the end).',
+        tags: ['audit'],
+        params: swarmParams,
+        querystring: {
+          type: 'object',
+          properties: { from: { type: 'integer', minimum: 0 }, limit: { type: 'integer', minimum: 1, maximum: 10000, default: 1000 } },
+        },
+      },
+    },
     async (request) => {
       const { swarm } = request.params as { swarm: string };
-      return { swarm, checkpoints: swarmOf(node, swarm).checkpoints() };
+      const { from, limit } = request.query as { from?: number; limit: number };
+      const checkpoints = await swarmOf(node, swarm).checkpoints(from === undefined ? { limit } : { from, limit });
+      const next = from !== undefined && checkpoints.length === limit ? checkpoints.at(-1)!.size + 1 : null;
+      return { swarm, checkpoints, next };
     },
   );
 

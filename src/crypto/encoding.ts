@@ -5,10 +5,17 @@ export function toBase64Url(bytes: Uint8Array): string {
 
 const BASE64URL = /^[A-Za-z0-9_-]*$/;
 
-/** Decodes base64url, refusing any character outside the alphabet (Buffer would silently skip them). */
+/**
+ * Decodes base64url, refusing any character outside the alphabet (Buffer would silently skip them) and any text that
+ * is not the one canonical encoding of its bytes: unused low bits of the last character must be zero (Buffer ignores
+ * them), or 2^k texts — 16 for a 64-byte signature — would decode to the same bytes, and signed or hashed messages
+ * carrying them would be malleable. Everything this node writes is canonical (toBase64Url).
+ */
 export function fromBase64Url(text: string): Uint8Array {
   if (!BASE64URL.test(text) || text.length % 4 === 1) throw new Error('invalid base64url');
-  return new Uint8Array(Buffer.from(text, 'base64url'));
+  const bytes = Buffer.from(text, 'base64url');
+  if (bytes.toString('base64url') !== text) throw new Error('invalid base64url: not the canonical encoding (nonzero trailing bits)');
+  return new Uint8Array(bytes);
 }
 
 export function toHex(bytes: Uint8Array): string {

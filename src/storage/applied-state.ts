@@ -72,6 +72,23 @@ export class AppliedStateStore {
     return rows.map((r) => ({ index: readU64(r.key, AUDIT.length), record: r.value }));
   }
 
+  /**
+   * Stored checkpoints, ascending by tree size: from size `from` on (at most `limit`), or without `from` the newest
+   * `limit` ones.
+   */
+  async checkpoints(query: { from?: number; limit: number }): Promise<Array<{ size: number; checkpoint: Uint8Array }>> {
+    const rows =
+      query.from === undefined
+        ? (await this.kv.scan(CHECKPOINT, { reverse: true, limit: query.limit })).reverse()
+        : await this.kv.scan(CHECKPOINT, { from: indexKey(CHECKPOINT, query.from), limit: query.limit });
+    return rows.map((row) => ({ size: readU64(row.key, CHECKPOINT.length), checkpoint: row.value }));
+  }
+
+  /** The stored checkpoint of one tree size, or null. */
+  async checkpointAt(size: number): Promise<Uint8Array | null> {
+    return (await this.kv.get(indexKey(CHECKPOINT, size))) ?? null;
+  }
+
   /** The checkpoint with the largest tree size, or null. */
   async latestCheckpoint(): Promise<{ size: number; checkpoint: Uint8Array } | null> {
     const [row] = await this.kv.scan(CHECKPOINT, { reverse: true, limit: 1 });

@@ -87,7 +87,8 @@ export interface SwarmService {
   subject(subject: string): SubjectView | null;
   log(from: number, limit: number): Promise<LogEntryView[]>;
   status(): SwarmStatusView;
-  checkpoints(): CheckpointView[];
+  /** Ascending by tree size: from size `from` on, or without it the newest `limit`. */
+  checkpoints(query: { from?: number; limit: number }): Promise<CheckpointView[]>;
   inclusionProof(index: number, size: number | null): Promise<unknown>;
   consistencyProof(size1: number, size2: number): Promise<unknown>;
   submitAdmin(command: AdminCommand, timeoutMs: number): Promise<AdminChangeView>;

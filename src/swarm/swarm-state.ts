@@ -114,6 +114,12 @@ class ReplayMismatch extends Error {}
 /** Roots kept for co-signing checkpoints of recent sizes. */
 const MAX_REMEMBERED_ROOTS = 4096;
 const MAX_PENDING_CHECKPOINTS = 256;
+/**
+ * Checkpoints kept in memory, the newest by tree size; older ones are read from disk when asked for. A busy swarm
+ * signs one every few seconds for as long as the node runs (~17k a day at one per 5 s, ~1 KB each): memory must not
+ * keep them all. Gossip about a size older than these is ignored (its co-signing was over long ago).
+ */
+export const RECENT_CHECKPOINTS = 512;
 
 export class SwarmState {
   private machine: DecisionMachine;
@@ -123,7 +129,9 @@ export class SwarmState {
   /** Checkpoints to store with the next flush, by size (a newer version of one size replaces the older). */
   private pendingCheckpoints = new Map<number, Checkpoint>();
   private readonly rootsAt = new Map<number, string>();
-  private readonly checkpointsBySize = new Map<number, Checkpoint>();
+  /** The newest RECENT_CHECKPOINTS checkpoints by size (stored or waiting in pendingCheckpoints). */
+  private readonly recentCheckpoints = new Map<number, Checkpoint>();
+  private newestCheckpoint: Checkpoint | null = null;
   private readonly waitingCheckpoints = new Map<number, Checkpoint[]>();
   private readonly lastHashes = new Map<number, string>();
   private readonly adminChanges = new Map<string, AdminChangeView>();
@@ -210,17 +218,46 @@ export class SwarmState {
     return this.machine;
   }
 
-  /** Loads the checkpoints this node stored before a restart. */
+  /** Loads the newest checkpoints this node stored before a restart. */
   async loadCheckpoints(): Promise<void> {
-    const rows = await this.options.applied.kv.scan('ckpt/', { limit: 100_000 });
-    for (const row of rows) {
-      try {
-        const checkpoint = JSON.parse(fromUtf8(row.value)) as Checkpoint;
-        this.checkpointsBySize.set(checkpoint.size, checkpoint);
-      } catch {
-        // a checkpoint we cannot read is only a lost signature set; the log itself is intact
-      }
+    for (const checkpoint of parseCheckpoints(await this.options.applied.checkpoints({ limit: RECENT_CHECKPOINTS }))) this.rememberCheckpoint(checkpoint);
+  }
+
+  /** The checkpoint of the largest tree size, or null. */
+  latestCheckpoint(): Checkpoint | null {
+    return this.newestCheckpoint;
+  }
+
+  /** The checkpoint of one tree size, or null. */
+  async checkpointAt(size: number): Promise<Checkpoint | null> {
+    const recent = this.recentCheckpoints.get(size);
+    if (recent) return recent;
+    const bytes = await this.options.applied.checkpointAt(size);
+    return bytes ? (parseCheckpoints([{ size, checkpoint: bytes }])[0] ?? null) : null;
+  }
+
+  /**
+   * Checkpoints ascending by tree size: from size `from` on (at most `limit`), or without `from` the newest `limit`
+   * ones. Those in memory are the latest versions (more signatures, not yet written): they win over the disk's.
+   */
+  async checkpoints(query: { from?: number; limit: number }): Promise<Checkpoint[]> {
+    const bySize = new Map<number, Checkpoint>();
+    for (const checkpoint of parseCheckpoints(await this.options.applied.checkpoints(query))) bySize.set(checkpoint.size, checkpoint);
+    for (const [size, checkpoint] of this.recentCheckpoints) if (query.from === undefined || size >= query.from) bySize.set(size, checkpoint);
+    const sorted = [...bySize.values()].sort((a, b) => a.size - b.size);
+    return query.from === undefined ? sorted.slice(-query.limit) : sorted.slice(0, query.limit);
+  }
+
+  /** Every checkpoint of sizes from..to (an export's range). */
+  async checkpointsBetween(from: number, to: number): Promise<Checkpoint[]> {
+    const all: Checkpoint[] = [];
+    for (let next = from; next <= to; ) {
+      const page = await this.checkpoints({ from: next, limit: 4096 });
+      for (const checkpoint of page) if (checkpoint.size <= to) all.push(checkpoint);
+      if (page.length < 4096 || page.at(-1)!.size >= to) break;
+      next = page.at(-1)!.size + 1;
     }
+    return all;
   }
 
   apply(entry: CommittedEntry): 'continue' | 'halt' {
@@ -359,7 +396,7 @@ export class SwarmState {
 
   /** Signs a checkpoint of the current tree (time-based checkpoints come through here too). */
   createCheckpoint(size = this.audit.size, root = toHex(this.audit.root())): Checkpoint | null {
-    if (size === 0 || this.checkpointsBySize.has(size)) return this.checkpointsBySize.get(size) ?? null;
+    if (size === 0 || this.recentCheckpoints.has(size)) return this.recentCheckpoints.get(size) ?? null;
     const now = Math.floor((this.options.now ?? Date.now)() / 1000);
     const checkpoint = signCheckpoint(
       { v: 1, federation: this.options.federation.federation, swarm: this.options.swarm.id, size, root, time: now, mode: this.mode },
@@ -378,7 +415,8 @@ export class SwarmState {
   receiveCheckpoint(checkpoint: Checkpoint): void {
     if (checkpoint.swarm !== this.options.swarm.id || checkpoint.federation !== this.options.federation.federation) return;
     // Nothing new (an echo of what we hold): skip the signature checks.
-    const held = this.checkpointsBySize.get(checkpoint.size);
+    if (this.recentCheckpoints.size >= RECENT_CHECKPOINTS && checkpoint.size < this.oldestRecentSize()) return;
+    const held = this.recentCheckpoints.get(checkpoint.size);
     if (held && held.time === checkpoint.time && held.root === checkpoint.root && checkpoint.signatures.every((s) => held.signatures.some((h) => h.sig === s.sig))) return;
     const verification = verifyCheckpoint(checkpoint, this.options.federation);
     if (verification.problems.length > 0 || verification.validOrgs.length === 0) return;
@@ -392,7 +430,7 @@ export class SwarmState {
     if (ourRoot !== checkpoint.root) return; // too old to check, or a different tree: never co-sign that
     let next: Checkpoint | null;
     try {
-      next = nextCheckpoint(this.checkpointsBySize.get(checkpoint.size), checkpoint, (c) =>
+      next = nextCheckpoint(held, checkpoint, (c) =>
         c.signatures.some((s) => s.org === this.options.self) ? c : signCheckpoint(c, this.options.self, this.options.signingKey),
       );
     } catch {
@@ -404,12 +442,20 @@ export class SwarmState {
   }
 
   private storeCheckpoint(checkpoint: Checkpoint): void {
-    this.checkpointsBySize.set(checkpoint.size, checkpoint);
+    this.rememberCheckpoint(checkpoint);
     this.pendingCheckpoints.set(checkpoint.size, checkpoint);
   }
 
-  checkpoints(): Checkpoint[] {
-    return [...this.checkpointsBySize.values()].sort((a, b) => a.size - b.size);
+  private rememberCheckpoint(checkpoint: Checkpoint): void {
+    this.recentCheckpoints.set(checkpoint.size, checkpoint);
+    if (!this.newestCheckpoint || checkpoint.size >= this.newestCheckpoint.size) this.newestCheckpoint = checkpoint;
+    if (this.recentCheckpoints.size > RECENT_CHECKPOINTS) this.recentCheckpoints.delete(this.oldestRecentSize());
+  }
+
+  private oldestRecentSize(): number {
+    let oldest = Infinity;
+    for (const size of this.recentCheckpoints.keys()) if (size < oldest) oldest = size;
+    return oldest;
   }
 
   /**
@@ -577,4 +623,18 @@ export function entryOfRecord(record: AuditRecord): CommittedEntry {
 
 function canonicalJsonEquals(a: unknown, b: unknown): boolean {
   return Buffer.from(canonicalBytes(a)).equals(Buffer.from(canonicalBytes(b)));
+}
+
+/** Stored checkpoint bodies; one we cannot read is only a lost signature set (the log itself is intact): skipped. */
+function parseCheckpoints(rows: Array<{ size: number; checkpoint: Uint8Array }>): Checkpoint[] {
+  const out: Checkpoint[] = [];
+  for (const row of rows) {
+    try {
+      const checkpoint = JSON.parse(fromUtf8(row.checkpoint)) as Checkpoint;
+      if (checkpoint.size === row.size) out.push(checkpoint);
+    } catch {
+      // skipped, see above
+    }
+  }
+  return out;
 }

@@ -514,7 +514,7 @@ export class VerdictSwarm implements SwarmService {
     // no work comes first (nothing applied beyond the newest checkpoint seen), before any status is built.
     const size = this.state.size;
     if (this.stopped || size === 0 || size <= this.checkpointedSize) return;
-    const last = this.state.checkpoints().at(-1);
+    const last = this.state.latestCheckpoint();
     if (last && last.size >= size) {
       this.checkpointedSize = last.size;
       return;
@@ -823,8 +823,8 @@ export class VerdictSwarm implements SwarmService {
     else this.adminWaiters.delete(change.id);
   }
 
-  checkpoints(): Checkpoint[] {
-    return this.state.checkpoints();
+  checkpoints(query: { from?: number; limit: number }): Promise<Checkpoint[]> {
+    return this.state.checkpoints(query);
   }
 
   receiveCheckpoint(fromOrg: string, messages: Uint8Array[]): void {
@@ -861,7 +861,7 @@ export class VerdictSwarm implements SwarmService {
   }
 
   async inclusionProof(index: number, size: number | null): Promise<unknown> {
-    const latest = this.state.checkpoints().at(-1);
+    const latest = this.state.latestCheckpoint();
     const treeSize = size ?? latest?.size ?? this.state.size;
     if (index > treeSize || treeSize > this.state.size) {
       throw new SwarmError(400, 'OUT_OF_RANGE', `index ${index} and size ${treeSize} must satisfy 1 <= index <= size <= ${this.state.size}`);
@@ -876,7 +876,7 @@ export class VerdictSwarm implements SwarmService {
       root: toHex(tree.root(treeSize)),
       proof: tree.inclusionProof(index - 1, treeSize).map(toHex),
       record,
-      checkpoint: this.state.checkpoints().find((cp) => cp.size === treeSize) ?? null,
+      checkpoint: await this.state.checkpointAt(treeSize),
     };
   }
 
@@ -933,7 +933,7 @@ export class VerdictSwarm implements SwarmService {
       genesis: this.genesis,
       ...(anchor ? { anchor } : {}),
       records: records(),
-      checkpoints: this.state.checkpoints().filter((cp) => cp.size >= first - 1 && cp.size <= last),
+      checkpoints: await this.state.checkpointsBetween(first - 1, last),
     });
   }
 }

@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { canonicalBytes } from '../../src/crypto/canonical.ts';
 import { generateSigningKey, signBytes, type SigningKey } from '../../src/crypto/ed25519.ts';
-import { toBase64Url, utf8 } from '../../src/crypto/encoding.ts';
+import { fromBase64Url, toBase64Url, utf8 } from '../../src/crypto/encoding.ts';
 import { Keyring } from '../../src/verdict/keyring.ts';
 import { DecisionMachine } from '../../src/verdict/machine.ts';
 import {
@@ -54,6 +54,36 @@ describe('log commands', () => {
     expect(verifyProposal({ ...cmd, batch: [...batch, ...batch] }, fed.keyring)).toBe(false);
     expect(verifyProposal(signProposal('s1', 'a', batch, fed.keys.a!.agent), fed.keyring)).toBe(false); // agent key is not a node key
     expect(verifyProposal({ ...cmd, proposer: 'nobody' }, fed.keyring)).toBe(false);
+  });
+
+  it('a proposal whose signature is re-encoded with other trailing bits is refused: its bytes are not malleable', () => {
+    const cmd = signProposal('s1', 'a', [verdictOf(fed, 'b', { subject: 'x', verdict: 'approve' })], fed.keys.a!.node);
+    // 64 bytes = 86 characters: the last one carries 2 bits of the signature and 4 unused ones, which Buffer ignores.
+    const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+    const last = alphabet.indexOf(cmd.sig.at(-1)!);
+    expect(last & 0b1111).toBe(0);
+    const variants = Array.from({ length: 15 }, (_, i) => `${cmd.sig.slice(0, -1)}${alphabet[last | (i + 1)]}`);
+    for (const sig of variants) {
+      expect(Buffer.from(sig, 'base64url').equals(Buffer.from(cmd.sig, 'base64url'))).toBe(true); // same bytes to Buffer
+      expect(() => fromBase64Url(sig)).toThrow(/canonical/);
+      expect(verifyProposal({ ...cmd, sig }, fed.keyring)).toBe(false);
+    }
+    expect(verifyProposal(cmd, fed.keyring)).toBe(true);
+  });
+});
+
+describe('fromBase64Url', () => {
+  it('decodes exactly the canonical encoding of every byte string, and nothing else', () => {
+    for (let length = 0; length <= 40; length++) {
+      const bytes = Uint8Array.from({ length }, (_, i) => (i * 97 + length * 31) & 0xff);
+      const text = toBase64Url(bytes);
+      expect(fromBase64Url(text)).toEqual(bytes);
+      if (text.length % 4 === 0) continue; // no unused bits
+      const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+      const flipped = `${text.slice(0, -1)}${alphabet[alphabet.indexOf(text.at(-1)!) ^ 1]}`;
+      expect(() => fromBase64Url(flipped)).toThrow(/canonical/);
+    }
+    for (const bad of ['a', 'ab=', 'a+b/', 'ab cd', 'abcde']) expect(() => fromBase64Url(bad)).toThrow();
   });
 });
 
