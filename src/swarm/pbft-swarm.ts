@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import {
   PbftCore,
   applyPersist,
+  persistMustSync,
   batchDigest,
   decodePbftDurableState,
   decodePbftMessage,
@@ -394,13 +395,8 @@ export class PbftSwarm implements ConsensusEngine {
   private async persist(ready: PbftReady): Promise<void> {
     const before = this.durable.log.length;
     const stableBefore = this.durable.stableCheckpoint?.seq ?? 0;
-    const persist = ready.persist!;
-    // Our own statements are logged unsigned first (the intent, see PbftPersist.append); a new view or view-change
-    // state is ours too. Messages without either (retransmissions, forwarded requests, `executed` answers) repeat
-    // what is durable already.
-    const statesSomethingNew =
-      persist.view !== this.durable.view || persist.inViewChange !== this.durable.inViewChange || persist.append.some((m) => m.from === this.options.self && m.sig.length === 0);
-    applyPersist(this.durable, persist);
+    const synced = persistMustSync(ready, this.durable, this.options.self);
+    applyPersist(this.durable, ready.persist!);
     const header = encodePbftDurableState({ ...this.durable, log: [] });
     const ops: { key: Uint8Array | string; value: Uint8Array | null }[] = [{ key: STATE_KEY, value: header }];
     if ((this.durable.stableCheckpoint?.seq ?? 0) !== stableBefore) {
@@ -412,7 +408,7 @@ export class PbftSwarm implements ConsensusEngine {
       // Append only what is new: one key per message, so a Ready costs its own bytes, not the whole log.
       for (const message of this.durable.log.slice(before)) ops.push({ key: indexKey(LOG_PREFIX, this.logKeys++), value: encodePbftMessage(message) });
     }
-    await (ready.messages.length && statesSomethingNew ? this.options.store.putSynced(ops) : this.options.store.putLazy(ops));
+    await (synced ? this.options.store.putSynced(ops) : this.options.store.putLazy(ops));
   }
 
   private send(messages: PbftMessage[]): SignedPbftMessage[] {

@@ -1,7 +1,7 @@
 // Scripted PBFT scenarios: normal case, batching, checkpoints and watermarks, view change, Byzantine
 // primaries and new-views, state transfer and restart, each named for what it proves.
 import { describe, expect, it } from 'vitest';
-import { batchDigest, pbftFaults, pbftQuorum, toHex, type PbftMessage, type SignedPbftMessage } from '../../src/consensus/pbft/index.ts';
+import { batchDigest, pbftFaults, pbftQuorum, persistMustSync, toHex, type PbftMessage, type SignedPbftMessage } from '../../src/consensus/pbft/index.ts';
 import { Cluster, req, sha256, signed } from './harness.ts';
 
 const hex = (b: Uint8Array): string => toHex(b);
@@ -285,5 +285,65 @@ describe('recovery', () => {
     c.start('org1');
     c.tick(10);
     expect(c.executedIds('org1')).toEqual(['a']);
+  });
+});
+
+describe('what a driver must sync before sending (persistMustSync)', () => {
+  // Drivers write a Ready's persist lazily unless persistMustSync says otherwise: safety needs every statement a
+  // replica makes for the first time (pre-prepare, prepare, commit, checkpoint, view-change, new-view) durable
+  // before it leaves, so that a restarted replica can never contradict itself.
+  function statementKey(id: string, m: PbftMessage): string | null {
+    switch (m.type) {
+      case 'pre-prepare':
+      case 'prepare':
+      case 'commit':
+        return `${id}/${m.type}/${m.view}/${m.seq}/${hex(m.digest)}`;
+      case 'checkpoint':
+        return `${id}/checkpoint/${m.seq}/${hex(m.digest)}`;
+      case 'view-change':
+      case 'new-view':
+        return `${id}/${m.type}/${m.view}`;
+      default:
+        return null; // requests and `executed` answers state nothing of the sender's own
+    }
+  }
+
+  it('every first statement of a replica leaves in a synced Ready; a persist that sends nothing is lazy', () => {
+    const c = new Cluster(4);
+    const stated = new Set<string>();
+    let synced = 0;
+    let lazyWithoutMessages = 0;
+    c.onReady = (id, ready, durable) => {
+      const sync = persistMustSync(ready, durable, id);
+      if (ready.persist && !sync && ready.messages.length === 0) lazyWithoutMessages++;
+      if (sync) synced++;
+      for (const m of ready.messages) {
+        const key = statementKey(id, m);
+        if (key === null || stated.has(key)) continue;
+        stated.add(key);
+        expect(sync, `${key} left in a Ready that was not synced`).toBe(true);
+        // A new-view states the pre-prepares of its O set: re-sending one later states nothing new.
+        if (m.type === 'new-view') for (const e of m.prePrepares) stated.add(`${id}/pre-prepare/${m.view}/${e.seq}/${hex(e.digest)}`);
+      }
+    };
+    // Normal case with checkpoints (K=4), then a view change: commits of view 0 for 'x' are lost, the primary dies.
+    for (let i = 0; i < 9; i++) {
+      c.propose(`org${i % 4}`, `r${i}`);
+      c.deliverAll();
+    }
+    c.filter = (_to, m) => !(m.type === 'commit' && m.view === 0);
+    c.propose('org0', 'x');
+    c.deliverAll();
+    c.crash('org0');
+    c.filter = () => true;
+    c.tick(60);
+    c.propose('org2', 'y');
+    for (let i = 0; i < 20 && !c.executedIds('org1').includes('y'); i++) c.tick(10);
+    for (const id of ['org1', 'org2', 'org3']) expect(c.executedIds(id)).toEqual([...Array.from({ length: 9 }, (_, i) => `r${i}`), 'x', 'y']);
+    expect([...stated].some((k) => k.includes('/new-view/'))).toBe(true);
+    expect([...stated].some((k) => k.includes('/checkpoint/'))).toBe(true);
+    // The rule is not "sync everything": most Readies that persist something need no fsync.
+    expect(synced).toBeGreaterThan(0);
+    expect(lazyWithoutMessages).toBeGreaterThan(synced);
   });
 });

@@ -10,6 +10,7 @@ import {
   type PbftConfig,
   type PbftDurableState,
   type PbftMessage,
+  type PbftReady,
   type PbftStateTransfer,
   type SignedPbftMessage,
 } from '../../src/consensus/pbft/index.ts';
@@ -42,6 +43,8 @@ export class Cluster {
   queue: Array<{ to: NodeId; msg: SignedPbftMessage }> = [];
   /** Return false to drop a message in flight. */
   filter: (to: NodeId, msg: SignedPbftMessage) => boolean = () => true;
+  /** Sees every Ready before its persist is folded into the node's durable state. */
+  onReady: (id: NodeId, ready: PbftReady, durable: PbftDurableState) => void = () => undefined;
   readonly config: Omit<PbftConfig, 'id'>;
 
   constructor(n: number, overrides: Partial<PbftConfig> = {}) {
@@ -89,6 +92,7 @@ export class Cluster {
     while (n.core && n.core.hasReady()) {
       const core = n.core;
       const rd = core.ready();
+      this.onReady(id, rd, n.durable);
       if (rd.persist) applyPersist(n.durable, rd.persist);
       const loop: SignedPbftMessage[] = [];
       for (const m of rd.messages) {

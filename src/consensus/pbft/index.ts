@@ -2,7 +2,7 @@
 export type * from './types.ts';
 export { PbftCore, PBFT_DEFAULTS } from './replica.ts';
 export { pbftFaults, pbftQuorum, primaryOf } from './quorum.ts';
-export { emptyPbftState, applyPersist } from './state.ts';
+export { emptyPbftState, applyPersist, persistMustSync } from './state.ts';
 export { batchDigest, bytesEqual, toHex } from './digest.ts';
 export {
   encodePbftMessage,

@@ -1,6 +1,7 @@
-// Durable PBFT state: the empty starting state and folding a Ready's `persist` into what a driver
-// keeps on disk (append the log, adopt a stable checkpoint, drop what it makes obsolete).
-import type { PbftDurableState, PbftInitialState, PbftPersist, SignedPbftMessage } from './types.ts';
+// Durable PBFT state: the empty starting state, folding a Ready's `persist` into what a driver
+// keeps on disk (append the log, adopt a stable checkpoint, drop what it makes obsolete), and whether a persist
+// must be synced before its Ready's messages leave.
+import type { NodeId, PbftDurableState, PbftInitialState, PbftPersist, PbftReady, SignedPbftMessage } from './types.ts';
 
 export function emptyPbftState(): PbftInitialState {
   return { view: 0, inViewChange: false, stableCheckpoint: null, log: [], lastExecuted: 0, executedIds: [] };
@@ -38,4 +39,18 @@ export function applyPersist(state: PbftDurableState, p: PbftPersist): PbftDurab
     state.log = state.log.filter((m) => stillNeeded(m, seq, p.view));
   }
   return state;
+}
+
+/**
+ * Whether `ready.persist` must be durable (synced) before `ready.messages` leave: the Ready sends something and its
+ * persist logs a new statement of this replica — an own message's unsigned intent (see PbftPersist.append) — or a new
+ * view / view-change state. Otherwise its messages only repeat what is durable already (retransmissions, forwarded
+ * requests, `executed` answers), or there are none, and the persist may be written lazily: in order before every
+ * later write, so durable with the next synced one. Call before folding the persist into `durable`.
+ */
+export function persistMustSync(ready: PbftReady, durable: Pick<PbftDurableState, 'view' | 'inViewChange'>, self: NodeId): boolean {
+  const persist = ready.persist;
+  if (!persist || ready.messages.length === 0) return false;
+  if (persist.view !== durable.view || persist.inViewChange !== durable.inViewChange) return true;
+  return persist.append.some((m) => m.from === self && m.sig.length === 0);
 }
