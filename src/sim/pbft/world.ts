@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto';
 import {
   PbftCore,
   applyPersist,
+  persistMustSync,
   bytesEqual,
   emptyPbftState,
   pbftFaults,
@@ -34,6 +35,12 @@ export interface PbftSimOptions {
   livenessTicks?: number;
   /** Client requests (default 20). */
   requests?: number;
+  /**
+   * Crashes are power losses: a crashed replica loses what it wrote lazily since its last synced write (the drivers'
+   * rule, persistMustSync: only Readies that state something new of the replica are synced; execution state is
+   * written lazily; a state transfer is synced). Default false: a crash keeps everything written (a process crash).
+   */
+  powerLoss?: boolean;
 }
 
 export type PbftInvariant = 'agreement' | 'executed-twice' | 'order' | 'liveness' | 'core-error';
@@ -57,6 +64,8 @@ export interface PbftSimResult {
   signatureRejects: number;
   stateTransfers: number;
   restarts: number;
+  /** Power-loss crashes that lost protocol messages or executions the replica had written lazily. */
+  lostTails: number;
 }
 
 interface Snapshot {
@@ -108,6 +117,14 @@ function mac(key: number, bytes: Uint8Array): Uint8Array {
   return out;
 }
 
+function cloneDurable(d: PbftDurableState): PbftDurableState {
+  return { view: d.view, inViewChange: d.inViewChange, stableCheckpoint: d.stableCheckpoint, log: [...d.log] };
+}
+
+function cloneApp(a: App): App {
+  return { lastExecuted: a.lastExecuted, ids: [...a.ids], idSet: new Set(a.ids), digest: a.digest, snapshots: new Map(a.snapshots) };
+}
+
 function chainDigest(prev: Uint8Array, seq: number, ids: readonly string[]): Uint8Array {
   return sha256(new TextEncoder().encode(`${toHex(prev)}|${seq}|${ids.join(',')}`));
 }
@@ -134,7 +151,9 @@ export class PbftWorld implements Signer {
   private maxDelay: number;
   private readonly config: Omit<PbftConfig, 'id'>;
   readonly collusion: Collusion;
-  stats = { delivered: 0, signatureRejects: 0, stateTransfers: 0, restarts: 0 };
+  stats = { delivered: 0, signatureRejects: 0, stateTransfers: 0, restarts: 0, lostTails: 0 };
+  /** powerLoss: what each replica had made durable at its last synced write. */
+  private readonly lastSynced = new Map<NodeId, { durable: PbftDurableState; app: App }>();
 
   constructor(
     readonly seed: number,
@@ -220,6 +239,14 @@ export class PbftWorld implements Signer {
   }
 
   private crash(node: SimNode, until: number): void {
+    if (this.opts.powerLoss) {
+      const synced = this.lastSynced.get(node.id);
+      const durable = synced ? cloneDurable(synced.durable) : emptyPbftState();
+      const app = synced ? cloneApp(synced.app) : { lastExecuted: 0, ids: [], idSet: new Set<string>(), digest: new Uint8Array(32), snapshots: new Map() };
+      if (durable.log.length < node.durable.log.length || app.lastExecuted < node.app.lastExecuted) this.stats.lostTails++;
+      node.durable = durable;
+      node.app = app;
+    }
     node.core = null;
     node.transfer = null;
     node.downUntil = until;
@@ -254,7 +281,10 @@ export class PbftWorld implements Signer {
       if (guard > 10_000) throw new Error(`${node.id}: Ready loop does not converge`);
       const core = node.core;
       const rd: PbftReady = core.ready();
+      const synced = this.opts.powerLoss === true && persistMustSync(rd, node.durable, node.id);
       if (rd.persist) applyPersist(node.durable, rd.persist);
+      // A synced write makes everything written before it durable too (WAL order); this Ready's executions follow it.
+      if (synced) this.markSynced(node);
       const loopback: SignedPbftMessage[] = [];
       for (const m of rd.messages) this.emit(node, m, loopback);
       for (const c of rd.committed) this.apply(node, c.seq, c.digest, c.requests.map((r) => r.id));
@@ -304,6 +334,10 @@ export class PbftWorld implements Signer {
     if (seq % this.config.checkpointInterval === 0) app.snapshots.set(seq, { seq, digest: app.digest, ids: [...app.ids] });
   }
 
+  private markSynced(node: SimNode): void {
+    if (this.opts.powerLoss) this.lastSynced.set(node.id, { durable: cloneDurable(node.durable), app: cloneApp(node.app) });
+  }
+
   /** The app fetches a snapshot with the wanted digest from any replica that has it, then installs it. */
   private tryTransfer(node: SimNode): void {
     const t = node.transfer;
@@ -318,6 +352,7 @@ export class PbftWorld implements Signer {
       const snap = peer.app.snapshots.get(t.seq);
       if (!snap || !bytesEqual(snap.digest, t.digest)) continue;
       node.app = { lastExecuted: t.seq, ids: [...snap.ids], idSet: new Set(snap.ids), digest: snap.digest, snapshots: new Map([[t.seq, snap]]) };
+      this.markSynced(node); // the driver writes a state transfer synced
       node.transfer = null;
       this.stats.stateTransfers++;
       node.core.installState(t.seq, t.digest, snap.ids);
