@@ -622,4 +622,3 @@ export class RaftSwarm implements ConsensusEngine {
     if (snapshot) await this.options.log.persistReady({ hardState: null, entries: [], snapshot, compactedTo: null });
   }
 }
-
