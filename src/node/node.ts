@@ -53,6 +53,8 @@ export interface NodeOptions {
   /** Raft snapshot (and log compaction) every this many applied entries (tests make it small). */
   snapshotEvery?: number;
   snapshotBytes?: number;
+  /** How long one awaiting proposal holds back this node's next one (see VerdictSwarmOptions.proposalHoldMs). */
+  proposalHoldMs?: number;
 }
 
 export class ConclaveNode implements NodeService {
@@ -136,6 +138,7 @@ export class ConclaveNode implements NodeService {
         ...(options.tickMs ? { tickMs: options.tickMs } : {}),
         ...(options.snapshotEvery ? { snapshotEvery: options.snapshotEvery } : {}),
         ...(options.snapshotBytes ? { snapshotBytes: options.snapshotBytes } : {}),
+        ...(options.proposalHoldMs ? { proposalHoldMs: options.proposalHoldMs } : {}),
         onMembership: () => setImmediate(() => this.applyTransportMembers()),
         ...(byzantine ? { byzantine } : {}),
       });

@@ -10,6 +10,7 @@ export class NodeMetrics {
   readonly applyLag: Gauge<'swarm'>;
   readonly proposals: Counter<'swarm' | 'outcome'>;
   readonly verdicts: Counter<'swarm' | 'status'>;
+  readonly proposalVerdicts: Histogram<'swarm'>;
   readonly commitLatency: Histogram<'swarm'>;
   readonly peerUp: Gauge<'peer'>;
   readonly droppedMessages: Counter<'swarm' | 'reason'>;
@@ -28,6 +29,13 @@ export class NodeMetrics {
     this.applyLag = new Gauge({ name: 'conclave_apply_lag', help: 'committed but not yet applied entries', labelNames: ['swarm'], registers });
     this.proposals = new Counter({ name: 'conclave_proposals_total', help: 'proposals by outcome', labelNames: ['swarm', 'outcome'], registers });
     this.verdicts = new Counter({ name: 'conclave_verdicts_total', help: 'verdict submissions by status', labelNames: ['swarm', 'status'], registers });
+    this.proposalVerdicts = new Histogram({
+      name: 'conclave_proposal_verdicts',
+      help: 'verdicts per proposal this node made (bigger under load: one proposal per node awaits commit at a time)',
+      labelNames: ['swarm'],
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+      registers,
+    });
     this.commitLatency = new Histogram({
       name: 'conclave_commit_latency_seconds',
       help: 'from a verdict received to applied on this node',

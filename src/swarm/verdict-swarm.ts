@@ -49,6 +49,14 @@ export interface VerdictSwarmOptions {
   snapshotBytes?: number;
   /** Most verdicts in one node-signed proposal. */
   maxBatch?: number;
+  /**
+   * Proposals of this node awaiting commit at once (default 1). Verdicts admitted meanwhile wait and leave together
+   * in the next proposal: under load, fewer and bigger log entries (each entry costs a proposal signature, its
+   * verification on every node, replication messages and an audit record); with one verdict in flight, no wait.
+   */
+  maxProposalsInFlight?: number;
+  /** A proposal older than this no longer holds the next one back (a lost forward must not stall admission). Default 500 ms. */
+  proposalHoldMs?: number;
   /** Called when the committed membership of this swarm changed (the node updates its peer transport). */
   onMembership?: (swarm: string, membership: MembershipState) => void;
   /** TEST ONLY: a Byzantine behaviour of this node's PBFT replica (see PbftSwarmOptions.byzantine). */
@@ -138,6 +146,9 @@ export class VerdictSwarm implements SwarmService {
   private readonly adminWaiters = new Map<string, ((change: AdminChangeView) => boolean)[]>();
   private queue: QueuedVerdict[] = [];
   private flushScheduled = false;
+  /** Start times (performance.now()) of this node's proposals still awaiting commit. */
+  private readonly proposalsInFlight = new Set<number>();
+  private holdTimer: NodeJS.Timeout | null = null;
   private stopped = false;
   private stopCheckpointClock: (() => void) | null = null;
   /** Size of the newest checkpoint seen by the timed-checkpoint clock (it skips the swarm until the log grows past it). */
@@ -530,9 +541,13 @@ export class VerdictSwarm implements SwarmService {
     if (this.freshProbe) clearTimeout(this.freshProbe);
     this.stopCheckpointClock?.();
     this.stopped = true;
+    if (this.holdTimer) clearTimeout(this.holdTimer);
     this.driver.stop();
     for (const engine of this.draining) await engine.stop();
     await this.engine?.stop();
+    // Verdicts still held back behind a proposal: never proposed, so a resubmission elsewhere is clean.
+    const held = this.queue.splice(0);
+    if (held.length) this.failBatch(held, new SwarmError(503, 'NODE_STOPPING', 'the node is shutting down'));
   }
 
   get mode(): ConsensusMode {
@@ -638,33 +653,66 @@ export class VerdictSwarm implements SwarmService {
     });
   }
 
-  /** One node-signed proposal per batch of admitted verdicts; proposals pipeline through Raft. */
+  /**
+   * One node-signed proposal per batch of admitted verdicts, while fewer than maxProposalsInFlight of this node's
+   * proposals await commit; the rest wait for one to commit (or to be older than proposalHoldMs).
+   */
   private flushQueue(): void {
     const maxBatch = this.options.maxBatch ?? 256;
-    while (this.queue.length) {
+    while (this.queue.length && this.mayPropose()) {
       const batch = this.queue.splice(0, maxBatch);
       const command = signProposal(this.id, this.options.self, batch.map((item) => item.jws), this.options.signingKey);
       this.options.metrics.proposals.inc({ swarm: this.id, outcome: 'proposed' });
+      this.options.metrics.proposalVerdicts.observe({ swarm: this.id }, batch.length);
       void this.proposeBatch(batch, encodeCommand(command));
     }
   }
 
+  private mayPropose(): boolean {
+    const holdMs = this.options.proposalHoldMs ?? 500;
+    const now = performance.now();
+    let holding = 0;
+    let oldest = Infinity;
+    for (const started of this.proposalsInFlight) {
+      if (now - started >= holdMs) continue;
+      holding++;
+      oldest = Math.min(oldest, started);
+    }
+    if (holding < (this.options.maxProposalsInFlight ?? 1)) return true;
+    // Held back: look again once the oldest holding proposal stops holding (a commit flushes sooner).
+    if (!this.holdTimer && !this.stopped) {
+      this.holdTimer = setTimeout(() => {
+        this.holdTimer = null;
+        this.flushQueue();
+      }, Math.max(1, oldest + holdMs - now));
+      this.holdTimer.unref();
+    }
+    return false;
+  }
+
   /** Proposes through the current engine; a proposal cut off by a mode switch is re-proposed under the new one. */
   private async proposeBatch(batch: QueuedVerdict[], bytes: Uint8Array): Promise<void> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await this.engine.propose(bytes, 30_000);
-        for (const item of batch) item.confirm();
-        return;
-      } catch (error) {
-        const code = (error as { code?: string }).code;
-        if (code === 'MODE_SWITCHED' && attempt < 200 && !this.stopped) {
-          await new Promise((resolve) => setTimeout(resolve, 50));
-          continue;
+    const started = performance.now();
+    this.proposalsInFlight.add(started);
+    try {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await this.engine.propose(bytes, 30_000);
+          for (const item of batch) item.confirm();
+          return;
+        } catch (error) {
+          const code = (error as { code?: string }).code;
+          if (code === 'MODE_SWITCHED' && attempt < 200 && !this.stopped) {
+            await new Promise((resolve) => setTimeout(resolve, 50));
+            continue;
+          }
+          this.failBatch(batch, error as Error);
+          return;
         }
-        this.failBatch(batch, error as Error);
-        return;
       }
+    } finally {
+      this.proposalsInFlight.delete(started);
+      if (this.queue.length) this.flushQueue();
     }
   }
 

@@ -23,7 +23,7 @@ export interface InProcessFederation {
   close(): Promise<void>;
 }
 
-export async function startInProcessFederation(options: { orgs: string[]; swarms: SwarmSpec[]; tickMs?: number }): Promise<InProcessFederation> {
+export async function startInProcessFederation(options: { orgs: string[]; swarms: SwarmSpec[]; tickMs?: number; proposalHoldMs?: number }): Promise<InProcessFederation> {
   const dir = mkdtempSync(join(tmpdir(), 'conclave-fed-'));
   const federation = await writeLocalFederation({ dir, orgs: options.orgs, swarms: options.swarms });
   const nodes = new Map<string, ConclaveNode>();
@@ -34,7 +34,7 @@ export async function startInProcessFederation(options: { orgs: string[]; swarms
   }
   await Promise.all(
     federation.orgs.map(async (org) => {
-      const node = new ConclaveNode({ configPath: org.configPath, logger, tickMs: options.tickMs ?? 20 });
+      const node = new ConclaveNode({ configPath: org.configPath, logger, tickMs: options.tickMs ?? 20, ...(options.proposalHoldMs ? { proposalHoldMs: options.proposalHoldMs } : {}) });
       nodes.set(org.org, node);
       await node.start();
     }),
