@@ -61,7 +61,7 @@ export class NodeStore {
       }
       throw new StorageError('STORAGE_OPEN_FAILED', `cannot open the database at ${dataDir}: ${detail}`, { cause: err });
     }
-    return new NodeStore(dataDir, db, new GroupCommitWriter(db, options.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES, new WalSyncer(dataDir)));
+    return new NodeStore(dataDir, db, new GroupCommitWriter(db, options.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES, new WalSyncer(dataDir, () => db.getProperty('rocksdb.current-super-version-number'))));
   }
 
   /** The Raft log of one swarm (one instance per swarm; call `load()` before writing). */
