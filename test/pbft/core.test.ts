@@ -64,6 +64,27 @@ describe('normal case', () => {
   });
 });
 
+describe('request validation', () => {
+  it('a replica validates a request once: a pre-prepare carrying bytes it already validated is not checked again', () => {
+    const checked: string[] = [];
+    const c = new Cluster(4, { validateRequest: (p) => (checked.push(new TextDecoder().decode(p)), p.length > 0 && p[0] !== 0xff) });
+    c.propose('org2', 'b'); // org2 validates, forwards; org0, org1, org3 validate the forward; org0 pre-prepares
+    c.deliverAll();
+    for (const id of c.ids) expect(c.executedIds(id)).toEqual(['b']);
+    expect(checked).toEqual(Array.from({ length: 4 }, () => 'payload-b'));
+  });
+
+  it('the same request id with other bytes in a pre-prepare is validated (and refused when invalid)', () => {
+    const c = new Cluster(4);
+    const target = 'org2';
+    c.inject(target, signed({ type: 'request', to: 'all', request: req('x') }, 'org1'));
+    const forged = [{ id: 'x', payload: new Uint8Array([0xff]) }];
+    c.inject(target, signed({ type: 'pre-prepare', to: target, view: 0, seq: 1, digest: batchDigest(sha256, forged), requests: forged }, 'org0'));
+    expect(c.core(target).status().dropped).toMatchObject({ 'invalid-request': 1 });
+    expect(c.core(target).status().lastExecuted).toBe(0);
+  });
+});
+
 describe('checkpoints and watermarks', () => {
   it('a checkpoint signed by 2f+1 becomes stable, moves the watermarks and garbage-collects the log', () => {
     const c = new Cluster(4, { checkpointInterval: 4, watermarkWindow: 8 });
