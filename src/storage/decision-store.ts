@@ -1,7 +1,7 @@
 // StoredDecisions: the decision machine's memory (subjects, verdicts by hash, nonces) kept in the swarm's applied-
 // state space on disk, so a node's memory does not grow with the verdicts it ever committed. Reads are synchronous
 // (the machine applies inside the consensus loop): unsaved writes first, then writes whose batch is being synced,
-// then a bounded cache of subjects, then RocksDB. Writes are handed out by drain() to join the synced batch that
+// then a bounded cache of subjects, then what the batch being applied prefetched in one multi-get, then RocksDB. Writes are handed out by drain() to join the synced batch that
 // also carries the audit records and the applied index, so the on-disk state always matches the applied index.
 //
 // Keys (relative to the applied-state space):
@@ -27,6 +27,8 @@ export class StoredDecisions implements DecisionStore {
   private dirty = new Map<string, Value>();
   /** Drained and not yet known durable, oldest first (each generation is one synced batch). */
   private readonly syncing: Map<string, Value>[] = [];
+  /** Disk values of the keys the batch being applied will read (undefined: absent); only between prefetch and endPrefetch. */
+  private prefetched: Map<string, Value | undefined> | null = null;
   /** Recently used subjects, decoded; insertion order is the LRU order. */
   private readonly subjects = new Map<string, SubjectState>();
 
@@ -73,6 +75,22 @@ export class StoredDecisions implements DecisionStore {
     this.write(`${NONCE}${org}\n${nonce}`, Buffer.from(jwsHash, 'utf8'));
   }
 
+  prefetch(reads: { subjects: string[]; verdicts: string[]; nonces: Array<[org: string, nonce: string]> }): void {
+    const keys = new Set<string>();
+    for (const subject of reads.subjects) if (!this.subjects.has(subject)) keys.add(SUBJECT + subject);
+    for (const jwsHash of reads.verdicts) keys.add(VERDICT + jwsHash);
+    for (const [org, nonce] of reads.nonces) keys.add(`${NONCE}${org}\n${nonce}`);
+    const onDisk = [...keys].filter((key) => !this.inMemory(key));
+    this.prefetched = new Map();
+    if (onDisk.length === 0) return;
+    const values = this.kv.getManySync(onDisk);
+    for (let i = 0; i < onDisk.length; i++) this.prefetched.set(onDisk[i]!, values[i]);
+  }
+
+  endPrefetch(): void {
+    this.prefetched = null;
+  }
+
   /**
    * The writes since the last drain, for the caller's next synced batch; call settle() once that batch is durable
    * (until then reads still see them here, never a stale value on disk).
@@ -80,6 +98,7 @@ export class StoredDecisions implements DecisionStore {
   drain(): { ops: KvOp[]; settle: () => void } {
     const generation = this.dirty;
     this.dirty = new Map();
+    this.prefetched = null;
     if (generation.size === 0) return { ops: [], settle: () => undefined };
     this.syncing.push(generation);
     const ops: KvOp[] = [];
@@ -111,7 +130,13 @@ export class StoredDecisions implements DecisionStore {
       const value = this.syncing[i]!.get(key);
       if (value) return value;
     }
+    // Prefetched values are the disk's, read after everything above: a key written since is found above first.
+    if (this.prefetched?.has(key)) return this.prefetched.get(key);
     return this.kv.getSync(key);
+  }
+
+  private inMemory(key: string): boolean {
+    return this.dirty.has(key) || this.syncing.some((generation) => generation.has(key));
   }
 
   private remember(subject: string, state: SubjectState): void {

@@ -6,7 +6,7 @@ import type { SwarmConfig } from '../config/types.ts';
 import { canonicalBytes } from '../crypto/canonical.ts';
 import { fromUtf8 } from '../crypto/encoding.ts';
 import { sha256 } from '../crypto/hash.ts';
-import { parseVerdictJws, VerdictError, type VerdictErrorCode } from './format.ts';
+import { parseVerdictJws, VerdictError, type ParsedVerdict, type VerdictErrorCode } from './format.ts';
 import type { Keyring } from './keyring.ts';
 import { evaluatePolicy, validatePolicy, type DecisionBasis } from './policy.ts';
 import { verifyProposal, type LogCommand } from './proposal.ts';
@@ -90,6 +90,13 @@ export interface VerdictLocation {
  * writes take effect for later reads at once. A store never interprets values: the machine owns their meaning.
  * The machine hands over fresh objects on every put and never mutates what a get returned.
  */
+/** A verdict of a batch, hashed and parsed before the batch is applied (a parse failure is kept for its turn). */
+interface PreparedVerdict {
+  jwsHash: string;
+  parsed: ParsedVerdict | null;
+  parseError?: unknown;
+}
+
 export interface DecisionStore {
   subject(subject: string): SubjectState | undefined;
   putSubject(state: SubjectState): void;
@@ -98,6 +105,12 @@ export interface DecisionStore {
   /** jwsHash of the verdict in which `org` used `nonce`. */
   nonce(org: string, nonce: string): string | undefined;
   putNonce(org: string, nonce: string, jwsHash: string): void;
+  /**
+   * Optional: the reads a batch is about to make, announced at once so a store on disk can fetch them in one
+   * multi-get; valid until endPrefetch() (apply brackets each batch with the two).
+   */
+  prefetch?(reads: { subjects: string[]; verdicts: string[]; nonces: Array<[org: string, nonce: string]> }): void;
+  endPrefetch?(): void;
 }
 
 /** The machine's own counters, persisted by whoever persists the store (tiny, O(1)). */
@@ -197,7 +210,25 @@ export class DecisionMachine {
     if (cmd.type !== 'verdicts') return []; // noop; admin commands are applied by a later issue
     const refusal = this.checkProposal(cmd, opts.proposalSignatureVerified === true);
     if (refusal) return cmd.batch.map((jws) => ({ jwsHash: jwsHashOf(jws), status: 'rejected', subject: null, index, code: refusal.code, reason: refusal.message }));
-    return cmd.batch.map((jws) => this.applyVerdict(index, jws, opts));
+    const batch = cmd.batch.map((jws): PreparedVerdict => {
+      const jwsHash = jwsHashOf(jws);
+      try {
+        return { jwsHash, parsed: parseVerdictJws(jws) };
+      } catch (error) {
+        return { jwsHash, parsed: null, parseError: error };
+      }
+    });
+    const parsedOnes = batch.flatMap((verdict) => (verdict.parsed ? [verdict.parsed.payload] : []));
+    this.store.prefetch?.({
+      verdicts: batch.map((verdict) => verdict.jwsHash),
+      subjects: parsedOnes.map((payload) => payload.subject),
+      nonces: parsedOnes.map((payload) => [payload.org, payload.nonce]),
+    });
+    try {
+      return batch.map((verdict) => this.applyVerdict(index, verdict, opts));
+    } finally {
+      this.store.endPrefetch?.();
+    }
   }
 
   private checkProposal(cmd: Extract<LogCommand, { type: 'verdicts' }>, signatureVerified: boolean): VerdictError | null {
@@ -207,8 +238,8 @@ export class DecisionMachine {
     return null;
   }
 
-  private applyVerdict(index: number, jws: string, opts: ApplyOptions): ApplyOutcome {
-    const jwsHash = jwsHashOf(jws);
+  private applyVerdict(index: number, verdict: PreparedVerdict, opts: ApplyOptions): ApplyOutcome {
+    const { jwsHash } = verdict;
     const seen = this.store.verdict(jwsHash);
     if (seen) {
       const decision = this.store.subject(seen.subject)?.decision ?? undefined;
@@ -216,7 +247,8 @@ export class DecisionMachine {
     }
     let subjectId: string | null = null;
     try {
-      const parsed = parseVerdictJws(jws);
+      if (!verdict.parsed) throw verdict.parseError;
+      const parsed = verdict.parsed;
       subjectId = parsed.payload.subject;
       checkVerdictSignature(parsed, this.keyring, !opts.verifyAgentSignatures);
       checkVerdictAgainstSwarm(parsed, this.swarm);

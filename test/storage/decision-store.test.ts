@@ -64,6 +64,43 @@ describe('decisions on disk', () => {
     expect(onDisk.subject('pr-x')).toEqual(inMemory.subject('pr-x'));
   });
 
+  it('a batch reads the disk in one multi-get and answers like the in-memory machine, its own writes included', async () => {
+    const kv = store.kv('s1', 'applied');
+    const calls = { getSync: 0, getManySync: 0 };
+    const counted = new Proxy(kv, {
+      get(target, name, receiver) {
+        const value = Reflect.get(target, name, receiver) as unknown;
+        if ((name === 'getSync' || name === 'getManySync') && typeof value === 'function') {
+          return (...args: unknown[]) => (calls[name]++, (value as (...a: unknown[]) => unknown).apply(target, args));
+        }
+        return value;
+      },
+    });
+    const decisions = new StoredDecisions(counted, 2);
+    const onDisk = new DecisionMachine(swarm, fed.keyring, decisions);
+    const inMemory = new DecisionMachine(swarm, fed.keyring);
+    const first = ORGS.map((org) => verdictOf(fed, org, { subject: 'pr-1', verdict: 'approve' }));
+    const replay = verdictOf(fed, 'c', { subject: 'pr-9', verdict: 'approve', nonce: JSON.parse(Buffer.from(first[2]!.split('.')[1]!, 'base64url').toString()).nonce as string });
+    const batches = [
+      first.slice(0, 2),
+      // same subject twice in one batch, a resend of an earlier batch, one of this batch, a malformed JWS
+      [first[2]!, verdictOf(fed, 'a', { subject: 'pr-2', verdict: 'reject' }), first[0]!, verdictOf(fed, 'b', { subject: 'pr-2', verdict: 'reject' }), 'not.a.jws'],
+      // a late vote, a nonce replay, a new subject twice
+      [verdictOf(fed, 'c', { subject: 'pr-2', verdict: 'approve' }), replay, verdictOf(fed, 'a', { subject: 'pr-3', verdict: 'approve' }), verdictOf(fed, 'a', { subject: 'pr-3', verdict: 'reject' })],
+    ];
+    for (const [i, batch] of batches.entries()) {
+      const command = signProposal('s1', 'a', batch, fed.keys.a!.node);
+      const before = { ...calls };
+      const got = onDisk.apply(i + 1, command, { verifyAgentSignatures: true });
+      expect(got).toEqual(inMemory.apply(i + 1, command, { verifyAgentSignatures: true }));
+      expect(calls.getManySync - before.getManySync, `batch ${i}: one multi-get`).toBe(1);
+      expect(calls.getSync - before.getSync, `batch ${i}: no single reads`).toBe(0);
+      await persist(decisions); // the next batch reads what this one wrote from disk
+    }
+    expect(onDisk.subject('pr-2')).toEqual(inMemory.subject('pr-2'));
+    expect(onDisk.subject('pr-3')).toEqual(inMemory.subject('pr-3'));
+  });
+
   it('after a reopen, from disk alone: decided-already, duplicate and a refused nonce replay', async () => {
     const first = new StoredDecisions(store.kv('s1', 'applied'));
     const machine = new DecisionMachine(swarm, fed.keyring, first);
