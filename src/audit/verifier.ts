@@ -13,7 +13,7 @@ import { checkVerdictSignature } from '../verdict/verify.ts';
 import { checkAdminApprovals, decodeCommand, verifyProposal, type LogCommand } from '../verdict/proposal.ts';
 import { DecisionMachine, type ApplyOutcome } from '../verdict/machine.ts';
 import { ChainChecker, recordData, recordLeafHash, recordHash, type AuditRecord } from './chain.ts';
-import { checkpointShapeProblem, verifyCheckpoint, type Checkpoint, type CheckpointTrust } from './checkpoint.ts';
+import { checkpointShapeProblem, verifyCheckpoint, type Checkpoint, type CheckpointTrust, type CheckpointVerification } from './checkpoint.ts';
 import { readExport, type ExportHeader, type ExportLine, type ReadLine } from './export.ts';
 import { checkConsistency, inclusionProof, MerkleFrontier, rootFromInclusionProof, type SubtreeHasher } from './merkle.ts';
 
@@ -132,6 +132,8 @@ export class AuditVerifier {
    * genesis (or the federation file's member list); decided by the same pure rules the nodes apply.
    */
   private membership: MembershipState = emptyMembership([]);
+  /** The voters before the newest change of voters and the entry that changed them (a checkpoint there may be the old era's). */
+  private previousVoters: { index: number; voters: readonly string[] } | null = null;
   private lastIndex = 0;
   private pendingDecisions = new Map<string, string>();
   private pendingDecisionsIndex = 0;
@@ -281,6 +283,7 @@ export class AuditVerifier {
   /** The decisions are recomputed with the new voters, exactly as the nodes do. */
   private setMembership(next: MembershipState): void {
     const before = this.membership.voters.join('\n');
+    if (next.voters.join('\n') !== before) this.previousVoters = { index: this.lastIndex + 1, voters: this.membership.voters };
     this.membership = next;
     if (this.machine && next.voters.join('\n') !== before) {
       try {
@@ -418,6 +421,20 @@ export class AuditVerifier {
     this.pendingDecisions = new Map();
   }
 
+  /**
+   * Signers must be voters of the swarm when the log had `cp.size` entries — known exactly when the export replays
+   * the log from index 1 (genesis, then every committed change), else the federation file's member list. A
+   * checkpoint at the very entry that changed the voters may be the finishing era's: the old voters count there too.
+   */
+  private verifyCheckpointSigners(cp: Checkpoint): CheckpointVerification {
+    if (this.header!.from !== 1) return verifyCheckpoint(cp, this.trust);
+    const atSize = verifyCheckpoint(cp, { keyring: this.keyring, members: this.membership.voters });
+    const clean = (v: CheckpointVerification) => v.problems.length === 0 && (v.certificate || cp.mode !== 'pbft' || !this.options.requireCertificates);
+    if (clean(atSize) || this.previousVoters?.index !== cp.size) return atSize;
+    const finishingEra = verifyCheckpoint(cp, { keyring: this.keyring, members: this.previousVoters.voters });
+    return clean(finishingEra) ? finishingEra : atSize;
+  }
+
   private onCheckpoint(line: ExportLine & { type: 'checkpoint' }, lineNumber: number): void {
     const { type: _type, ...rest } = line;
     const cp = rest as Checkpoint;
@@ -430,7 +447,7 @@ export class AuditVerifier {
     if (cp.size !== this.lastIndex) {
       return this.fail('CHECKPOINT_MISPLACED', cp.size, lineNumber, `${at}: a checkpoint of size ${cp.size} must follow record ${cp.size}, not record ${this.lastIndex}`);
     }
-    const verification = verifyCheckpoint(cp, this.trust);
+    const verification = this.verifyCheckpointSigners(cp);
     const first = verification.problems[0];
     if (first) return this.fail(first.code, cp.size, lineNumber, `${at}: ${first.message}`);
     if (verification.validOrgs.length === 0) return this.fail('CHECKPOINT_UNSIGNED', cp.size, lineNumber, `${at}: no valid signature`);

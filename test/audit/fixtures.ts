@@ -157,6 +157,8 @@ export function makeCheckpoint(fed: TestFederation, mode: ConsensusMode, size: n
 
 export interface ExportOptions {
   from?: number;
+  /** The swarm's membership and mode at index 1, carried in the header (see ExportHeader.genesis). */
+  genesis?: { members: string[]; mode: ConsensusMode };
   withDecisions?: boolean;
   withProofs?: boolean;
   checkpoints?: Checkpoint[];
@@ -185,6 +187,7 @@ export async function exportText(built: BuiltLog, opts: ExportOptions = {}): Pro
     to,
     exportedAt: 1_760_000_999,
     ...(anchor ? { anchor } : {}),
+    ...(opts.genesis ? { genesis: opts.genesis } : {}),
     records: records.slice(from - 1),
     checkpoints: opts.checkpoints ?? built.checkpoints,
     ...(withDecisions ? { decisionsAt: (i: number) => built.decisions.get(i) ?? [] } : {}),

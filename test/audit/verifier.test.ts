@@ -7,7 +7,8 @@ import { MerkleTree } from '../../src/audit/merkle.ts';
 import { makeInclusionBundle, verifyExport, verifyInclusionBundle, type AuditSummary } from '../../src/audit/verifier.ts';
 import { generateSigningKey, signBytes } from '../../src/crypto/ed25519.ts';
 import { fromBase64Url, toBase64Url, toHex } from '../../src/crypto/encoding.ts';
-import { decodeCommand, encodeCommand, signProposal, type VerdictsCommand } from '../../src/verdict/proposal.ts';
+import { adminCommand } from '../../src/verdict/admin.ts';
+import { decodeCommand, encodeCommand, signProposal, type LogCommand, type VerdictsCommand } from '../../src/verdict/proposal.ts';
 import { buildLog, exportText, FEDERATION, lineOf, makeCheckpoint, makeFederation, signAgentVerdict, streamOf, SWARM, type BuiltLog } from './fixtures.ts';
 
 const ORGS = ['acme', 'globex', 'initech', 'umbrella'];
@@ -258,6 +259,45 @@ describe('conclave audit over a pbft log', () => {
     const lines = await exportText(built);
     expect((await audit(built, lines)).ok).toBe(true);
     expectFailure(await audit(built, lines, { requireCertificates: true }), 'CHECKPOINT_NO_QUORUM', 10);
+  });
+
+  describe('checkpoint signers are judged by the voters of their time (wayne removed at entry 10)', () => {
+    const FIVE = [...ORGS, 'wayne'];
+    // Entries 8, 9, 10: admin approvals of acme, globex, initech (2f+1 of five) remove wayne; the removal applies at 10.
+    const removal = (fed: ReturnType<typeof makeFederation>) => (index: number, cmd: LogCommand): LogCommand =>
+      index >= 8 && index <= 10 ? adminCommand(fed.orgs[index - 8]!.adminKey, SWARM, 'remove-wayne-0123456789ab', { kind: 'remove-member', org: 'wayne' }) : cmd;
+    let built: BuiltLog;
+    /** The federation file as an auditor holds it today: the swarm without wayne (its keys still in the file). */
+    let today: BuiltLog['fed']['config'];
+    const byIndex = (orgs: string[]) => orgs.map((org) => FIVE.indexOf(org));
+    const checkpointsSignedBy = (signers: (size: number) => string[]) =>
+      built.checkpoints.map((cp) => makeCheckpoint(built.fed, 'pbft', cp.size, cp.root, byIndex(signers(cp.size))));
+    const auditToday = async (lines: string[]) => verifyExport(streamOf(lines, 1000), { federation: today, requireCertificates: true });
+
+    beforeAll(() => {
+      const fed = makeFederation(FIVE, 'pbft');
+      built = buildLog(fed, { entries: 30, checkpointEvery: 10, batch: 2, override: removal(fed) });
+      today = { ...fed.config, swarms: fed.config.swarms.map((s) => ({ ...s, members: [...ORGS] })) };
+    });
+
+    it('the old voters certify up to the change (all five at 10, the era that ends there), the four after it', async () => {
+      const checkpoints = checkpointsSignedBy((size) => (size <= 10 ? FIVE : ['acme', 'globex', 'initech']));
+      const summary = await auditToday(await exportText(built, { withDecisions: false, checkpoints, genesis: { members: FIVE, mode: 'pbft' } }));
+      expect(summary.failure).toBeNull();
+      expect(summary.certificates).toBe(3);
+    });
+
+    it('wayne signing after its removal is CHECKPOINT_NOT_MEMBER', async () => {
+      const checkpoints = checkpointsSignedBy((size) => (size <= 10 ? FIVE : ['acme', 'globex', 'wayne']));
+      expectFailure(await auditToday(await exportText(built, { withDecisions: false, checkpoints, genesis: { members: FIVE, mode: 'pbft' } })), 'CHECKPOINT_NOT_MEMBER', 20);
+    });
+
+    it('before the change a certificate needs 4 of the 5 voters: 3 is CHECKPOINT_NO_QUORUM', async () => {
+      const fed = built.fed;
+      const early = buildLog(fed, { entries: 30, checkpointEvery: 5, batch: 2, override: removal(fed) });
+      const checkpoints = early.checkpoints.map((cp) => makeCheckpoint(fed, 'pbft', cp.size, cp.root, byIndex(cp.size < 10 ? ['acme', 'globex', 'initech'] : FIVE)));
+      expectFailure(await auditToday(await exportText(early, { withDecisions: false, checkpoints, genesis: { members: FIVE, mode: 'pbft' } })), 'CHECKPOINT_NO_QUORUM', 5);
+    });
   });
 
   it('a forged agent signature is caught at the entry even though the machine would reject it', async () => {

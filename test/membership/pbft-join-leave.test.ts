@@ -57,11 +57,15 @@ describe('membership of a pbft swarm: a new era per change, newcomers catch up t
     );
   }
 
-  async function audits(org: string): Promise<void> {
+  /** The whole export of `org` verifies offline (pbft checkpoints must be commit certificates); `members`: the swarm as an up-to-date federation file lists it. */
+  async function audits(org: string, members?: string[]): Promise<{ checkpoints: number; certificates: number }> {
     const exported = await fx.api(org, 'GET', `/v1/swarms/${SWARM}/export`);
-    const summary = await verifyExport(Readable.from([String(exported.json)]), { federation: loadFederation(fx.orgs.get(org)!.configPath) });
+    const file = loadFederation(fx.orgs.get(org)!.configPath);
+    const federation = members ? { ...file, swarms: file.swarms.map((s) => (s.id === SWARM ? { ...s, members } : s)) } : file;
+    const summary = await verifyExport(Readable.from([String(exported.json)]), { federation, requireCertificates: true });
     expect(summary.failure).toBeNull();
     expect(summary.ok).toBe(true);
+    return summary;
   }
 
   it('an add-member with fewer than 2f+1 approvals stays pending and changes nothing', async () => {
@@ -146,6 +150,11 @@ describe('membership of a pbft swarm: a new era per change, newcomers catch up t
     const tooFew = await fx.approve('acme', 'acme', 'pbft-remove-eve-0123456789a', { kind: 'remove-member', org: 'eve' });
     expect(tooFew.status).toBe(422);
     expect(tooFew.json.code).toBe('PBFT_TOO_FEW_MEMBERS');
+    // The whole log audits offline — checkpoints certified while dora was a replica included — also for an auditor
+    // whose federation file already lists the swarm without dora (signers are judged by the voters of their time).
+    const audited = await audits('acme', remaining);
+    expect(audited.certificates).toBeGreaterThan(0);
+    await audits('acme');
   }, 120_000);
 
   it('a newcomer joins after the swarm moved through several eras (pbft → raft, then add-member in raft)', async () => {
