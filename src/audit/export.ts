@@ -80,8 +80,12 @@ export interface ExportSource {
   genesis?: ExportGenesis;
   /** The records from..to, in index order. */
   records: Iterable<AuditRecord> | AsyncIterable<AuditRecord>;
-  /** Checkpoints with from - 1 <= size <= to, any order; each is written after the record at its size. */
-  checkpoints: readonly Checkpoint[];
+  /**
+   * Checkpoints with from - 1 <= size <= to (others are skipped); each is written after the record at its size. An
+   * array may be in any order; an async iterable must come in ascending size (it is read as the records advance, so
+   * a long export never holds all its checkpoints).
+   */
+  checkpoints: readonly Checkpoint[] | AsyncIterable<Checkpoint>;
   /** When given, every decision reached at each index is written after its record (and header.decisions is true). */
   decisionsAt?: (index: number) => readonly ExportDecision[];
   /** When given, a consistency proof between each two successive checkpoint sizes is written after the second. */
@@ -120,17 +124,14 @@ export async function* exportLines(source: ExportSource): AsyncGenerator<string>
   };
   yield exportLineText(header);
 
-  const bySize = new Map<number, Checkpoint[]>();
-  for (const cp of source.checkpoints) {
-    if (cp.size < from - 1 || cp.size > to) continue;
-    const list = bySize.get(cp.size) ?? [];
-    list.push(cp);
-    bySize.set(cp.size, list);
-  }
+  const checkpoints = Array.isArray(source.checkpoints)
+    ? [...(source.checkpoints as readonly Checkpoint[])].sort((a, b) => a.size - b.size)
+    : (source.checkpoints as AsyncIterable<Checkpoint>);
+  const pending = ascending(checkpoints);
   let lastCheckpointSize: number | null = null;
   const emitCheckpoints = async function* (size: number): AsyncGenerator<string> {
-    const list = bySize.get(size);
-    if (!list) return;
+    const list = await pending.takeUpTo(size);
+    if (list.length === 0) return;
     list.sort((a, b) => a.time - b.time || (a.root < b.root ? -1 : a.root > b.root ? 1 : 0));
     for (const cp of list) yield exportLineText({ type: 'checkpoint', ...cp });
     if (source.consistencyProof && lastCheckpointSize !== null && lastCheckpointSize > 0 && lastCheckpointSize < size) {
@@ -153,7 +154,45 @@ export async function* exportLines(source: ExportSource): AsyncGenerator<string>
     expected++;
     if (expected > to) break;
   }
+  await pending.close();
   if (expected !== to + 1) throw new RangeError(`export: the source ended at record ${expected - 1}, before ${to}`);
+}
+
+/**
+ * Checkpoints in ascending size, handed out as the export advances: takeUpTo(size) returns those of exactly `size`
+ * and drops smaller ones (outside the range, or of a size with no record in it). Throws when the source goes back.
+ */
+function ascending(source: Iterable<Checkpoint> | AsyncIterable<Checkpoint>): { takeUpTo(size: number): Promise<Checkpoint[]>; close(): Promise<void> } {
+  const iterator = Symbol.asyncIterator in source ? source[Symbol.asyncIterator]() : (source as Iterable<Checkpoint>)[Symbol.iterator]();
+  let ahead: Checkpoint | null = null;
+  let done = false;
+  let lastSize = -1;
+  return {
+    async takeUpTo(size: number): Promise<Checkpoint[]> {
+      const taken: Checkpoint[] = [];
+      while (!done) {
+        if (!ahead) {
+          const next = await iterator.next();
+          if (next.done) {
+            done = true;
+            break;
+          }
+          if (next.value.size < lastSize) throw new RangeError(`export: checkpoint of size ${next.value.size} after size ${lastSize} (they must ascend)`);
+          lastSize = next.value.size;
+          ahead = next.value;
+        }
+        if (ahead.size > size) break;
+        if (ahead.size === size) taken.push(ahead);
+        ahead = null;
+      }
+      return taken;
+    },
+    /** Lets the source release what it holds (the checkpoints past the export's range are never read). */
+    async close(): Promise<void> {
+      if (!done) await iterator.return?.();
+      done = true;
+    },
+  };
 }
 
 /** Writes an export to a sink (a stream's write, a file handle...), one line and "\n" at a time. */

@@ -248,16 +248,14 @@ export class SwarmState {
     return query.from === undefined ? sorted.slice(-query.limit) : sorted.slice(0, query.limit);
   }
 
-  /** Every checkpoint of sizes from..to (an export's range). */
-  async checkpointsBetween(from: number, to: number): Promise<Checkpoint[]> {
-    const all: Checkpoint[] = [];
+  /** Every checkpoint of sizes from..to (an export's range), ascending, read a page at a time as it is consumed. */
+  async *checkpointsBetween(from: number, to: number, pageSize = 4096): AsyncGenerator<Checkpoint> {
     for (let next = from; next <= to; ) {
-      const page = await this.checkpoints({ from: next, limit: 4096 });
-      for (const checkpoint of page) if (checkpoint.size <= to) all.push(checkpoint);
-      if (page.length < 4096 || page.at(-1)!.size >= to) break;
+      const page = await this.checkpoints({ from: next, limit: pageSize });
+      for (const checkpoint of page) if (checkpoint.size <= to) yield checkpoint;
+      if (page.length < pageSize || page.at(-1)!.size >= to) break;
       next = page.at(-1)!.size + 1;
     }
-    return all;
   }
 
   apply(entry: CommittedEntry): 'continue' | 'halt' {

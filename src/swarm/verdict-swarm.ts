@@ -981,7 +981,7 @@ export class VerdictSwarm implements SwarmService {
       genesis: this.genesis,
       ...(anchor ? { anchor } : {}),
       records: records(),
-      checkpoints: await this.state.checkpointsBetween(first - 1, last),
+      checkpoints: this.state.checkpointsBetween(first - 1, last),
     });
   }
 }

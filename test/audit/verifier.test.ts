@@ -2,7 +2,8 @@
 // tampering is caught at the first bad entry with its stable code.
 import { beforeAll, describe, expect, it } from 'vitest';
 import { AuditLog, type AuditRecord } from '../../src/audit/chain.ts';
-import { signCheckpoint } from '../../src/audit/checkpoint.ts';
+import { signCheckpoint, type Checkpoint } from '../../src/audit/checkpoint.ts';
+import { exportLines } from '../../src/audit/export.ts';
 import { MerkleTree } from '../../src/audit/merkle.ts';
 import { makeInclusionBundle, verifyExport, verifyInclusionBundle, type AuditSummary } from '../../src/audit/verifier.ts';
 import { generateSigningKey, signBytes } from '../../src/crypto/ed25519.ts';
@@ -66,6 +67,38 @@ describe('conclave audit over a raft log', () => {
     expect(summary.decisionsCompared).toBe(summary.decisions);
     expect(summary.subjects).toBeGreaterThan(20);
     expect(summary.root).toBe(toHex(built.tree.root()));
+  });
+
+  it('checkpoints streamed in ascending size give the same export, each read only as the records reach it', async () => {
+    let recordsRead = 0;
+    const readWhen: { size: number; recordsRead: number }[] = [];
+    async function* records(): AsyncGenerator<AuditRecord> {
+      for (const record of built.records) {
+        recordsRead++;
+        yield record;
+      }
+    }
+    async function* checkpoints(): AsyncGenerator<Checkpoint> {
+      for (const cp of [...built.checkpoints].sort((a, b) => a.size - b.size)) {
+        readWhen.push({ size: cp.size, recordsRead });
+        yield cp;
+      }
+    }
+    const streamed: string[] = [];
+    for await (const line of exportLines({
+      federation: FEDERATION,
+      swarm: SWARM,
+      from: 1,
+      to: built.records.length,
+      exportedAt: 1_760_000_999,
+      records: records(),
+      checkpoints: checkpoints(),
+      decisionsAt: (i) => built.decisions.get(i) ?? [],
+      consistencyProof: (a, b) => built.tree.consistencyProof(a, b),
+    })) streamed.push(line);
+    expect(streamed).toEqual(lines);
+    // One checkpoint of look-ahead: the one after size s is read once the records reached s, never all up front.
+    for (let i = 1; i < readWhen.length; i++) expect(readWhen[i]!.recordsRead).toBeGreaterThanOrEqual(readWhen[i - 1]!.size);
   });
 
   it('progress is reported through the callback every N entries', async () => {
