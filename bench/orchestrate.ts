@@ -4,7 +4,7 @@
 // checks. Every result is one JSON line on stdout and in <out>/results.jsonl; <out>/chart.svg is drawn beside it.
 //   npm run bench [-- --quick] [--with-etcd] [--duration S] [--concurrency 1,16,64,256] [--out DIR]
 //                 [--rounds N] [--only micro,raft,pbft,scale] [--idle-swarms N] [--memory-seconds S]
-//                 [--warmup S] [--micro-seconds S] [--audit-entries N] [--tree head|working] [--profile [--profile-concurrency N] [--profile-mode raft|pbft]]
+//                 [--warmup S] [--micro-seconds S] [--audit-entries N] [--tree head|working] [--profile [--perf] [--profile-concurrency N] [--profile-mode raft|pbft]]
 //                 [--only memory --verdicts N]   (memory per node sampled at every tenth of N verdicts)
 import { appendFileSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -15,6 +15,7 @@ import { runScript } from './lib/child.ts';
 import { commitIndex, leaderOf, pbftWired, startConclave, stopConclave, type ConclaveCluster } from './lib/conclave.ts';
 import { ensureEtcd, startEtcd, stopEtcd, type EtcdCluster } from './lib/etcd.ts';
 import { cpuPercent, cpuSample, loadAverage, probeFsyncs, rssMb, runQueuePercent, type CpuSample } from './lib/proc.ts';
+import { perfAvailable, readPerfData, startPerfRecord, summarizeThread } from './lib/perf-profile.ts';
 import { profilesIn, summarizeProfile } from './lib/profile.ts';
 import { memoryAtScale } from './lib/memory.ts';
 import { idleSwarms } from './lib/scale.ts';
@@ -37,6 +38,7 @@ const { values: args } = parseArgs({
     'micro-seconds': { type: 'string' },
     'audit-entries': { type: 'string' },
     profile: { type: 'boolean', default: false },
+    perf: { type: 'boolean', default: false },
     'profile-concurrency': { type: 'string' },
     'profile-mode': { type: 'string' },
     verdicts: { type: 'string' },
@@ -380,8 +382,54 @@ async function pbft(): Promise<void> {
   }
 }
 
+/**
+ * With --perf: the same run sampled by Linux perf (CPU time only, not wall time), summarised per node's JavaScript
+ * thread by leaf frame (bench/lib/perf-profile.ts).
+ */
+async function perfProfileRun(): Promise<void> {
+  const available = perfAvailable();
+  if (!available.ok) return emit({ profile: `${profileScenario} c=${profileConcurrency} (perf)`, error: available.why });
+  const saved = process.env.NODE_OPTIONS;
+  process.env.NODE_OPTIONS = `${saved ?? ''} --perf-basic-prof`.trim();
+  let cluster: ConclaveCluster;
+  try {
+    progress(`profile: starting ${profileScenario} with --perf-basic-prof`);
+    cluster = await startConclave(join(workDir, `${profileScenario}-perf`), profileMode === 'pbft' ? 4 : 3, profileMode, progress);
+  } finally {
+    if (saved === undefined) delete process.env.NODE_OPTIONS;
+    else process.env.NODE_OPTIONS = saved;
+  }
+  const pids = cluster.info.nodes.map((n) => n.pid);
+  const dataFile = join(workDir, 'perf.data');
+  let recording: ReturnType<typeof startPerfRecord> | null = null;
+  let stopped: Promise<void> | null = null;
+  const toggle = () => {
+    if (!recording) recording = startPerfRecord(pids, dataFile);
+    else stopped ??= recording.stop();
+  };
+  let leader: string | null = null;
+  try {
+    await loadRun(`${profileScenario}-perf`, 'conclave', conclaveProcs(cluster), cluster.targets, profileConcurrency, 'unique', 1, cluster.info.swarm, toggle, cluster);
+    await (stopped ?? Promise.resolve());
+    leader = await leaderOf(cluster);
+  } finally {
+    await stopConclave(cluster);
+  }
+  const samples = readPerfData(dataFile);
+  for (const node of cluster.info.nodes) {
+    emit({
+      profile: `${profileScenario}, ${profileConcurrency} in flight, measured window, perf cpu-clock, the node's JavaScript thread (leaf frames)`,
+      org: node.org,
+      leader: node.org === leader,
+      ...summarizeThread(samples, node.pid),
+    });
+    rmSync(`/tmp/perf-${node.pid}.map`, { force: true });
+  }
+}
+
 /** A fresh raft-3 (or pbft-4) cluster whose nodes run with --cpu-prof, 64 in flight; then self time by function per node. */
 async function profileRun(): Promise<void> {
+  if (args.perf) return perfProfileRun();
   const profDir = join(workDir, 'profiles');
   mkdirSync(profDir, { recursive: true });
   const saved = process.env.NODE_OPTIONS;
