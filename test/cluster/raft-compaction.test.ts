@@ -87,10 +87,14 @@ describe('raft compaction by bytes, with a catch-up margin', () => {
     await converged(ORGS);
     expect((await status(follower)).detail.snapshotsInstalled).toBe(0);
 
-    // Down across two compactions: the entries it lacks are gone from the leader's log.
+    // Down across two compactions past what it may hold: the entries it lacks are gone from the leader's log. The
+    // follower holds at most the leader's last index when it stopped; the first snapshot must be taken beyond it
+    // (a trigger already due when the follower stopped snapshots at an index the follower has), and the compaction
+    // after it cuts the log up to that snapshot.
     await fx.stop(follower);
-    const next = await submitUntilCompacted(leader, (await status(leader)).detail.snapshotIndex);
-    await submitUntilCompacted(leader, next);
+    const heldAtMost = (await status(leader)).appliedIndex;
+    const beyond = await submitUntilCompacted(leader, heldAtMost);
+    await submitUntilCompacted(leader, beyond);
     await converged(others);
     await fx.start(follower);
     const applied = await converged(ORGS);
