@@ -81,6 +81,11 @@ export class GroupCommitWriter {
   private native: RocksChainedBatch | null = null;
   readonly stats: GroupCommitStats = { batches: 0, lazyBatches: 0, requests: 0, ops: 0, slowestWriteMs: 0 };
 
+  /** Syncs that listed the data directory for new WAL files, and syncs that needed not (wal-sync.ts). */
+  get walStats(): { listings: number; quickSyncs: number } {
+    return this.wal ? { ...this.wal.stats } : { listings: 0, quickSyncs: 0 };
+  }
+
   constructor(
     private readonly db: RocksLevel,
     private readonly maxBatchBytes = DEFAULT_MAX_BATCH_BYTES,

@@ -97,8 +97,9 @@ export class NodeStore {
     return this.writer.write(ops, true);
   }
 
-  get stats(): GroupCommitStats {
-    return { ...this.writer.stats };
+  get stats(): GroupCommitStats & { walListings: number; walQuickSyncs: number } {
+    const wal = this.writer.walStats;
+    return { ...this.writer.stats, walListings: wal.listings, walQuickSyncs: wal.quickSyncs };
   }
 
   /** Starts a new measurement of the longest synchronous batch write (see GroupCommitStats.slowestWriteMs). */
