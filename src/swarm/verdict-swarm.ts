@@ -146,8 +146,8 @@ export class VerdictSwarm implements SwarmService {
   private readonly adminWaiters = new Map<string, ((change: AdminChangeView) => boolean)[]>();
   private queue: QueuedVerdict[] = [];
   private flushScheduled = false;
-  /** Start times (performance.now()) of this node's proposals still awaiting commit. */
-  private readonly proposalsInFlight = new Set<number>();
+  /** This node's proposals still awaiting commit, each with its start time (performance.now()). */
+  private readonly proposalsInFlight = new Set<{ started: number }>();
   private holdTimer: NodeJS.Timeout | null = null;
   private stopped = false;
   private stopCheckpointClock: (() => void) | null = null;
@@ -673,7 +673,7 @@ export class VerdictSwarm implements SwarmService {
     const now = performance.now();
     let holding = 0;
     let oldest = Infinity;
-    for (const started of this.proposalsInFlight) {
+    for (const { started } of this.proposalsInFlight) {
       if (now - started >= holdMs) continue;
       holding++;
       oldest = Math.min(oldest, started);
@@ -692,8 +692,8 @@ export class VerdictSwarm implements SwarmService {
 
   /** Proposes through the current engine; a proposal cut off by a mode switch is re-proposed under the new one. */
   private async proposeBatch(batch: QueuedVerdict[], bytes: Uint8Array): Promise<void> {
-    const started = performance.now();
-    this.proposalsInFlight.add(started);
+    const inFlight = { started: performance.now() };
+    this.proposalsInFlight.add(inFlight);
     try {
       for (let attempt = 0; ; attempt++) {
         try {
@@ -711,7 +711,7 @@ export class VerdictSwarm implements SwarmService {
         }
       }
     } finally {
-      this.proposalsInFlight.delete(started);
+      this.proposalsInFlight.delete(inFlight);
       if (this.queue.length) this.flushQueue();
     }
   }
