@@ -66,8 +66,7 @@ export class KvStore {
    * writes that are still queued.
    */
   getSync(key: KvKey): Uint8Array | undefined {
-    const [value] = this.node.db._getManySync([concat(this.prefix, keyBytes(key))]);
-    return value ? new Uint8Array(value.buffer, value.byteOffset, value.byteLength) : undefined;
+    return this.getManySync([key])[0];
   }
 
   /** getSync for several keys in one multi-get (one call into RocksDB instead of one per key). */
