@@ -4,7 +4,7 @@ import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
-import { importPrivateJwk, isPublicJwk, jwkThumbprint, type PrivateJwk, type PublicJwk } from '../crypto/ed25519.ts';
+import { importPrivateJwk, isPublicJwk, isValidPublicKey, jwkThumbprint, type PrivateJwk, type PublicJwk } from '../crypto/ed25519.ts';
 import { fromBase64Url } from '../crypto/encoding.ts';
 import { ID_PATTERN } from '../pki/certs.ts';
 import { buildPeerTrust, peerIdentity, PeerIdentityError, splitPemCertificates } from '../pki/identity.ts';
@@ -263,15 +263,19 @@ function parseJwk(value: unknown, path: string, c: Checker, org: string, kids: M
     c.add(join(path, 'x'), `missing or not a string — x is the base64url public key`);
     return undefined;
   }
-  let length: number;
+  let raw: Uint8Array;
   try {
-    length = fromBase64Url(dict.x).length;
+    raw = fromBase64Url(dict.x);
   } catch {
     c.add(join(path, 'x'), 'not base64url (A-Z a-z 0-9 - _, no padding)');
     return undefined;
   }
-  if (length !== 32) {
-    c.add(join(path, 'x'), `an Ed25519 public key is 32 bytes, this one is ${length}`);
+  if (raw.length !== 32) {
+    c.add(join(path, 'x'), `an Ed25519 public key is 32 bytes, this one is ${raw.length}`);
+    return undefined;
+  }
+  if (!isValidPublicKey(raw)) {
+    c.add(join(path, 'x'), 'not a usable Ed25519 public key: not a canonical point of the prime-order subgroup (a small-order or malformed key — no signature by it can verify)');
     return undefined;
   }
   if (dict.alg !== undefined && dict.alg !== 'EdDSA' && dict.alg !== 'Ed25519') {

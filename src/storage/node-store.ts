@@ -30,6 +30,10 @@ export const ROCKS_MEMORY_OPTIONS = {
   // holds each write only until its memtable is flushed (table files of levels >= 2 stay compressed), and an fsync
   // costs the same for 10 or 40 KB here. Either kind of WAL file replays after a crash whatever this says.
   walCompression: false,
+  // A whole-key bloom filter on the memtable (and ribbon filters, hashed data-block indexes in table files): most
+  // point reads of the decision store are misses (a new verdict, nonce or subject) and a miss otherwise walks the
+  // memtable's skip list — 0.85 µs a key with 100k keys in the memtable, 0.39 µs with the filter (multi-get of 30).
+  optimize: 'point-lookup',
 } as const;
 
 export class NodeStore {

@@ -1,5 +1,5 @@
 // The federation's public keys by kid (agent, node and admin keys of every org) and hot-path Ed25519 verification
-// with node:crypto, behind a bounded cache so one node never verifies the same signature twice.
+// (crypto/ed25519.ts verifyBytes: libsodium), behind a bounded cache so one node never verifies the same signature twice.
 import { createHash, type KeyObject } from 'node:crypto';
 import type { MemberConfig } from '../config/types.ts';
 import { importPublicJwk, verifyBytes } from '../crypto/ed25519.ts';
@@ -17,7 +17,7 @@ export interface KeyringEntry {
 }
 
 export interface KeyringStats {
-  /** Signatures actually verified with node:crypto. */
+  /** Signatures actually verified (not answered from the cache). */
   verified: number;
   /** Verifications answered from the cache. */
   cacheHits: number;
@@ -95,7 +95,7 @@ export class Keyring {
   }
 
   /**
-   * Verifies an Ed25519 signature with node:crypto. A successful verification is remembered (bounded LRU keyed by
+   * Verifies an Ed25519 signature (verifyBytes). A successful verification is remembered (bounded LRU keyed by
    * SHA-256 over the public key, the message and the signature), so the same signature is never verified twice;
    * failures are not remembered, so garbage cannot evict good entries.
    */
@@ -109,7 +109,7 @@ export class Keyring {
       return true;
     }
     this.verifiedCount++;
-    const ok = verifyBytes(entry.publicKey, message, signature);
+    const ok = verifyBytes(entry.raw, message, signature);
     if (ok && this.cacheLimit > 0) {
       this.cache.set(cacheKey, true);
       if (this.cache.size > this.cacheLimit) this.cache.delete(this.cache.keys().next().value!);

@@ -143,6 +143,16 @@ describe('federation file', () => {
     expect(problems).toContainEqual({ path: 'members[2].adminKeys[0].d', message: expect.stringMatching(/PRIVATE key — remove d/) });
   });
 
+  it('reports a public key of small order: it would make every signature by it unverifiable (node:crypto would accept forgeries)', () => {
+    // The identity point (y = 1): with R = identity and S = 0, OpenSSL accepts ANY message under this key.
+    const identity = Buffer.concat([Buffer.from([1]), Buffer.alloc(31)]).toString('base64url');
+    const problems = broken((d) => {
+      d.members[1].agentKeys[0].x = identity;
+      delete d.members[1].agentKeys[0].kid;
+    });
+    expect(problems).toContainEqual({ path: 'members[1].agentKeys[0].x', message: expect.stringMatching(/not a usable Ed25519 public key: not a canonical point of the prime-order subgroup/) });
+  });
+
   it('reports a kid used by two orgs', () => {
     expect(broken((d) => (d.members[1].agentKeys[0].kid = d.members[0].agentKeys[0].kid))).toContainEqual({
       path: 'members[1].agentKeys[0].kid',
