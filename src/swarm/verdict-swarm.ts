@@ -608,8 +608,7 @@ export class VerdictSwarm implements SwarmService {
       now: Math.floor(Date.now() / 1000),
     });
     const machine = this.state.decisions();
-    machine.checkNonce(verified.payload.org, verified.payload.nonce, verified.jwsHash);
-    const known = machine.lookupVerdict(verified.jwsHash);
+    const known = machine.admissionLookup(verified.payload.org, verified.payload.nonce, verified.jwsHash);
     if (known) {
       this.options.metrics.verdicts.inc({ swarm: this.id, status: 'duplicate' });
       return this.result('duplicate', verified.jwsHash, known.index, await this.entryHashAt(known.index), known.subject);

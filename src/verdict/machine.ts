@@ -305,6 +305,20 @@ export class DecisionMachine {
     return state ? copySubject(state) : undefined;
   }
 
+  /**
+   * The receiving node's checks of a verdict it is about to admit, with one read of the store for both keys:
+   * NONCE_REPLAYED (thrown), else where the verdict was already recorded (a resubmission), else undefined.
+   */
+  admissionLookup(org: string, nonce: string, jwsHash: string): { index: number; subject: string } | undefined {
+    this.store.prefetch?.({ subjects: [], verdicts: [jwsHash], nonces: [[org, nonce]] });
+    try {
+      this.checkNonce(org, nonce, jwsHash);
+      return this.lookupVerdict(jwsHash);
+    } finally {
+      this.store.endPrefetch?.();
+    }
+  }
+
   /** Where a verdict (by jwsHash) was recorded, if it was: resubmitting it is answered from here. */
   lookupVerdict(jwsHash: string): { index: number; subject: string } | undefined {
     const found = this.store.verdict(jwsHash);

@@ -3,6 +3,7 @@
 // vote is decided-already, a resent JWS a duplicate, a replayed nonce refused.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DecisionMachine, type ApplyOutcome } from '../../src/verdict/machine.ts';
+import { jwsHashOf } from '../../src/verdict/verify.ts';
 import { signProposal } from '../../src/verdict/proposal.ts';
 import { StoredDecisions } from '../../src/storage/decision-store.ts';
 import { NodeStore } from '../../src/storage/node-store.ts';
@@ -99,6 +100,24 @@ describe('decisions on disk', () => {
     }
     expect(onDisk.subject('pr-2')).toEqual(inMemory.subject('pr-2'));
     expect(onDisk.subject('pr-3')).toEqual(inMemory.subject('pr-3'));
+
+    // Admission on the receiving node: one multi-get for the nonce and the verdict, answers as in memory.
+    const hashOf = jwsHashOf;
+    const payloadOf = (jws: string) => JSON.parse(Buffer.from(jws.split('.')[1]!, 'base64url').toString()) as { org: string; nonce: string };
+    const fresh = verdictOf(fed, 'b', { subject: 'pr-4', verdict: 'approve' });
+    for (const [jws, expected] of [
+      [first[0]!, { index: 1, subject: 'pr-1' }],
+      [fresh, undefined],
+    ] as const) {
+      const before = { ...calls };
+      const { org, nonce } = payloadOf(jws);
+      expect(onDisk.admissionLookup(org, nonce, hashOf(jws))).toEqual(expected);
+      expect(inMemory.admissionLookup(org, nonce, hashOf(jws))).toEqual(expected);
+      expect(calls.getManySync - before.getManySync, 'admission: one multi-get').toBe(1);
+      expect(calls.getSync - before.getSync, 'admission: no single reads').toBe(0);
+    }
+    const { org, nonce } = payloadOf(replay);
+    expect(() => onDisk.admissionLookup(org, nonce, hashOf(replay))).toThrow(/NONCE_REPLAYED|already used nonce/);
   });
 
   it('after a reopen, from disk alone: decided-already, duplicate and a refused nonce replay', async () => {
