@@ -100,6 +100,7 @@ export class ConclaveNode implements NodeService {
     const keyring = Keyring.fromMembers(config.members);
     this.signingKey = signingKey;
     this.keyring = keyring;
+    this.metrics.observeKeyring(() => keyring.stats());
     this.tls = tls;
 
     this.store = await NodeStore.open(config.node.dataDir);

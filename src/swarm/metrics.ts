@@ -17,6 +17,9 @@ export class NodeMetrics {
   readonly fsyncBatches: Counter<'swarm'>;
   readonly certExpirySeconds: Gauge;
   readonly pbftDropped: Gauge<'swarm' | 'reason'>;
+  /** Ed25519 signature checks of this node since start (set from the keyring at each scrape). */
+  readonly signatureChecks: Gauge<'result'>;
+  private keyringStats: (() => { verified: number; cacheHits: number }) | null = null;
 
   constructor(org: string) {
     this.registry.setDefaultLabels({ org });
@@ -52,7 +55,25 @@ export class NodeMetrics {
       labelNames: ['swarm', 'reason'],
       registers,
     });
+    const metrics = this;
+    this.signatureChecks = new Gauge({
+      name: 'conclave_signature_checks',
+      help: 'Ed25519 signature checks since start: verified (computed) or cached (the same signature verified before)',
+      labelNames: ['result'],
+      registers,
+      collect() {
+        const stats = metrics.keyringStats?.();
+        if (!stats) return;
+        this.set({ result: 'verified' }, stats.verified);
+        this.set({ result: 'cached' }, stats.cacheHits);
+      },
+    });
     this.certExpirySeconds = new Gauge({ name: 'conclave_cert_nearest_expiry_seconds', help: 'seconds until the nearest certificate in the federation expires', registers });
+  }
+
+  /** Reports the keyring's signature checks at each scrape. */
+  observeKeyring(stats: () => { verified: number; cacheHits: number }): void {
+    this.keyringStats = stats;
   }
 
   setRole(swarm: string, role: string): void {

@@ -237,6 +237,10 @@ describe('read side', () => {
     const metrics = await fed.api('globex', 'GET', '/metrics');
     expect(metrics.text).toContain('conclave_commit_index');
     expect(metrics.text).toContain('conclave_commit_latency_seconds');
+    // Signature checks: globex verified the verdicts it admitted and the proposals it applied (earlier tests).
+    const verified = /conclave_signature_checks\{result="verified",org="globex"\} (\d+)/.exec(metrics.text);
+    expect(Number(verified?.[1])).toBeGreaterThan(0);
+    expect(metrics.text).toMatch(/conclave_signature_checks\{result="cached",org="globex"\} \d+/);
     // `conclave status` prints the same view from the command line.
     const globex = fed.orgs.find((o) => o.org === 'globex')!;
     const { stdout } = await run(process.execPath, [join(repoRoot, 'bin', 'conclave.js'), 'status', '--node', `https://127.0.0.1:${globex.apiPort}`, '--ca', join(globex.certDir, 'ca.crt'), '--json']);
