@@ -55,14 +55,14 @@ export class NodeMetrics {
       labelNames: ['swarm', 'reason'],
       registers,
     });
-    const metrics = this;
+    const keyringStats = () => this.keyringStats?.();
     this.signatureChecks = new Gauge({
       name: 'conclave_signature_checks',
       help: 'Ed25519 signature checks since start: verified (computed) or cached (the same signature verified before)',
       labelNames: ['result'],
       registers,
       collect() {
-        const stats = metrics.keyringStats?.();
+        const stats = keyringStats();
         if (!stats) return;
         this.set({ result: 'verified' }, stats.verified);
         this.set({ result: 'cached' }, stats.cacheHits);
