@@ -660,7 +660,7 @@ export class VerdictSwarm implements SwarmService {
     const maxBatch = this.options.maxBatch ?? 256;
     while (this.queue.length && this.mayPropose()) {
       const batch = this.queue.splice(0, maxBatch);
-      const command = signProposal(this.id, this.options.self, batch.map((item) => item.jws), this.options.signingKey);
+      const command = signProposal(this.id, this.options.self, batch.map((item) => item.jws), this.options.signingKey, this.options.keyring);
       this.options.metrics.proposals.inc({ swarm: this.id, outcome: 'proposed' });
       this.options.metrics.proposalVerdicts.observe({ swarm: this.id }, batch.length);
       void this.proposeBatch(batch, encodeCommand(command));

@@ -2,8 +2,8 @@
 // (crypto/ed25519.ts verifyBytes: libsodium), behind a bounded cache so one node never verifies the same signature twice.
 import { createHash, type KeyObject } from 'node:crypto';
 import type { MemberConfig } from '../config/types.ts';
-import { importPublicJwk, verifyBytes } from '../crypto/ed25519.ts';
-import { fromBase64Url } from '../crypto/encoding.ts';
+import { importPublicJwk, rawPublicKey, verifyBytes, type SigningKey } from '../crypto/ed25519.ts';
+import { bytesEqual, fromBase64Url } from '../crypto/encoding.ts';
 
 export type KeyRole = 'agent' | 'node' | 'admin';
 
@@ -101,7 +101,7 @@ export class Keyring {
    */
   verify(entry: KeyringEntry, message: Uint8Array, signature: Uint8Array): boolean {
     if (signature.length !== 64) return false;
-    const cacheKey = createHash('sha256').update(entry.raw).update(signature).update(message).digest('base64url');
+    const cacheKey = this.cacheKey(entry, message, signature);
     if (this.cache.has(cacheKey)) {
       this.cache.delete(cacheKey);
       this.cache.set(cacheKey, true);
@@ -115,6 +115,21 @@ export class Keyring {
       if (this.cache.size > this.cacheLimit) this.cache.delete(this.cache.keys().next().value!);
     }
     return ok;
+  }
+
+  /**
+   * Remembers a signature this node just made with its own key as verified (a signature made with a key is valid
+   * under it). Only when the key is listed here with the same public key bytes; otherwise nothing is remembered.
+   */
+  rememberOwnSignature(key: SigningKey, message: Uint8Array, signature: Uint8Array): void {
+    const entry = this.byKid.get(key.kid);
+    if (!entry || this.cacheLimit === 0 || signature.length !== 64 || !bytesEqual(entry.raw, rawPublicKey(key.publicKey))) return;
+    this.cache.set(this.cacheKey(entry, message, signature), true);
+    if (this.cache.size > this.cacheLimit) this.cache.delete(this.cache.keys().next().value!);
+  }
+
+  private cacheKey(entry: KeyringEntry, message: Uint8Array, signature: Uint8Array): string {
+    return createHash('sha256').update(entry.raw).update(signature).update(message).digest('base64url');
   }
 
   stats(): KeyringStats {

@@ -2,9 +2,9 @@
 // canonical byte encoding, strict decoding, proposal signatures and admin approval checks.
 import type { AdminPolicy, ConsensusMode, SwarmConfig } from '../config/types.ts';
 import { canonicalBytes, canonicalJson } from '../crypto/canonical.ts';
-import { envelopeSigningBytes, signEnvelope } from '../crypto/envelope.ts';
-import type { SigningKey } from '../crypto/ed25519.ts';
-import { bytesEqual, fromBase64Url, fromUtf8, utf8 } from '../crypto/encoding.ts';
+import { envelopeSigningBytes } from '../crypto/envelope.ts';
+import { signBytes, type SigningKey } from '../crypto/ed25519.ts';
+import { bytesEqual, fromBase64Url, fromUtf8, toBase64Url, utf8 } from '../crypto/encoding.ts';
 import { decodeBase64Url, VERDICT_LIMITS, VerdictError } from './format.ts';
 import type { Keyring } from './keyring.ts';
 
@@ -179,9 +179,16 @@ function proposalBody(cmd: Pick<VerdictsCommand, 'swarm' | 'proposer' | 'batch'>
   return { v: 1, type: 'verdicts', swarm: cmd.swarm, proposer: cmd.proposer, batch: cmd.batch };
 }
 
-export function signProposal(swarm: string, proposerOrg: string, batch: readonly string[], nodeKey: SigningKey): VerdictsCommand {
+/**
+ * Signs a proposal with this node's key. Given the keyring, the signature is remembered there as verified: this node
+ * applies its own proposals too, and need not verify what it just signed (one Ed25519 verification per entry less).
+ */
+export function signProposal(swarm: string, proposerOrg: string, batch: readonly string[], nodeKey: SigningKey, keyring?: Keyring): VerdictsCommand {
   const body = { swarm, proposer: proposerOrg, batch: [...batch] };
-  return { v: 1, type: 'verdicts', ...body, sig: signEnvelope(PROPOSAL_DOMAIN, proposalBody(body), nodeKey) };
+  const message = envelopeSigningBytes(PROPOSAL_DOMAIN, proposalBody(body));
+  const signature = signBytes(nodeKey, message);
+  keyring?.rememberOwnSignature(nodeKey, message, signature);
+  return { v: 1, type: 'verdicts', ...body, sig: toBase64Url(signature) };
 }
 
 /** True when `sig` verifies with one of the node keys the federation lists for `cmd.proposer` (cached). */

@@ -169,6 +169,23 @@ describe('keyring', () => {
     expect(keyring.stats().verified).toBe(before + 1);
   });
 
+  it("a node's own proposal is remembered as verified when it signs it; another key's signature is not", () => {
+    const keyring = Keyring.fromMembers(fed.members);
+    const batch = [verdictOf(fed, 'b', { subject: 'own', verdict: 'approve' })];
+    const own = signProposal('s1', 'a', batch, fed.keys.a!.node, keyring);
+    expect(keyring.stats()).toMatchObject({ verified: 0, cacheSize: 1 });
+    expect(verifyProposal(own, keyring)).toBe(true);
+    expect(keyring.stats()).toMatchObject({ verified: 0, cacheHits: 1 });
+    // a different byte anywhere is a different message: verified, and refused
+    expect(verifyProposal({ ...own, batch: [verdictOf(fed, 'b', { subject: 'own2', verdict: 'approve' })] }, keyring)).toBe(false);
+    expect(keyring.stats().verified).toBe(1);
+    // a key that is not the listed key of its kid (same kid, other bytes) is never remembered
+    const impostor = { ...generateSigningKey(), kid: fed.keys.a!.node.kid };
+    const forged = signProposal('s1', 'a', batch, impostor, keyring);
+    expect(keyring.stats().cacheSize).toBe(1);
+    expect(verifyProposal(forged, keyring)).toBe(false);
+  });
+
   it('replicas applying the same proposal verify each agent signature at most once per keyring', () => {
     const keyring = Keyring.fromMembers(fed.members);
     const cmd = signProposal('s1', 'a', [verdictOf(fed, 'b', { subject: 'x', verdict: 'approve' })], fed.keys.a!.node);
