@@ -12,7 +12,7 @@ import type { Checkpoint } from '../audit/checkpoint.ts';
 import { VerdictError } from '../verdict/format.ts';
 import type { Keyring } from '../verdict/keyring.ts';
 import type { ApplyOutcome, SubjectState } from '../verdict/machine.ts';
-import { checkAdminApprovals, decodeCommand, encodeCommand, signProposal, verifyProposal, type AdminCommand } from '../verdict/proposal.ts';
+import { checkAdminApprovals, decodeCommand, encodeCommand, signProposalEncoded, verifyProposal, type AdminCommand } from '../verdict/proposal.ts';
 import { jwsHashOf, verifyVerdict } from '../verdict/verify.ts';
 import type { NodeStore } from '../storage/node-store.ts';
 import { AppliedStateStore } from '../storage/applied-state.ts';
@@ -660,10 +660,10 @@ export class VerdictSwarm implements SwarmService {
     const maxBatch = this.options.maxBatch ?? 256;
     while (this.queue.length && this.mayPropose()) {
       const batch = this.queue.splice(0, maxBatch);
-      const command = signProposal(this.id, this.options.self, batch.map((item) => item.jws), this.options.signingKey, this.options.keyring);
+      const { bytes } = signProposalEncoded(this.id, this.options.self, batch.map((item) => item.jws), this.options.signingKey, this.options.keyring);
       this.options.metrics.proposals.inc({ swarm: this.id, outcome: 'proposed' });
       this.options.metrics.proposalVerdicts.observe({ swarm: this.id }, batch.length);
-      void this.proposeBatch(batch, encodeCommand(command));
+      void this.proposeBatch(batch, bytes);
     }
   }
 

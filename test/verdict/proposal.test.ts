@@ -13,6 +13,7 @@ import {
   encodeCommand,
   requiredApprovals,
   signProposal,
+  signProposalEncoded,
   verifyProposal,
   type AdminAction,
   type AdminCommand,
@@ -167,6 +168,26 @@ describe('keyring', () => {
     expect(keyring.stats().verified).toBe(before);
     keyring.verify(entry, m2, s2);
     expect(keyring.stats().verified).toBe(before + 1);
+  });
+
+  it('signProposalEncoded gives exactly encodeCommand of the signed proposal, whatever the batch holds', () => {
+    const batches = [
+      [],
+      [verdictOf(fed, 'b', { subject: 'enc', verdict: 'approve' })],
+      Array.from({ length: 12 }, (_, i) => verdictOf(fed, 'c', { subject: `enc-${i}`, verdict: i % 2 ? 'approve' : 'reject' })),
+      // strings that look like the key boundary, quotes, escapes, non-ASCII: only the unescaped key may match
+      [',"swarm":"x"', 'a"b\\c', '\u00e9\ud83d\ude00\n', '{"sig":"no"}'],
+    ];
+    for (const batch of batches) {
+      for (const [swarmId, proposer] of [['s1', 'a'], ['swarm', 'sig'], ['a-b', 'z']] as const) {
+        const { command, bytes } = signProposalEncoded(swarmId, proposer, batch, fed.keys.a!.node);
+        expect(Buffer.from(bytes).toString('utf8')).toBe(Buffer.from(encodeCommand(command)).toString('utf8'));
+        expect(command).toEqual({ v: 1, type: 'verdicts', swarm: swarmId, proposer, batch, sig: command.sig });
+      }
+      const { command, bytes } = signProposalEncoded('s1', 'a', batch, fed.keys.a!.node);
+      expect(verifyProposal(command, Keyring.fromMembers(fed.members))).toBe(true);
+      if (batch.length > 0 && batch.every((jws) => jws.split('.').length === 3)) expect(decodeCommand(bytes)).toEqual(command);
+    }
   });
 
   it("a node's own proposal is remembered as verified when it signs it; another key's signature is not", () => {
