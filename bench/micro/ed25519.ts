@@ -1,10 +1,12 @@
 // Owns the Ed25519 micro-benchmark: sign and verify per second on one core (this process is single-threaded), with
-// node:crypto KeyObjects (the node's hot path) and @noble/ed25519 (verdict/agent.ts, the portable agent side), over
-// an 800-byte message (about a verdict's signing input with a 512-byte reason). One JSON line per library.
+// node:crypto KeyObjects (the node's signing), the node's verifier (crypto/ed25519.ts verifyBytes: libsodium) and
+// @noble/ed25519 (verdict/agent.ts, the portable agent side), over an 800-byte message (about a verdict's signing
+// input with a 512-byte reason). One JSON line per library.
 // Run: node --import tsx bench/micro/ed25519.ts [secondsPerCase]
 import { generateKeyPairSync, sign, verify } from 'node:crypto';
 import * as ed from '@noble/ed25519';
 import { sha512 } from '@noble/hashes/sha2.js';
+import { rawPublicKey, verifyBytes } from '../../src/crypto/ed25519.ts';
 
 ed.hashes.sha512 = sha512;
 const SECONDS = Number(process.argv[2] ?? 1);
@@ -31,6 +33,21 @@ const node = {
   }),
 };
 console.log(JSON.stringify({ bench: 'ed25519', lib: 'node:crypto', messageBytes: message.length, perCore: true, ...node }));
+
+const raw = rawPublicKey(publicKey);
+const sodiumVerifyPerSec = rate(() => {
+  if (!verifyBytes(raw, message, nodeSig)) throw new Error('verify failed');
+});
+console.log(
+  JSON.stringify({
+    bench: 'ed25519',
+    lib: 'libsodium (sodium-native): the node verifier',
+    messageBytes: message.length,
+    perCore: true,
+    verifyPerSec: sodiumVerifyPerSec,
+    speedupOverNodeCrypto: Math.round((sodiumVerifyPerSec / node.verifyPerSec) * 10) / 10,
+  }),
+);
 
 const secret = ed.utils.randomSecretKey();
 const pub = ed.getPublicKey(secret);
