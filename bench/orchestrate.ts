@@ -1,6 +1,7 @@
 // Owns the benchmark orchestrator, started by bench/run.ts inside a source snapshot. Runs the micro-benchmarks
 // (bench/micro/*, bench/storage.ts, bench/audit.ts) as child processes, then real clusters (Conclave raft-3, pbft-4 when wired, etcd-3 with
-// --with-etcd) driven by bench/loadgen.ts in its own process, alternating Conclave and etcd (A B A B), then the scale
+// --with-etcd) driven by bench/loadgen.ts in its own process, alternating Conclave and etcd (raft, etcd, pbft at each
+// concurrency, round after round), then the scale
 // checks. Every result is one JSON line on stdout and in <out>/results.jsonl; <out>/chart.svg is drawn beside it.
 //   npm run bench [-- --quick] [--with-etcd] [--duration S] [--concurrency 1,16,64,256] [--out DIR]
 //                 [--rounds N] [--only micro,raft,pbft,scale] [--idle-swarms N] [--memory-seconds S]
@@ -230,13 +231,21 @@ function conclaveProcs(cluster: ConclaveCluster): Proc[] {
   return cluster.info.nodes.map((n) => ({ name: n.org, pid: n.pid }));
 }
 
+/** With etcd, pbft-4 runs inside endToEnd's rounds (raft, etcd, pbft at each concurrency), not after them. */
+const pbftAlternates = withEtcd && only.has('pbft') && pbftWired();
+
 async function endToEnd(): Promise<void> {
   let raft: ConclaveCluster | null = null;
+  let bft: ConclaveCluster | null = null;
   let etcd: EtcdCluster | null = null;
   try {
     if (only.has('raft')) {
       progress('starting Conclave raft-3 cluster');
       raft = await startConclave(join(workDir, 'raft-3'), 3, 'raft', progress);
+    }
+    if (pbftAlternates) {
+      progress('starting Conclave pbft-4 cluster');
+      bft = await startConclave(join(workDir, 'pbft-4'), 4, 'pbft', progress);
     }
     if (withEtcd) {
       const version = ensureEtcd(progress);
@@ -253,6 +262,10 @@ async function endToEnd(): Promise<void> {
         }
         if (etcd) {
           const r = await loadRun('etcd-3', 'etcd', etcdProcs, etcd.targets, c, 'unique', round);
+          if (r) runs.push(r);
+        }
+        if (bft) {
+          const r = await loadRun('pbft-4', 'conclave', conclaveProcs(bft), bft.targets, c, 'unique', round, bft.info.swarm, undefined, bft);
           if (r) runs.push(r);
         }
       }
@@ -276,6 +289,7 @@ async function endToEnd(): Promise<void> {
     }
   } finally {
     if (raft) await stopConclave(raft);
+    if (bft) await stopConclave(bft);
     if (etcd) await stopEtcd(etcd);
   }
 }
@@ -341,7 +355,7 @@ function compare(): void {
     },
     {
       scenario: 'pbft-4',
-      label: 'conclave pbft-4 vs etcd-3 (pbft ran after the etcd rounds, not alternated)',
+      label: pbftAlternates ? 'conclave pbft-4 vs etcd-3 (medians of alternating rounds)' : 'conclave pbft-4 vs etcd-3 (pbft ran after the etcd rounds, not alternated)',
       targets: { '64': { text: 'throughput >= etcd 3-member', met: (a, e) => a.committedPerSec >= e.committedPerSec } },
     },
   ];
@@ -505,7 +519,7 @@ async function main(): Promise<void> {
   emit({ bench: 'start', tree: process.env.CONCLAVE_BENCH_TREE ?? 'working', commit: process.env.CONCLAVE_BENCH_COMMIT ?? null, quick, withEtcd, duration, warmup, concurrencies, rounds, cores: cpus().length, node: process.version, outDir });
   if (only.has('micro')) await micro();
   if (only.has('raft') || withEtcd) await endToEnd();
-  if (only.has('pbft')) await pbft();
+  if (only.has('pbft') && !pbftAlternates) await pbft();
   if (withEtcd) compare();
   if (args.profile) await profileRun();
   if (runs.length) chart();
