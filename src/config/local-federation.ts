@@ -1,7 +1,7 @@
 // A whole local federation on disk for tests, the demo and dev clusters: `conclave init` for every org plus one
 // federation file per org (same members and swarms, each with its own `node:` section), validated before return.
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { initOrg, ORG_FILES, type InitOrgResult } from '../pki/init.ts';
@@ -64,26 +64,58 @@ export interface LocalFederation {
   configPaths: Record<string, string>;
 }
 
+/** The kernel's range for the local ports of outgoing connections (Linux), or the usual default. */
+export function ephemeralPortRange(): [low: number, high: number] {
+  try {
+    const [low, high] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    if (Number.isInteger(low) && Number.isInteger(high) && low! > 0 && high! >= low!) return [low!, high!];
+  } catch {
+    // not Linux: the common default
+  }
+  return [32768, 60999];
+}
+
+/** Binds `port` and resolves the server, or null when it is taken (or not allowed). */
+function tryListen(port: number, host: string): Promise<Server | null> {
+  return new Promise((resolvePromise) => {
+    const server = createServer();
+    server.once('error', () => resolvePromise(null));
+    server.listen(port, host, () => resolvePromise(server));
+  });
+}
+
 /**
- * Ports that were free a moment ago: all are bound to port 0 at once (so they differ), then released. Another
- * process could take one before the node binds it; the window is short and tests retry on EADDRINUSE if they care.
+ * Ports that were free a moment ago, all different, for nodes that will bind them shortly. They are drawn at random
+ * BELOW the kernel's ephemeral range: a port the kernel handed out for listen(0) comes from the range it also uses
+ * for the local side of outgoing connections, so any process's next connect() could take it before the node binds
+ * it (seen: a dev-cluster node failing with EADDRINUSE while other tests ran). Each candidate is bound, all are held
+ * until `count` are found, then released. Falls back to the kernel's choice when no range is left below it.
  */
 export async function freePorts(count: number, host = '127.0.0.1'): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: count }, () =>
-      new Promise<import('node:net').Server>((resolvePromise, reject) => {
-        const server = createServer();
-        server.once('error', reject);
-        server.listen(0, host, () => resolvePromise(server));
-      }),
-    ),
-  );
-  const ports = servers.map((server) => {
+  const low = 10_000;
+  const high = ephemeralPortRange()[0] - 1;
+  const held: Server[] = [];
+  const tried = new Set<number>();
+  if (high - low >= count * 8) {
+    while (held.length < count && tried.size < 4 * count + 200) {
+      const port = low + Math.floor(Math.random() * (high - low + 1));
+      if (tried.has(port)) continue;
+      tried.add(port);
+      const server = await tryListen(port, host);
+      if (server) held.push(server);
+    }
+  }
+  while (held.length < count) {
+    const server = await tryListen(0, host);
+    if (!server) throw new Error(`no free TCP port on ${host}`);
+    held.push(server);
+  }
+  const ports = held.map((server) => {
     const address = server.address();
     if (address === null || typeof address === 'string') throw new Error('no TCP address');
     return address.port;
   });
-  await Promise.all(servers.map((server) => new Promise<void>((done) => server.close(() => done()))));
+  await Promise.all(held.map((server) => new Promise<void>((done) => server.close(() => done()))));
   return ports;
 }
 

@@ -3,7 +3,7 @@
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadFederation } from '../../src/config/load.ts';
-import { writeLocalFederation } from '../../src/config/local-federation.ts';
+import { ephemeralPortRange, freePorts, writeLocalFederation } from '../../src/config/local-federation.ts';
 import { loadNodeCredentials } from '../../src/pki/credentials.ts';
 import { PeerClientPool } from '../../src/transport/client.ts';
 import { PeerServer } from '../../src/transport/server.ts';
@@ -12,6 +12,16 @@ import { tempDir } from './helpers.ts';
 describe('writeLocalFederation', () => {
   const tmp = tempDir();
   afterAll(() => tmp.cleanup());
+
+  it("picks ports outside the kernel's ephemeral range (where any connect() could take them), all different", async () => {
+    const [ephemeralLow] = ephemeralPortRange();
+    const ports = await freePorts(12);
+    expect(new Set(ports).size).toBe(12);
+    for (const port of ports) {
+      expect(port).toBeGreaterThanOrEqual(10_000);
+      expect(port).toBeLessThan(ephemeralLow);
+    }
+  });
 
   it('writes a federation whose nodes all authenticate each other over mutual TLS', async () => {
     const fed = await writeLocalFederation({
