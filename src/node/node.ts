@@ -55,6 +55,12 @@ export interface NodeOptions {
   snapshotBytes?: number;
   /** How long one awaiting proposal holds back this node's next one (see VerdictSwarmOptions.proposalHoldMs). */
   proposalHoldMs?: number;
+  /**
+   * Default true. False: this node neither relays its agents' verdicts to the Raft leader nor takes relayed ones
+   * (the relay channel is not served, as in versions before it) — for a rolling upgrade from such a version: nodes
+   * run with it off until every node of the federation takes relayed verdicts.
+   */
+  relayVerdicts?: boolean;
 }
 
 export class ConclaveNode implements NodeService {
@@ -140,6 +146,7 @@ export class ConclaveNode implements NodeService {
         ...(options.snapshotEvery ? { snapshotEvery: options.snapshotEvery } : {}),
         ...(options.snapshotBytes ? { snapshotBytes: options.snapshotBytes } : {}),
         ...(options.proposalHoldMs ? { proposalHoldMs: options.proposalHoldMs } : {}),
+        ...(options.relayVerdicts === false ? { relayVerdicts: false } : {}),
         onMembership: () => setImmediate(() => this.applyTransportMembers()),
         ...(byzantine ? { byzantine } : {}),
       });
@@ -166,8 +173,10 @@ export class ConclaveNode implements NodeService {
         throw error;
       }
     };
-    // Consensus channels carry their era ("raft.e0", "pbft.e1", ...): each swarm routes them to the engine of that era.
-    for (const family of ['raft', 'raft-propose', 'pbft', 'pbft-call']) {
+    // Consensus channels carry their era ("raft.e0", "pbft.e1", ...): each swarm routes them to the engine of that era;
+    // "verdicts.relay" (a Raft follower hands admitted verdicts to the leader) belongs to the swarm, not to an era.
+    const families = ['raft', 'pbft', 'pbft-call', ...(options.relayVerdicts === false ? [] : ['verdicts'])];
+    for (const family of families) {
       this.peerServer.onMessages(`${family}.*`, (fromOrg, swarmId, messages, _peer, channel) => {
         memberSwarm(fromOrg, swarmId)?.receive(fromOrg, channel, messages);
       });

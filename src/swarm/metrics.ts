@@ -11,6 +11,7 @@ export class NodeMetrics {
   readonly proposals: Counter<'swarm' | 'outcome'>;
   readonly verdicts: Counter<'swarm' | 'status'>;
   readonly proposalVerdicts: Histogram<'swarm'>;
+  readonly relayedVerdicts: Counter<'swarm' | 'event'>;
   readonly commitLatency: Histogram<'swarm'>;
   readonly peerUp: Gauge<'peer'>;
   readonly droppedMessages: Counter<'swarm' | 'reason'>;
@@ -37,6 +38,12 @@ export class NodeMetrics {
       help: 'verdicts per proposal this node made (bigger under load: one proposal per node awaits commit at a time)',
       labelNames: ['swarm'],
       buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+      registers,
+    });
+    this.relayedVerdicts = new Counter({
+      name: 'conclave_relayed_verdicts_total',
+      help: 'Raft: verdicts a follower relayed to the leader (sent, expired: proposed by the follower itself after all) or the leader took from followers (received, refused)',
+      labelNames: ['swarm', 'event'],
       registers,
     });
     this.commitLatency = new Histogram({

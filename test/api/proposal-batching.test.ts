@@ -2,7 +2,8 @@
 // together in its next proposal (fewer, bigger log entries). Real nodes in one process (TLS, HTTP/2, RocksDB): with
 // its peers down, a node's first proposal cannot commit; three verdicts admitted after it must wait and go out as ONE
 // proposal once the peers are back — and every verdict still commits exactly once. Without the bound each verdict
-// leaves in its own proposal (four in all), which this test refuses.
+// leaves in its own proposal (four in all), which this test refuses. Relaying is off here (a follower would otherwise
+// hand the held verdicts to the leader it believes in: test/api/verdict-relay.test.ts covers that).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log/logger.ts';
 import { ConclaveNode } from '../../src/node/node.ts';
@@ -28,7 +29,7 @@ async function accept(org: string, subject: string): Promise<void> {
 
 beforeAll(async () => {
   // The hold outlasts the outage: the held verdicts may leave only when the first proposal commits.
-  fed = await startInProcessFederation({ orgs, swarms: [{ id: 'batch', mode: 'raft', policy }], proposalHoldMs: 600_000 });
+  fed = await startInProcessFederation({ orgs, swarms: [{ id: 'batch', mode: 'raft', policy }], proposalHoldMs: 600_000, nodeOptions: () => ({ relayVerdicts: false }) });
   await fed.waitFor('a raft leader', async () => {
     const status = await fed.api('acme', 'GET', '/v1/swarms/batch/status');
     return status.status === 200 && status.json.leader ? status.json.leader : null;
@@ -51,7 +52,7 @@ describe('proposals in flight per node', () => {
 
     for (const org of ['globex', 'initech']) {
       const config = fed.orgs.find((o) => o.org === org)!;
-      const node = new ConclaveNode({ configPath: config.configPath, logger: createLogger({ level: 'silent' }), tickMs: 20 });
+      const node = new ConclaveNode({ configPath: config.configPath, logger: createLogger({ level: 'silent' }), tickMs: 20, relayVerdicts: false });
       fed.nodes.set(org, node);
       await node.start();
     }

@@ -25,3 +25,13 @@ describe('conclave start --heap-growing-percent', () => {
     expect(good.stderr).not.toMatch(/heap-growing-percent/);
   });
 });
+
+describe('conclave start --no-relay', () => {
+  it('is an option of start (it reaches the file check) and is listed in its help', () => {
+    const run = spawnSync(process.execPath, [bin, 'start', '--config', missing, '--no-relay'], { encoding: 'utf8', timeout: 60_000 });
+    expect(run.status).toBe(2); // the missing federation file, not an unknown option
+    expect(run.stderr).not.toMatch(/unknown option/);
+    const help = spawnSync(process.execPath, [bin, 'start', '--help'], { encoding: 'utf8', timeout: 60_000 });
+    expect(help.stdout).toMatch(/--no-relay\s+neither relay verdicts to the Raft leader/);
+  });
+});

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { writeLocalFederation, type LocalOrg, type SwarmSpec } from '../../src/config/local-federation.ts';
 import { createLogger } from '../../src/log/logger.ts';
-import { ConclaveNode } from '../../src/node/node.ts';
+import { ConclaveNode, type NodeOptions } from '../../src/node/node.ts';
 import { signVerdict, type AgentPrivateJwk } from '../../src/verdict/agent.ts';
 
 import { waitFor } from './wait.ts';
@@ -23,7 +23,14 @@ export interface InProcessFederation {
   close(): Promise<void>;
 }
 
-export async function startInProcessFederation(options: { orgs: string[]; swarms: SwarmSpec[]; tickMs?: number; proposalHoldMs?: number }): Promise<InProcessFederation> {
+export async function startInProcessFederation(options: {
+  orgs: string[];
+  swarms: SwarmSpec[];
+  tickMs?: number;
+  proposalHoldMs?: number;
+  /** More node options, per org. */
+  nodeOptions?: (org: string) => Partial<NodeOptions>;
+}): Promise<InProcessFederation> {
   const dir = mkdtempSync(join(tmpdir(), 'conclave-fed-'));
   const federation = await writeLocalFederation({ dir, orgs: options.orgs, swarms: options.swarms });
   const nodes = new Map<string, ConclaveNode>();
@@ -34,7 +41,13 @@ export async function startInProcessFederation(options: { orgs: string[]; swarms
   }
   await Promise.all(
     federation.orgs.map(async (org) => {
-      const node = new ConclaveNode({ configPath: org.configPath, logger, tickMs: options.tickMs ?? 20, ...(options.proposalHoldMs ? { proposalHoldMs: options.proposalHoldMs } : {}) });
+      const node = new ConclaveNode({
+        configPath: org.configPath,
+        logger,
+        tickMs: options.tickMs ?? 20,
+        ...(options.proposalHoldMs ? { proposalHoldMs: options.proposalHoldMs } : {}),
+        ...options.nodeOptions?.(org.org),
+      });
       nodes.set(org.org, node);
       await node.start();
     }),

@@ -29,13 +29,14 @@ export function register(program: Command): void {
     .requiredOption('-c, --config <file>', 'the federation file (federation.yaml)')
     .option('--pretty', 'human-readable logs instead of JSON lines')
     .option('--tick-ms <ms>', 'milliseconds per Raft tick (election timeout is 10-20 ticks)', (v) => Number.parseInt(v, 10))
+    .option('--no-relay', "neither relay verdicts to the Raft leader nor take relayed ones (rolling upgrade from a version without relaying)")
     .option(
       '--heap-growing-percent <n>',
       "V8 old-generation growth before a full GC, in % of the live heap (0 = V8's adaptive default; lower = smaller RSS)",
       parseHeapGrowingPercent,
       DEFAULT_HEAP_GROWING_PERCENT,
     )
-    .action(async (options: { config: string; pretty?: boolean; tickMs?: number; heapGrowingPercent: number }) => {
+    .action(async (options: { config: string; pretty?: boolean; tickMs?: number; relay: boolean; heapGrowingPercent: number }) => {
       if (options.heapGrowingPercent > 0) setFlagsFromString(`--heap-growing-percent=${options.heapGrowingPercent}`);
       const { createLogger } = await import('../../log/logger.ts');
       const { ConclaveNode } = await import('../../node/node.ts');
@@ -43,7 +44,7 @@ export function register(program: Command): void {
       const logger = createLogger({ pretty: options.pretty ?? false });
       let node;
       try {
-        node = new ConclaveNode({ configPath: options.config, logger, ...(options.tickMs ? { tickMs: options.tickMs } : {}) });
+        node = new ConclaveNode({ configPath: options.config, logger, ...(options.tickMs ? { tickMs: options.tickMs } : {}), ...(options.relay ? {} : { relayVerdicts: false }) });
       } catch (error) {
         if (error instanceof FederationError) {
           console.error(error.message);
