@@ -50,6 +50,11 @@ export interface RaftSwarmOptions {
   rand?: () => number;
   /** Default true: an idle swarm stops ticking and sending until something happens (see RaftConfig.quiesce). */
   quiesce?: boolean;
+  /**
+   * Checks a proposal a follower forwarded before this leader appends it (default: every command is appended):
+   * what is committed was judged once, here, so applying it needs no node-local judgement (keys) that could differ.
+   */
+  validateForwarded?: (data: Uint8Array) => boolean;
   /** Called after a Ready cycle changed the role, term, leader, commit or applied index (not on every heartbeat). */
   onStatus?: (status: RaftStatus) => void;
 }
@@ -249,8 +254,8 @@ export class RaftSwarm implements ConsensusEngine {
     // Peers may speak before start() has loaded the log and built the core: drop, Raft retransmits.
     if (!this.core) return { accepted: 0, dropped: batch.length };
     if (channel === this.forwardChannel) {
-      this.receiveForwarded(batch);
-      return { accepted: batch.length, dropped: 0 };
+      const dropped = this.receiveForwarded(batch);
+      return { accepted: batch.length - dropped, dropped };
     }
     let accepted = 0;
     let dropped = 0;
@@ -328,13 +333,22 @@ export class RaftSwarm implements ConsensusEngine {
     });
   }
 
-  /** Proposals forwarded by followers: the leader proposes each once while it is in flight. */
-  private receiveForwarded(batch: Uint8Array[]): void {
+  /** Proposals forwarded by followers: the leader proposes each valid one once while it is in flight; returns how many it refused. */
+  private receiveForwarded(batch: Uint8Array[]): number {
+    let refused = 0;
     for (const data of batch) {
       // Only commands (canonical JSON objects) may be forwarded: conf entries are recognised by not being JSON.
-      if (data[0] !== 0x7b) continue;
+      if (data[0] !== 0x7b) {
+        refused++;
+        continue;
+      }
       const key = dataKey(data);
       if (this.inFlight.has(key)) continue;
+      // Only a leader appends; a follower that receives a forward (a stale view of who leads) lets it fail below.
+      if (this.core.leader() === this.options.self && this.options.validateForwarded && !this.options.validateForwarded(data)) {
+        refused++;
+        continue;
+      }
       const result = this.core.propose(data);
       if (result.ok) {
         this.inFlight.set(key, result.index);
@@ -342,6 +356,7 @@ export class RaftSwarm implements ConsensusEngine {
       }
     }
     this.schedule();
+    return refused;
   }
 
   /** Waits until `index` is applied here; false when the entry applied there has another term (ours was lost). */

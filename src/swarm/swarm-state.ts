@@ -12,8 +12,7 @@ import { nextCheckpoint, signCheckpoint, verifyCheckpoint, type Checkpoint } fro
 import { DecisionMachine, type ApplyOutcome, type MachineCounters } from '../verdict/machine.ts';
 import { StoredDecisions } from '../storage/decision-store.ts';
 import type { Keyring } from '../verdict/keyring.ts';
-import { jwsHashOf } from '../verdict/verify.ts';
-import { checkAdminApprovals, decodeCommand, verifyProposal, type AdminAction, type AdminCommand, type LogCommand } from '../verdict/proposal.ts';
+import { checkAdminApprovals, decodeCommand, type AdminAction, type AdminCommand, type LogCommand } from '../verdict/proposal.ts';
 import type { AppliedStateStore } from '../storage/applied-state.ts';
 import { recordHash } from '../audit/chain.ts';
 import type { CommittedEntry } from './engine.ts';
@@ -358,16 +357,15 @@ export class SwarmState {
     return [...this.adminChanges.values()].sort((a, b) => (a.id < b.id ? -1 : 1));
   }
 
+  /**
+   * Keys and signatures of a verdicts command were judged before it committed — raft: the leader admitted every
+   * verdict it proposes and verified the node signature of every proposal it took from a follower; pbft: a replica
+   * prepares a batch only when it verified every agent JWS and node signature in it. Applying consults no keys: a
+   * node whose federation file lacks a key others have (a key being added or removed, file by file) still applies
+   * exactly what the others apply. The auditor checks every signature offline against its federation file.
+   */
   private applyCommand(index: number, command: LogCommand): ApplyOutcome[] {
-    if (command.type === 'verdicts') {
-      // Raft: the proposal signature makes the proposing node answerable for its content. PBFT: the machine
-      // verifies every agent JWS too (a replica never trusts one node's word).
-      if (command.swarm !== this.options.swarm.id || !verifyProposal(command, this.options.keyring)) {
-        return command.batch.map((jws) => ({ jwsHash: jwsHashOf(jws), status: 'rejected' as const, subject: null, index, code: 'BAD_SIGNATURE' as const, reason: `the proposal of node ${command.proposer} does not verify` }));
-      }
-    }
-    // The proposal signature was verified just above: the machine need not verify (and canonicalize) it again.
-    return this.machine.apply(index, command, { verifyAgentSignatures: this.mode === 'pbft', proposalSignatureVerified: command.type === 'verdicts' });
+    return this.machine.apply(index, command, { verifyAgentSignatures: false, keysCheckedBeforeCommit: true });
   }
 
   private rememberRoot(size: number, root: string, hash: string): void {

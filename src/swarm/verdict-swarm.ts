@@ -325,8 +325,25 @@ export class VerdictSwarm implements SwarmService {
       snapshotEvery: options.snapshotEvery ?? 10_000,
       ...(options.snapshotBytes ? { snapshotBytes: options.snapshotBytes } : {}),
       applier,
+      validateForwarded: (data: Uint8Array) => this.validateForwarded(data),
       onStatus: () => this.updateMetrics(),
     });
+  }
+
+  /**
+   * Raft leader: a follower's forwarded proposal is appended only when its node signature verifies here (its
+   * content is the proposer's word, as in any raft proposal). Judged once, before commit: applying it consults no
+   * keys, so replicas whose federation files differ for a while (a key being added) still apply the same thing.
+   * Admin commands are judged when applied (approvals accumulate across entries).
+   */
+  private validateForwarded(data: Uint8Array): boolean {
+    try {
+      const command = decodeCommand(data);
+      if (command.type === 'verdicts') return command.swarm === this.id && verifyProposal(command, this.options.keyring);
+      return command.type === 'admin' || command.type === 'noop';
+    } catch {
+      return false;
+    }
   }
 
   /** PBFT: a replica votes only for batches whose every agent JWS and node signature it verified itself. */

@@ -77,6 +77,13 @@ export interface ApplyOptions {
    * membership checks still run.
    */
   proposalSignatureVerified?: boolean;
+  /**
+   * Nodes: keys and signatures were judged before the entry committed (raft leader, pbft quorum), so apply looks no
+   * key up — neither the proposal's node key nor the verdicts' agent keys — and every replica reaches the same state
+   * whatever keys its own federation file lists. Membership, policy, nonce and subject rules still apply. The auditor
+   * does not set it: it judges keys itself, against its federation file.
+   */
+  keysCheckedBeforeCommit?: boolean;
 }
 
 /** Where a verdict was recorded. */
@@ -208,7 +215,7 @@ export class DecisionMachine {
     }
     this.applied = index;
     if (cmd.type !== 'verdicts') return []; // noop; admin commands are applied by a later issue
-    const refusal = this.checkProposal(cmd, opts.proposalSignatureVerified === true);
+    const refusal = this.checkProposal(cmd, opts.proposalSignatureVerified === true || opts.keysCheckedBeforeCommit === true);
     if (refusal) return cmd.batch.map((jws) => ({ jwsHash: jwsHashOf(jws), status: 'rejected', subject: null, index, code: refusal.code, reason: refusal.message }));
     const batch = cmd.batch.map((jws): PreparedVerdict => {
       const jwsHash = jwsHashOf(jws);
@@ -250,7 +257,7 @@ export class DecisionMachine {
       if (!verdict.parsed) throw verdict.parseError;
       const parsed = verdict.parsed;
       subjectId = parsed.payload.subject;
-      checkVerdictSignature(parsed, this.keyring, !opts.verifyAgentSignatures);
+      if (!opts.keysCheckedBeforeCommit) checkVerdictSignature(parsed, this.keyring, !opts.verifyAgentSignatures);
       checkVerdictAgainstSwarm(parsed, this.swarm);
       this.checkNonce(parsed.payload.org, parsed.payload.nonce, jwsHash);
       const { payload } = parsed;

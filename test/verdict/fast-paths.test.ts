@@ -485,3 +485,40 @@ describe('DecisionMachine.apply with proposalSignatureVerified', () => {
     expect(new DecisionMachine(swarm, fed.keyring).apply(1, otherSwarm, opts)).toEqual([expect.objectContaining({ status: 'rejected', code: 'SWARM_MISMATCH' })]);
   });
 });
+
+// ---- keys judged before commit: apply consults no key -------------------------------------------------------
+
+describe('DecisionMachine.apply with keysCheckedBeforeCommit (what nodes apply)', () => {
+  const fed = makeFederation(['acme', 'globex', 'initech']);
+  // Same org names, other keys: what a node whose federation file lags (or leads) another's would see.
+  const elsewhere = makeFederation(['acme', 'globex', 'initech']);
+  const swarm = makeSwarm('s1', ['acme', 'globex']);
+  const nodeOpts = { verifyAgentSignatures: false, keysCheckedBeforeCommit: true };
+
+  it('a verdict signed with an agent key this keyring lacks: UNKNOWN_KID for the auditor, recorded by a node', () => {
+    const jws = verdictOf(elsewhere, 'acme', { subject: 'k', verdict: 'approve' });
+    const proposal = signProposal('s1', 'acme', [jws], fed.keys.acme!.node);
+    expect(new DecisionMachine(swarm, fed.keyring).apply(1, proposal, { verifyAgentSignatures: false })).toEqual([expect.objectContaining({ status: 'rejected', code: 'UNKNOWN_KID' })]);
+    const here = new DecisionMachine(swarm, fed.keyring).apply(1, proposal, nodeOpts);
+    expect(here).toEqual([expect.objectContaining({ status: 'recorded' })]);
+    // Whatever keys a node's file lists, it applies the same: the machine with the other federation's keys agrees.
+    expect(new DecisionMachine(swarm, elsewhere.keyring).apply(1, proposal, nodeOpts)).toEqual(here);
+  });
+
+  it('a proposal signed with a node key this keyring lacks is applied; membership, swarm and nonce rules still hold', () => {
+    const jws = verdictOf(fed, 'acme', { subject: 'n', verdict: 'approve' });
+    const byUnknownKey = signProposal('s1', 'acme', [jws], elsewhere.keys.acme!.node);
+    expect(new DecisionMachine(swarm, fed.keyring).apply(1, byUnknownKey, { verifyAgentSignatures: false })).toEqual([expect.objectContaining({ status: 'rejected', code: 'BAD_PROPOSAL' })]);
+    const node = new DecisionMachine(swarm, fed.keyring);
+    expect(node.apply(1, byUnknownKey, nodeOpts)).toEqual([expect.objectContaining({ status: 'recorded' })]);
+    const outsider = signProposal('s1', 'initech', [verdictOf(fed, 'acme', { subject: 'o', verdict: 'approve' })], fed.keys.initech!.node);
+    expect(node.apply(2, outsider, nodeOpts)).toEqual([expect.objectContaining({ status: 'rejected', code: 'BAD_PROPOSAL' })]);
+    const otherSwarm = signProposal('s2', 'acme', [verdictOf(fed, 'acme', { subject: 'p', verdict: 'approve' }, 's2')], fed.keys.acme!.node);
+    expect(node.apply(3, otherSwarm, nodeOpts)).toEqual([expect.objectContaining({ status: 'rejected', code: 'SWARM_MISMATCH' })]);
+    const nonce = 'same-nonce-for-both-0123';
+    const first = signProposal('s1', 'acme', [verdictOf(fed, 'acme', { subject: 'q1', verdict: 'approve', nonce })], fed.keys.acme!.node);
+    const second = signProposal('s1', 'acme', [verdictOf(fed, 'acme', { subject: 'q2', verdict: 'approve', nonce })], fed.keys.acme!.node);
+    expect(node.apply(4, first, nodeOpts)[0]!.status).toBe('recorded');
+    expect(node.apply(5, second, nodeOpts)).toEqual([expect.objectContaining({ status: 'rejected', code: 'NONCE_REPLAYED' })]);
+  });
+});

@@ -1,0 +1,129 @@
+// Replicas whose federation files differ on a key still apply the same log. A raft swarm's keys are judged before an
+// entry commits (the leader's admission of what it proposes, its check of a follower's forwarded proposal), never
+// when applying: a follower whose file already lists a new agent key of its org (the file updated on one node
+// first) commits that agent's verdicts, and every node — including the leader, whose file lacks the key — applies
+// them the same way. Before this, the others applied UNKNOWN_KID and their subjects diverged. Also: a forwarded
+// proposal whose node signature does not verify is refused by the leader and never enters the log.
+// Real nodes in one process (TLS, HTTP/2, RocksDB).
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse, stringify } from 'yaml';
+import { exportPrivateJwk, generateSigningKey } from '../../src/crypto/ed25519.ts';
+import { PeerClientPool } from '../../src/transport/client.ts';
+import { signVerdict, type AgentPrivateJwk } from '../../src/verdict/agent.ts';
+import { encodeCommand, signProposal } from '../../src/verdict/proposal.ts';
+import { startInProcessFederation, type InProcessFederation } from '../support/inproc-federation.ts';
+
+const SWARM = 'skew';
+const orgs = ['acme', 'globex', 'initech'];
+const policy = { values: ['approve', 'reject'], quorum: 'all' as const, rule: 'majority' as const };
+let fed: InProcessFederation;
+let leader: string;
+let follower: string;
+
+async function metric(org: string, name: string, labels: string): Promise<number> {
+  const text = (await fed.api(org, 'GET', '/metrics')).text;
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && labels.split(',').every((label) => l.includes(label)));
+  return line ? Number(line.split(' ').at(-1)) : 0;
+}
+
+beforeAll(async () => {
+  fed = await startInProcessFederation({ orgs, swarms: [{ id: SWARM, mode: 'raft', policy }] });
+  leader = await fed.waitFor('a raft leader all agree on', async () => {
+    const views = await Promise.all(orgs.map((org) => fed.api(org, 'GET', `/v1/swarms/${SWARM}/status`)));
+    const leaders = new Set(views.map((v) => (v.status === 200 ? v.json.leader : null)));
+    const [only] = [...leaders];
+    return leaders.size === 1 && only ? (only as string) : null;
+  });
+  follower = orgs.find((org) => org !== leader)!;
+}, 120_000);
+
+afterAll(async () => {
+  await fed?.close();
+});
+
+describe('federation files that differ on a key', () => {
+  it('verdicts signed with a key only the follower’s file lists commit, and every node applies them alike', async () => {
+    const self = fed.orgs.find((o) => o.org === follower)!;
+    const newKey = generateSigningKey();
+    const document = parse(readFileSync(self.configPath, 'utf8'));
+    document.members.find((m: { org: string }) => m.org === follower).agentKeys.push(newKey.publicJwk);
+    writeFileSync(self.configPath, stringify(document));
+    const report = fed.nodes.get(follower)!.reload();
+    expect(report.ok, report.error ?? '').toBe(true);
+    const privateJwk = exportPrivateJwk(newKey) as AgentPrivateJwk;
+    const sign = (subject: string) => signVerdict({ privateJwk, swarm: SWARM, subject, org: follower, agent: `${follower}-new-bot`, verdict: 'approve', reason: 'reviewed' });
+
+    // The leader's file lacks the key: submitted there, the verdict is refused at admission, as it should be.
+    const atLeader = await fed.api(leader, 'POST', `/v1/swarms/${SWARM}/verdicts`, { jws: await sign('skew/at-leader') });
+    expect(atLeader.status, atLeader.text).toBe(401);
+    expect(atLeader.json.code).toBe('UNKNOWN_KID');
+
+    // Submitted to the follower, one at a time and then a burst (which relays some to the leader, who refuses
+    // them; the follower then proposes them itself): each commits.
+    const subjects = ['skew/0', 'skew/1'];
+    for (const subject of subjects) {
+      const answer = await fed.api(follower, 'POST', `/v1/swarms/${SWARM}/verdicts`, { jws: await sign(subject) });
+      expect(answer.status, answer.text).toBe(200);
+      expect(answer.json.status).toBe('committed');
+    }
+    const burst = Array.from({ length: 16 }, (_, i) => `skew/burst/${i}`);
+    const answers = await Promise.all(burst.map(async (subject) => fed.api(follower, 'POST', `/v1/swarms/${SWARM}/verdicts`, { jws: await sign(subject) })));
+    for (const answer of answers) {
+      expect(answer.status, answer.text).toBe(200);
+      expect(answer.json.status).toBe('committed');
+    }
+    subjects.push(...burst);
+
+    // Every node applied every one of them, with the same vote and the same log head.
+    for (const org of orgs) {
+      await fed.waitFor(`${org} to apply all ${subjects.length}`, async () => {
+        for (const subject of subjects) {
+          const view = await fed.api(org, 'GET', `/v1/swarms/${SWARM}/subjects/${encodeURIComponent(subject)}`);
+          if (view.status !== 200) return false;
+          expect(view.json.votes.map((v: { org: string; agent: string }) => `${v.org}/${v.agent}`), `${org} ${subject}`).toEqual([`${follower}/${follower}-new-bot`]);
+        }
+        return true;
+      });
+    }
+    const heads = await fed.waitFor('the same log head everywhere', async () => {
+      const seen = new Set<string>();
+      for (const org of orgs) {
+        const { appliedIndex } = (await fed.api(org, 'GET', `/v1/swarms/${SWARM}/status`)).json;
+        const [entry] = (await fed.api(org, 'GET', `/v1/swarms/${SWARM}/log?from=${appliedIndex}&limit=1`)).json.entries;
+        seen.add(`${appliedIndex}:${entry.hash}`);
+      }
+      return seen.size === 1 ? [...seen][0] : null;
+    });
+    expect(heads).toMatch(/^\d+:[0-9a-f]{64}$/);
+  }, 180_000);
+
+  it('a forwarded proposal whose node signature does not verify is refused by the leader and never committed', async () => {
+    const self = fed.orgs.find((o) => o.org === follower)!;
+    const target = fed.orgs.find((o) => o.org === leader)!;
+    const pool = new PeerClientPool({
+      self: follower,
+      tls: { certPem: readFileSync(join(self.certDir, 'node.crt'), 'utf8'), keyPem: readFileSync(join(self.certDir, 'node.key'), 'utf8') },
+      members: [{ org: leader, peerUrl: target.peerUrl, caPem: readFileSync(join(target.certDir, 'ca.crt'), 'utf8') }],
+    });
+    try {
+      const dropped = () => metric(leader, 'conclave_dropped_messages_total', `swarm="${SWARM}",reason="bad-raft-message"`);
+      const before = await dropped();
+      const commitBefore = (await fed.api(leader, 'GET', `/v1/swarms/${SWARM}/status`)).json.commitIndex;
+      const jws = await fed.sign(follower, { swarm: SWARM, subject: 'skew/forged', verdict: 'approve' });
+      const forged = encodeCommand(signProposal(SWARM, follower, [jws], generateSigningKey()));
+      const otherSwarm = encodeCommand(signProposal('elsewhere', follower, [jws], generateSigningKey()));
+      pool.send(leader, SWARM, 'raft.e0.forward', [forged, otherSwarm, Buffer.from('{"not":"a command"}'), Buffer.from('junk')]);
+      await pool.flush();
+      await fed.waitFor('the leader to refuse all four', async () => (await dropped()) === before + 4);
+      expect((await fed.api(leader, 'GET', `/v1/swarms/${SWARM}/status`)).json.commitIndex).toBe(commitBefore);
+      expect((await fed.api(leader, 'GET', `/v1/swarms/${SWARM}/subjects/${encodeURIComponent('skew/forged')}`)).status).toBe(404);
+      // The same verdict, submitted honestly, commits.
+      const ok = await fed.api(follower, 'POST', `/v1/swarms/${SWARM}/verdicts`, { jws });
+      expect(ok.status, ok.text).toBe(200);
+    } finally {
+      await pool.close();
+    }
+  }, 120_000);
+});
