@@ -6,14 +6,12 @@
 // proposal whose node signature does not verify is refused by the leader and never enters the log.
 // Real nodes in one process (TLS, HTTP/2, RocksDB).
 import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
 import { exportPrivateJwk, generateSigningKey } from '../../src/crypto/ed25519.ts';
-import { PeerClientPool } from '../../src/transport/client.ts';
 import { signVerdict, type AgentPrivateJwk } from '../../src/verdict/agent.ts';
 import { encodeCommand, signProposal } from '../../src/verdict/proposal.ts';
-import { startInProcessFederation, type InProcessFederation } from '../support/inproc-federation.ts';
+import { agreedLeader, metricOf, peerClientAs, startInProcessFederation, type InProcessFederation } from '../support/inproc-federation.ts';
 
 const SWARM = 'skew';
 const orgs = ['acme', 'globex', 'initech'];
@@ -22,20 +20,9 @@ let fed: InProcessFederation;
 let leader: string;
 let follower: string;
 
-async function metric(org: string, name: string, labels: string): Promise<number> {
-  const text = (await fed.api(org, 'GET', '/metrics')).text;
-  const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && labels.split(',').every((label) => l.includes(label)));
-  return line ? Number(line.split(' ').at(-1)) : 0;
-}
-
 beforeAll(async () => {
   fed = await startInProcessFederation({ orgs, swarms: [{ id: SWARM, mode: 'raft', policy }] });
-  leader = await fed.waitFor('a raft leader all agree on', async () => {
-    const views = await Promise.all(orgs.map((org) => fed.api(org, 'GET', `/v1/swarms/${SWARM}/status`)));
-    const leaders = new Set(views.map((v) => (v.status === 200 ? v.json.leader : null)));
-    const [only] = [...leaders];
-    return leaders.size === 1 && only ? (only as string) : null;
-  });
+  leader = await agreedLeader(fed, SWARM);
   follower = orgs.find((org) => org !== leader)!;
 }, 120_000);
 
@@ -100,15 +87,9 @@ describe('federation files that differ on a key', () => {
   }, 180_000);
 
   it('a forwarded proposal whose node signature does not verify is refused by the leader and never committed', async () => {
-    const self = fed.orgs.find((o) => o.org === follower)!;
-    const target = fed.orgs.find((o) => o.org === leader)!;
-    const pool = new PeerClientPool({
-      self: follower,
-      tls: { certPem: readFileSync(join(self.certDir, 'node.crt'), 'utf8'), keyPem: readFileSync(join(self.certDir, 'node.key'), 'utf8') },
-      members: [{ org: leader, peerUrl: target.peerUrl, caPem: readFileSync(join(target.certDir, 'ca.crt'), 'utf8') }],
-    });
+    const pool = peerClientAs(fed, follower, leader);
     try {
-      const dropped = () => metric(leader, 'conclave_dropped_messages_total', `swarm="${SWARM}",reason="bad-raft-message"`);
+      const dropped = () => metricOf(fed, leader, 'conclave_dropped_messages_total', `swarm="${SWARM}",reason="bad-raft-message"`);
       const before = await dropped();
       const commitBefore = (await fed.api(leader, 'GET', `/v1/swarms/${SWARM}/status`)).json.commitIndex;
       const jws = await fed.sign(follower, { swarm: SWARM, subject: 'skew/forged', verdict: 'approve' });

@@ -7,18 +7,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log/logger.ts';
 import { ConclaveNode } from '../../src/node/node.ts';
-import { startInProcessFederation, type InProcessFederation } from '../support/inproc-federation.ts';
+import { metricOf, startInProcessFederation, type InProcessFederation } from '../support/inproc-federation.ts';
 
 const orgs = ['acme', 'globex', 'initech'];
 const policy = { values: ['approve', 'reject'], quorum: 'all' as const, rule: 'majority' as const };
 let fed: InProcessFederation;
 
-/** One sample of a metric of `org`'s node, read over its public /metrics endpoint (0 when absent). */
-async function metric(org: string, name: string, labels: string): Promise<number> {
-  const text = (await fed.api(org, 'GET', '/metrics')).text;
-  const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && labels.split(',').every((label) => l.includes(label)));
-  return line ? Number(line.split(' ').at(-1)) : 0;
-}
+const metric = (org: string, name: string, labels: string) => metricOf(fed, org, name, labels);
 
 async function accept(org: string, subject: string): Promise<void> {
   const jws = await fed.sign(org, { swarm: 'batch', subject, verdict: 'approve' });

@@ -4,14 +4,11 @@
 // each committed once and answered on the follower; junk on the relay channel is refused and changes nothing; and
 // beside a leader that does not take relayed verdicts (a version before relaying, in a rolling upgrade) the follower
 // proposes them itself once the relay window passed — relaying never loses an admitted verdict.
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log/logger.ts';
 import { ConclaveNode } from '../../src/node/node.ts';
-import { PeerClientPool } from '../../src/transport/client.ts';
 import { RELAY_CHANNEL } from '../../src/swarm/verdict-swarm.ts';
-import { startInProcessFederation, type InProcessFederation } from '../support/inproc-federation.ts';
+import { agreedLeader, appliedOnceEverywhere, metricOf, peerClientAs, startInProcessFederation, type InProcessFederation } from '../support/inproc-federation.ts';
 
 const SWARM = 'relay';
 const orgs = ['acme', 'globex', 'initech'];
@@ -20,14 +17,8 @@ let fed: InProcessFederation;
 let leader: string;
 let follower: string;
 
-/** One sample of a metric of `org`'s node, read over its public /metrics endpoint (0 when absent). */
-async function metric(org: string, name: string, labels: string): Promise<number> {
-  const text = (await fed.api(org, 'GET', '/metrics')).text;
-  const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && labels.split(',').every((label) => l.includes(label)));
-  return line ? Number(line.split(' ').at(-1)) : 0;
-}
-
-const relayed = (org: string, event: string) => metric(org, 'conclave_relayed_verdicts_total', `swarm="${SWARM}",event="${event}"`);
+/** The relay counter of `org`'s node in federation `of` (default: the first test's). */
+const relayed = (org: string, event: string, of = fed) => metricOf(of, org, 'conclave_relayed_verdicts_total', `swarm="${SWARM}",event="${event}"`);
 
 /** Who signed the proposal of the entry at `index`, as `org`'s node serves its log. */
 async function proposerAt(org: string, index: number): Promise<string | null> {
@@ -46,28 +37,9 @@ async function burst(org: string, prefix: string, count: number, sign: (subject:
   return answers.map((answer, i) => ({ subject: subjects[i]!, status: answer.status, json: answer.json }));
 }
 
-/** Every node holds exactly one vote on each subject (each verdict committed once, everywhere). */
-async function committedOnceEverywhere(subjects: string[]): Promise<void> {
-  for (const org of orgs) {
-    await fed.waitFor(`${org} to apply ${subjects.length} subjects`, async () => {
-      for (const subject of subjects) {
-        const view = await fed.api(org, 'GET', `/v1/swarms/${SWARM}/subjects/${encodeURIComponent(subject)}`);
-        if (view.status !== 200) return false;
-        expect(view.json.votes.length, `${org} ${subject}`).toBe(1);
-      }
-      return true;
-    });
-  }
-}
-
 beforeAll(async () => {
   fed = await startInProcessFederation({ orgs, swarms: [{ id: SWARM, mode: 'raft', policy }] });
-  leader = await fed.waitFor('a raft leader all agree on', async () => {
-    const views = await Promise.all(orgs.map((org) => fed.api(org, 'GET', `/v1/swarms/${SWARM}/status`)));
-    const leaders = new Set(views.map((v) => (v.status === 200 ? v.json.leader : null)));
-    const [only] = [...leaders];
-    return leaders.size === 1 && only ? (only as string) : null;
-  });
+  leader = await agreedLeader(fed, SWARM);
   follower = orgs.find((org) => org !== leader)!;
 }, 120_000);
 
@@ -99,17 +71,11 @@ describe('a Raft follower relays verdicts to the leader', () => {
     expect(await relayed(follower, 'sent')).toBeGreaterThanOrEqual(byLeader);
     expect(await relayed(leader, 'received')).toBeGreaterThanOrEqual(byLeader);
     expect(await relayed(follower, 'expired')).toBe(0);
-    await committedOnceEverywhere(subjects);
+    await appliedOnceEverywhere(fed, SWARM, subjects);
   }, 240_000);
 
   it('junk on the relay channel is refused by the leader, changes nothing, and the node stays up', async () => {
-    const self = fed.orgs.find((o) => o.org === follower)!;
-    const target = fed.orgs.find((o) => o.org === leader)!;
-    const pool = new PeerClientPool({
-      self: follower,
-      tls: { certPem: readFileSync(join(self.certDir, 'node.crt'), 'utf8'), keyPem: readFileSync(join(self.certDir, 'node.key'), 'utf8') },
-      members: [{ org: leader, peerUrl: target.peerUrl, caPem: readFileSync(join(target.certDir, 'ca.crt'), 'utf8') }],
-    });
+    const pool = peerClientAs(fed, follower, leader);
     try {
       const refusedBefore = await relayed(leader, 'refused');
       const status = await fed.api(leader, 'GET', `/v1/swarms/${SWARM}/status`);
@@ -148,12 +114,7 @@ describe('relaying beside nodes that do not take relayed verdicts (a rolling upg
     // Every node starts as a version without relaying (relayVerdicts: false: the relay channel is not served, its
     // messages are dropped unrouted); then one follower restarts with relaying on and relays to such a leader.
     old = await startInProcessFederation({ orgs, swarms: [{ id: SWARM, mode: 'raft', policy }], nodeOptions: () => ({ relayVerdicts: false }) });
-    const oldLeader = await old.waitFor('a raft leader all agree on', async () => {
-      const views = await Promise.all(orgs.map((org) => old.api(org, 'GET', `/v1/swarms/${SWARM}/status`)));
-      const leaders = new Set(views.map((v) => (v.status === 200 ? v.json.leader : null)));
-      const [only] = [...leaders];
-      return leaders.size === 1 && only ? (only as string) : null;
-    });
+    const oldLeader = await agreedLeader(old, SWARM);
     const upgraded = orgs.find((org) => org !== oldLeader)!;
     await old.nodes.get(upgraded)!.stop();
     const node = new ConclaveNode({ configPath: old.orgs.find((o) => o.org === upgraded)!.configPath, logger: createLogger({ level: 'silent' }), tickMs: 20 });
@@ -164,13 +125,8 @@ describe('relaying beside nodes that do not take relayed verdicts (a rolling upg
       return view.status === 200 && view.json.leader === oldLeader;
     });
 
-    const oldMetric = async (org: string, event: string) => {
-      const text = (await old.api(org, 'GET', '/metrics')).text;
-      const line = text.split('\n').find((l) => l.startsWith('conclave_relayed_verdicts_total{') && l.includes(`event="${event}"`));
-      return line ? Number(line.split(' ').at(-1)) : 0;
-    };
     const subjects: string[] = [];
-    for (let round = 0; round < 30 && (await oldMetric(upgraded, 'expired')) === 0; round++) {
+    for (let round = 0; round < 30 && (await relayed(upgraded, 'expired', old)) === 0; round++) {
       const signed = await Promise.all(Array.from({ length: 24 }, (_, i) => old.sign(upgraded, { swarm: SWARM, subject: `upgrade/${round}/${i}`, verdict: 'approve' })));
       const answers = await Promise.all(signed.map((jws) => old.api(upgraded, 'POST', `/v1/swarms/${SWARM}/verdicts?wait=true`, { jws })));
       for (const [i, answer] of answers.entries()) {
@@ -181,18 +137,9 @@ describe('relaying beside nodes that do not take relayed verdicts (a rolling upg
         subjects.push(`upgrade/${round}/${i}`);
       }
     }
-    expect(await oldMetric(upgraded, 'sent')).toBeGreaterThan(0);
-    expect(await oldMetric(upgraded, 'expired'), 'relayed verdicts dropped by the old leader were proposed by the follower').toBeGreaterThan(0);
-    expect(await oldMetric(oldLeader, 'received')).toBe(0);
-    for (const org of orgs) {
-      await old.waitFor(`${org} to apply ${subjects.length} subjects`, async () => {
-        for (const subject of subjects) {
-          const view = await old.api(org, 'GET', `/v1/swarms/${SWARM}/subjects/${encodeURIComponent(subject)}`);
-          if (view.status !== 200) return false;
-          expect(view.json.votes.length, `${org} ${subject}`).toBe(1);
-        }
-        return true;
-      });
-    }
+    expect(await relayed(upgraded, 'sent', old)).toBeGreaterThan(0);
+    expect(await relayed(upgraded, 'expired', old), 'relayed verdicts dropped by the old leader were proposed by the follower').toBeGreaterThan(0);
+    expect(await relayed(oldLeader, 'received', old)).toBe(0);
+    await appliedOnceEverywhere(old, SWARM, subjects);
   }, 300_000);
 });

@@ -7,6 +7,7 @@ import { Agent, request } from 'undici';
 import { writeLocalFederation, type LocalOrg, type SwarmSpec } from '../../src/config/local-federation.ts';
 import { createLogger } from '../../src/log/logger.ts';
 import { ConclaveNode, type NodeOptions } from '../../src/node/node.ts';
+import { PeerClientPool } from '../../src/transport/client.ts';
 import { signVerdict, type AgentPrivateJwk } from '../../src/verdict/agent.ts';
 
 import { waitFor } from './wait.ts';
@@ -103,4 +104,46 @@ export async function startInProcessFederation(options: {
     },
   };
   return fed;
+}
+
+/** One sample of a metric of `org`'s node, read over its public /metrics endpoint (0 when absent). */
+export async function metricOf(fed: InProcessFederation, org: string, name: string, labels: string): Promise<number> {
+  const text = (await fed.api(org, 'GET', '/metrics')).text;
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && labels.split(',').every((label) => l.includes(label)));
+  return line ? Number(line.split(' ').at(-1)) : 0;
+}
+
+/** Waits until every node names the same leader of `swarm`; returns it. */
+export function agreedLeader(fed: InProcessFederation, swarm: string): Promise<string> {
+  return fed.waitFor(`a leader of ${swarm} all nodes agree on`, async () => {
+    const views = await Promise.all(fed.orgs.map((org) => fed.api(org.org, 'GET', `/v1/swarms/${swarm}/status`)));
+    const leaders = new Set(views.map((v) => (v.status === 200 ? v.json.leader : null)));
+    const [only] = [...leaders];
+    return leaders.size === 1 && only ? (only as string) : null;
+  });
+}
+
+/** Waits until every node holds each subject with exactly one vote (each verdict applied once, everywhere). */
+export async function appliedOnceEverywhere(fed: InProcessFederation, swarm: string, subjects: string[]): Promise<void> {
+  for (const { org } of fed.orgs) {
+    await fed.waitFor(`${org} to apply ${subjects.length} subjects`, async () => {
+      for (const subject of subjects) {
+        const view = await fed.api(org, 'GET', `/v1/swarms/${swarm}/subjects/${encodeURIComponent(subject)}`);
+        if (view.status !== 200) return false;
+        if (view.json.votes.length !== 1) throw new Error(`${org} holds ${view.json.votes.length} votes on ${subject}`);
+      }
+      return true;
+    });
+  }
+}
+
+/** A peer client that presents `from`'s node certificate to `to`'s peer port (to speak as a member node). */
+export function peerClientAs(fed: InProcessFederation, from: string, to: string): PeerClientPool {
+  const self = fed.orgs.find((o) => o.org === from)!;
+  const target = fed.orgs.find((o) => o.org === to)!;
+  return new PeerClientPool({
+    self: from,
+    tls: { certPem: readFileSync(join(self.certDir, 'node.crt'), 'utf8'), keyPem: readFileSync(join(self.certDir, 'node.key'), 'utf8') },
+    members: [{ org: to, peerUrl: target.peerUrl, caPem: readFileSync(join(target.certDir, 'ca.crt'), 'utf8') }],
+  });
 }
