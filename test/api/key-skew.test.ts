@@ -11,19 +11,15 @@ import { parse, stringify } from 'yaml';
 import { exportPrivateJwk, generateSigningKey } from '../../src/crypto/ed25519.ts';
 import { signVerdict, type AgentPrivateJwk } from '../../src/verdict/agent.ts';
 import { encodeCommand, signProposal } from '../../src/verdict/proposal.ts';
-import { agreedLeader, metricOf, peerClientAs, startInProcessFederation, type InProcessFederation } from '../support/inproc-federation.ts';
+import { metricOf, peerClientAs, startRaftTrio, type InProcessFederation } from '../support/inproc-federation.ts';
 
 const SWARM = 'skew';
-const orgs = ['acme', 'globex', 'initech'];
-const policy = { values: ['approve', 'reject'], quorum: 'all' as const, rule: 'majority' as const };
 let fed: InProcessFederation;
 let leader: string;
 let follower: string;
 
 beforeAll(async () => {
-  fed = await startInProcessFederation({ orgs, swarms: [{ id: SWARM, mode: 'raft', policy }] });
-  leader = await agreedLeader(fed, SWARM);
-  follower = orgs.find((org) => org !== leader)!;
+  ({ fed, leader, follower } = await startRaftTrio(SWARM));
 }, 120_000);
 
 afterAll(async () => {
@@ -64,7 +60,7 @@ describe('federation files that differ on a key', () => {
     subjects.push(...burst);
 
     // Every node applied every one of them, with the same vote and the same log head.
-    for (const org of orgs) {
+    for (const { org } of fed.orgs) {
       await fed.waitFor(`${org} to apply all ${subjects.length}`, async () => {
         for (const subject of subjects) {
           const view = await fed.api(org, 'GET', `/v1/swarms/${SWARM}/subjects/${encodeURIComponent(subject)}`);
@@ -76,7 +72,7 @@ describe('federation files that differ on a key', () => {
     }
     const heads = await fed.waitFor('the same log head everywhere', async () => {
       const seen = new Set<string>();
-      for (const org of orgs) {
+      for (const { org } of fed.orgs) {
         const { appliedIndex } = (await fed.api(org, 'GET', `/v1/swarms/${SWARM}/status`)).json;
         const [entry] = (await fed.api(org, 'GET', `/v1/swarms/${SWARM}/log?from=${appliedIndex}&limit=1`)).json.entries;
         seen.add(`${appliedIndex}:${entry.hash}`);

@@ -8,11 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log/logger.ts';
 import { ConclaveNode } from '../../src/node/node.ts';
 import { RELAY_CHANNEL } from '../../src/swarm/verdict-swarm.ts';
-import { agreedLeader, appliedOnceEverywhere, metricOf, peerClientAs, startInProcessFederation, type InProcessFederation } from '../support/inproc-federation.ts';
+import { appliedOnceEverywhere, metricOf, peerClientAs, startRaftTrio, type InProcessFederation } from '../support/inproc-federation.ts';
 
 const SWARM = 'relay';
-const orgs = ['acme', 'globex', 'initech'];
-const policy = { values: ['approve', 'reject'], quorum: 'all' as const, rule: 'majority' as const };
 let fed: InProcessFederation;
 let leader: string;
 let follower: string;
@@ -56,9 +54,7 @@ async function burst(of: InProcessFederation, org: string, prefix: string, count
 }
 
 beforeAll(async () => {
-  fed = await startInProcessFederation({ orgs, swarms: [{ id: SWARM, mode: 'raft', policy }] });
-  leader = await agreedLeader(fed, SWARM);
-  follower = orgs.find((org) => org !== leader)!;
+  ({ fed, leader, follower } = await startRaftTrio(SWARM));
 }, 120_000);
 
 afterAll(async () => {
@@ -128,9 +124,9 @@ describe('relaying beside nodes that do not take relayed verdicts (a rolling upg
   it('a verdict the leader never proposes is proposed by the follower itself after the relay window', async () => {
     // Every node starts as a version without relaying (relayVerdicts: false: the relay channel is not served, its
     // messages are dropped unrouted); then one follower restarts with relaying on and relays to such a leader.
-    old = await startInProcessFederation({ orgs, swarms: [{ id: SWARM, mode: 'raft', policy }], nodeOptions: () => ({ relayVerdicts: false }) });
-    const oldLeader = await agreedLeader(old, SWARM);
-    const upgraded = orgs.find((org) => org !== oldLeader)!;
+    let oldLeader: string;
+    let upgraded: string;
+    ({ fed: old, leader: oldLeader, follower: upgraded } = await startRaftTrio(SWARM, () => ({ relayVerdicts: false })));
     await old.nodes.get(upgraded)!.stop();
     const node = new ConclaveNode({ configPath: old.orgs.find((o) => o.org === upgraded)!.configPath, logger: createLogger({ level: 'silent' }), tickMs: 20 });
     old.nodes.set(upgraded, node);
