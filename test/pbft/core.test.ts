@@ -85,6 +85,70 @@ describe('request validation', () => {
   });
 });
 
+describe('a replica that cannot vouch for a request the others accept (its federation file lacks a key)', () => {
+  // org3 refuses every request whose id starts with k; the other three accept them.
+  function skewed(): Cluster {
+    const c = new Cluster(4);
+    c.judge = (id, payload) => !(id === 'org3' && new TextDecoder().decode(payload).startsWith('payload-k'));
+    return c;
+  }
+  const votesOf = (c: Cluster, from: string) => c.node(from).durable.log.filter((m) => (m.type === 'prepare' || m.type === 'commit') && m.from === from && m.seq === 1);
+
+  it('never prepares the batch, but executes it in order once 2f+1 replicas commit it', () => {
+    const c = skewed();
+    c.propose('org0', 'k1');
+    c.deliverAll();
+    c.propose('org1', 'p2');
+    c.deliverAll();
+    for (const id of c.ids) expect(c.executedIds(id), id).toEqual(['k1', 'p2']);
+    agreeOnEverySeq(c, c.ids);
+    expect(votesOf(c, 'org3')).toEqual([]);
+    expect(new Set(votesOf(c, 'org1').map((m) => m.type))).toEqual(new Set(['prepare', 'commit']));
+    expect(c.core('org3').status().dropped['invalid-request']).toBeGreaterThanOrEqual(1);
+  });
+
+  it('a batch it cannot judge and that no quorum commits is never executed by it', () => {
+    const c = skewed();
+    c.filter = (to, m) => !(to === 'org3' && m.type === 'commit');
+    c.propose('org0', 'k1');
+    c.deliverAll();
+    expect(c.executedIds('org0')).toEqual(['k1']);
+    expect(c.core('org3').status().lastExecuted).toBe(0);
+  });
+
+  it('follows a new view that re-proposes a batch it cannot judge (prepared by a quorum) and prepares it there', () => {
+    const c = skewed();
+    c.filter = (_to, m) => !(m.type === 'commit' && m.view === 0);
+    c.propose('org0', 'k1');
+    c.deliverAll();
+    c.crash('org0');
+    c.tick(60);
+    c.propose('org2', 'y');
+    c.tick(10);
+    for (const id of ['org1', 'org2', 'org3']) {
+      const st = c.core(id).status();
+      expect(st.view, id).toBeGreaterThanOrEqual(1);
+      expect(st.inViewChange, id).toBe(false);
+      expect(c.executedIds(id), id).toEqual(['k1', 'y']);
+    }
+    expect(c.core('org3').status().dropped['bad-new-view'] ?? 0).toBe(0);
+  });
+
+  it('executes a batch it cannot judge on f+1 matching executed claims, and never on one', () => {
+    const c = skewed();
+    c.filter = (to) => to !== 'org3';
+    c.propose('org0', 'k1');
+    c.deliverAll();
+    expect(c.executedIds('org1')).toEqual(['k1']);
+    const batch = [req('k1')];
+    const claim = { type: 'executed', to: 'org3', seq: 1, digest: batchDigest(sha256, batch), requests: batch } as PbftMessage;
+    c.inject('org3', signed(claim, 'org1'));
+    expect(c.core('org3').status().lastExecuted).toBe(0);
+    c.inject('org3', signed(claim, 'org2'));
+    expect(c.executedIds('org3')).toEqual(['k1']);
+  });
+});
+
 describe('checkpoints and watermarks', () => {
   it('a checkpoint signed by 2f+1 becomes stable, moves the watermarks and garbage-collects the log', () => {
     const c = new Cluster(4, { checkpointInterval: 4, watermarkWindow: 8 });

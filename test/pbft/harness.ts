@@ -46,6 +46,8 @@ export class Cluster {
   /** Sees every Ready before its persist is folded into the node's durable state. */
   onReady: (id: NodeId, ready: PbftReady, durable: PbftDurableState) => void = () => undefined;
   readonly config: Omit<PbftConfig, 'id'>;
+  /** Each replica's own judgement of a request (its validateRequest); the config's by default, replaceable per test. */
+  judge: (id: NodeId, payload: Uint8Array) => boolean = (_id, payload) => this.config.validateRequest(payload);
 
   constructor(n: number, overrides: Partial<PbftConfig> = {}) {
     this.ids = Array.from({ length: n }, (_, i) => `org${i}`);
@@ -77,7 +79,7 @@ export class Cluster {
   start(id: NodeId): void {
     const n = this.node(id);
     const d = n.durable;
-    n.core = new PbftCore({ ...this.config, id }, { ...d, log: [...d.log], lastExecuted: n.lastExecuted, executedIds: [...n.ids] });
+    n.core = new PbftCore({ ...this.config, id, validateRequest: (payload) => this.judge(id, payload) }, { ...d, log: [...d.log], lastExecuted: n.lastExecuted, executedIds: [...n.ids] });
     this.drain(id);
   }
 

@@ -126,7 +126,6 @@ export class PbftCore {
       watermarkWindow: this.L,
       maxBatch: config.maxBatch,
       hash: config.hash,
-      validateRequest: config.validateRequest,
       verify: config.verify ?? (() => true),
       primaryOf: (v) => primaryOf(this.replicas, v),
     };
@@ -388,9 +387,10 @@ export class PbftCore {
     if (m.seq <= this.lastExecuted || m.seq > this.h + this.L) return this.drop('wrong-view');
     const slot = this.log.slot(m.view, m.seq);
     if (m.type === 'pre-prepare') {
-      if (slot.batch || m.from !== this.primary(m.view) || this.badBatch(m.requests, m.digest)) return this.drop('wrong-view');
+      // Only executed once a quorum's commits back it, so the structure is all this replica must check here.
+      if (slot.batch || m.from !== this.primary(m.view) || this.badBatch(m.requests, m.digest, false)) return this.drop('wrong-view');
       slot.batch = { digest: m.digest, requests: m.requests };
-      for (const r of m.requests) this.remember(r);
+      if (!this.badBatch(m.requests, m.digest)) for (const r of m.requests) this.remember(r);
     } else {
       if (slot.commits.has(m.from)) return this.drop('duplicate');
       slot.commits.set(m.from, m);
@@ -402,13 +402,19 @@ export class PbftCore {
     }
   }
 
-  private badBatch(requests: readonly PbftRequest[], digest: Uint8Array): PbftDropReason | null {
+  /**
+   * Why a batch is unacceptable, or null. Its shape and digest always; with `vouch`, also every request by this
+   * replica's own rules (validateRequest: its file's keys) — needed before it prepares a batch, never to execute one
+   * a quorum committed.
+   */
+  private badBatch(requests: readonly PbftRequest[], digest: Uint8Array, vouch = true): PbftDropReason | null {
     if (requests.length === 0 || requests.length > this.config.maxBatch) return 'invalid-batch';
     if (!bytesEqual(batchDigest(this.config.hash, requests), digest)) return 'bad-digest';
     const ids = new Set<string>();
     for (const r of requests) {
       if (ids.has(r.id)) return 'invalid-batch';
       ids.add(r.id);
+      if (!vouch) continue;
       // A request waiting in `pending` was validated when it got there (every way in checks it, or restores it from
       // this replica's own log, checked when accepted): the same bytes need no second check — validation verifies
       // every agent signature in the payload, the costliest step a backup takes per request.
@@ -431,6 +437,7 @@ export class PbftCore {
       return;
     }
     const bad = this.badBatch(m.requests, m.digest);
+    if (bad === 'invalid-request') return this.holdUnvouched(slot, m);
     if (bad) return this.drop(bad);
     slot.batch = { digest: m.digest, requests: m.requests };
     this.outAppend.push(m);
@@ -439,6 +446,20 @@ export class PbftCore {
       if (!this.executed.has(r.id)) this.assigned.add(r.id);
     }
     this.sendPrepare(slot);
+    this.progress(slot);
+  }
+
+  /**
+   * A well-formed pre-prepare this replica cannot vouch for — a request its own rules refuse, such as an agent key its
+   * federation file does not list yet while the others' do. It never prepares it, but keeps the batch (in memory
+   * only) so that, should 2f+1 replicas commit it anyway — at least f+1 correct ones judged it valid — it executes
+   * it in order instead of stalling until the next stable checkpoint (apply does not depend on keys, so the state
+   * is the same). Not logged: after a restart such a batch comes back through f+1 `executed` claims or state
+   * transfer. Not remembered as pending either: this replica never proposes what it cannot judge.
+   */
+  private holdUnvouched(slot: Slot, m: Own<Extract<PbftMessage, { type: 'pre-prepare' }>>): void {
+    this.drop('invalid-request');
+    slot.batch = { digest: m.digest, requests: m.requests };
     this.progress(slot);
   }
 
@@ -534,7 +555,9 @@ export class PbftCore {
     if (m.seq <= this.lastExecuted) return this.drop('stale');
     if (m.seq > Math.max(this.h, this.lastExecuted) + this.L) return this.drop('outside-watermarks');
     if (m.requests.length > 0) {
-      const bad = this.badBatch(m.requests, m.digest);
+      // Used only once f+1 replicas claim the same batch (at least one correct one executed it, so a quorum committed
+      // it): the shape is checked here, never this replica's own judgement of the requests.
+      const bad = this.badBatch(m.requests, m.digest, false);
       if (bad) return this.drop(bad);
     } else if (!bytesEqual(batchDigest(this.config.hash, []), m.digest)) return this.drop('bad-digest');
     let claims = this.claims.get(m.seq);
@@ -709,9 +732,6 @@ export class PbftCore {
     }
     const res = checkNewView(m, this.ctx);
     if ('reason' in res) return this.drop('bad-new-view');
-    for (const e of res.plan.entries) {
-      for (const r of e.requests) if (!this.config.validateRequest(r.payload)) return this.drop('bad-new-view');
-    }
     this.outAppend.push(m);
     this.enterView(m, res.plan);
   }
