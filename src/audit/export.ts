@@ -1,6 +1,6 @@
 // The audit export (JSON Lines, docs/audit-format.md): producing its lines from a node's records and checkpoints,
 // and reading them back from any byte stream with line numbers and strict, bounded parsing.
-import type { ConsensusMode } from '../config/types.ts';
+import type { ConsensusMode, SwarmRules } from '../config/types.ts';
 import { canonicalJson } from '../crypto/canonical.ts';
 import { toHex } from '../crypto/encoding.ts';
 import { GENESIS_PREV, recordPayload, type AuditRecord } from './chain.ts';
@@ -29,8 +29,8 @@ export interface ExportHeader {
   /** True when the export carries a decision line for every decision reached in [from, to]. */
   decisions: boolean;
   /**
-   * The membership and mode the swarm started with (before index 1): an auditor replays admin changes and decisions
-   * from it. Absent in exports of older nodes: the auditor then starts from the federation file's member list.
+   * The membership, mode and rules the swarm started with (before index 1): an auditor replays admin changes and
+   * decisions from it. Absent in exports of older nodes: the auditor then starts from the federation file's swarm.
    */
   genesis?: ExportGenesis;
 }
@@ -38,6 +38,8 @@ export interface ExportHeader {
 export interface ExportGenesis {
   members: string[];
   mode: ConsensusMode;
+  /** The decision and admin policy the log starts from (absent in exports of earlier versions: the file's). */
+  rules?: SwarmRules;
 }
 
 export type ExportRecordLine = { type: 'record' } & AuditRecord;
@@ -120,7 +122,9 @@ export async function* exportLines(source: ExportSource): AsyncGenerator<string>
     prev: anchor.prev,
     frontier: anchor.frontier,
     decisions: source.decisionsAt !== undefined,
-    ...(source.genesis ? { genesis: { members: [...source.genesis.members].sort(), mode: source.genesis.mode } } : {}),
+    ...(source.genesis
+      ? { genesis: { members: [...source.genesis.members].sort(), mode: source.genesis.mode, ...(source.genesis.rules ? { rules: { policy: source.genesis.rules.policy, adminPolicy: source.genesis.rules.adminPolicy } } : {}) } }
+      : {}),
   };
   yield exportLineText(header);
 

@@ -1,10 +1,10 @@
 // The offline auditor: checks an export line by line against the federation file alone — hash chain, agent JWS and
 // proposal signatures, admin approvals, Merkle roots against signed checkpoints, checkpoint consistency, and every
 // decision recomputed with the DecisionMachine. Pure: no clock, no I/O; progress goes through a callback.
-import type { ConsensusMode } from '../config/types.ts';
+import type { ConsensusMode, SwarmRules } from '../config/types.ts';
 import { decodeConfChange } from '../consensus/raft/confchange.ts';
 import type { ConfChange } from '../consensus/raft/types.ts';
-import { applyConfToMembership, decideAdminAction, emptyMembership, type MembershipState } from '../swarm/membership.ts';
+import { applyConfToMembership, decideAdminAction, decodeRules, emptyMembership, type MembershipState } from '../swarm/membership.ts';
 import type { FederationConfig, SwarmConfig } from '../config/types.ts';
 import { fromHex, toHex } from '../crypto/encoding.ts';
 import { Keyring } from '../verdict/keyring.ts';
@@ -227,16 +227,24 @@ export class AuditVerifier {
     const genesis = h.genesis;
     if (genesis !== undefined) {
       const valid = typeof genesis === 'object' && genesis !== null && (genesis.mode === 'raft' || genesis.mode === 'pbft') && Array.isArray(genesis.members) && genesis.members.length > 0;
-      if (!valid) return bad('genesis must be {members: [org, ...], mode: raft|pbft}');
+      if (!valid) return bad('genesis must be {members: [org, ...], mode: raft|pbft, rules?}');
       const unknown = genesis.members.filter((org) => !fed.members.some((m) => m.org === org));
       if (unknown.length) return bad(`genesis names orgs the federation file has no member card for: ${unknown.join(', ')}`);
+      // The log's own rules, not the file's: decisions are recomputed by the policy the swarm committed.
+      if (genesis.rules !== undefined) {
+        try {
+          this.swarmConfig = { ...swarm, ...decodeRules(genesis.rules, 'genesis.rules') };
+        } catch (error) {
+          return bad((error as Error).message);
+        }
+      }
     }
     this.membership = emptyMembership(genesis?.members ?? swarm.members);
     if (genesis) this.currentMode = genesis.mode;
     this.chain = new ChainChecker(h.federation, h.swarm, h.from === 1 ? null : { index: h.from - 1, hash: h.prev });
     this.lastIndex = h.from - 1;
     // Decisions follow from every verdict since index 1: they can be recomputed only from a complete log.
-    this.machine = h.from === 1 ? new DecisionMachine({ ...swarm, members: [...this.membership.voters] }, this.keyring) : null;
+    this.machine = h.from === 1 ? new DecisionMachine({ ...this.swarmConfig, members: [...this.membership.voters] }, this.keyring) : null;
   }
 
   private onRecord(line: ExportLine & { type: 'record' }, lineNumber: number): void {
@@ -292,6 +300,12 @@ export class AuditVerifier {
         // a policy the new voters cannot meet: the nodes keep counting with the old list too
       }
     }
+  }
+
+  /** A committed set-policy change: from the next entry on, verdicts are judged and decided by these rules. */
+  private setRules(rules: SwarmRules): void {
+    this.swarmConfig = { ...this.swarmConfig!, ...rules };
+    if (this.machine) this.machine = this.machine.withSwarm({ ...this.swarmConfig, members: [...this.membership.voters] });
   }
 
   /** Signatures of the entry's command, then the decision machine. */
@@ -365,9 +379,10 @@ export class AuditVerifier {
       this.adminChanges.set(cmd.id, change);
       if (!change.done && change.approvers.size >= check.required) {
         change.done = true;
-        const decision = decideAdminAction({ mode, membership: this.membership }, cmd.action, { index, swarm: swarm.id, policy: swarm.policy, changeId: cmd.id });
+        const decision = decideAdminAction({ mode, membership: this.membership, rules: swarm }, cmd.action, { index, swarm: swarm.id, changeId: cmd.id });
         if (decision.status === 'applied') {
           if (decision.next.membership !== this.membership) this.setMembership(decision.next.membership);
+          if (decision.next.rules !== swarm) this.setRules(decision.next.rules);
           if (decision.next.mode !== mode) this.nextMode = decision.next.mode;
         }
       }

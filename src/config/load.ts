@@ -9,6 +9,7 @@ import { fromBase64Url } from '../crypto/encoding.ts';
 import { ID_PATTERN } from '../pki/certs.ts';
 import { buildPeerTrust, peerIdentity, PeerIdentityError, splitPemCertificates } from '../pki/identity.ts';
 import { FederationError, type Problem } from './errors.ts';
+import { POLICY_VALUE_PATTERN } from '../verdict/policy.ts';
 import type {
   AdminPolicy,
   DecisionRule,
@@ -23,7 +24,6 @@ import type {
 export { FederationError, type Problem } from './errors.ts';
 
 export const DEFAULT_MAX_CLOCK_SKEW_SECONDS = 300;
-const VALUE_PATTERN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 const ID_HINT = 'use 1-63 lowercase letters, digits or dashes, starting with a letter or digit';
 
 type Dict = Record<string, unknown>;
@@ -329,7 +329,7 @@ function parsePolicy(value: unknown, path: string, c: Checker, memberCount: numb
   } else {
     for (const [i, item] of rawValues.entries()) {
       const where = `${join(path, 'values')}[${i}]`;
-      if (typeof item !== 'string' || !VALUE_PATTERN.test(item)) {
+      if (typeof item !== 'string' || !POLICY_VALUE_PATTERN.test(item)) {
         c.add(where, `${describe(item)} is not a valid value — use lowercase letters, digits, dashes or underscores`);
         ok = false;
       } else if (values.includes(item)) {

@@ -33,6 +33,12 @@ export interface SwarmConfig {
   adminPolicy: AdminPolicy;
 }
 
+/**
+ * A swarm's rules: its decision policy and admin policy. The file states them; the log commits them (genesis, then
+ * approved set-policy changes), and the committed ones are what every replica and the auditor apply.
+ */
+export type SwarmRules = Pick<SwarmConfig, 'policy' | 'adminPolicy'>;
+
 export interface MemberConfig {
   org: string;
   /** https URL of the member node's peer port (mutual TLS, HTTP/2). */

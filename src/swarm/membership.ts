@@ -1,13 +1,15 @@
-// Swarm membership (owned by the membership feature): the committed membership of a swarm as the replicated state
-// tracks it (Raft voters + learners, and admitted-but-not-yet-joined / approved-but-not-yet-removed orgs), how a
+// Swarm membership and governance (owned by the membership feature): the committed membership of a swarm as the
+// replicated state tracks it (Raft voters + learners, and admitted-but-not-yet-joined / approved-but-not-yet-removed
+// orgs) and its committed rules (decision and admin policy), what an approved admin change does to them, how a
 // Raft configuration entry is recognised in the audit trail, the leader-side driver that turns a committed
 // add-member / remove-member admin change into Raft conf changes (add-learner → promote, or remove), and the
 // difference between what the federation file says and what the log committed (reported, never applied).
 import { applyConfChange, decodeConfChange } from '../consensus/raft/confchange.ts';
 import type { ConfChange, ConfState } from '../consensus/raft/types.ts';
-import type { ConsensusMode, SwarmPolicy } from '../config/types.ts';
+import type { ConsensusMode, SwarmRules } from '../config/types.ts';
+import { canonicalJson } from '../crypto/canonical.ts';
 import type { AdminAction } from '../verdict/proposal.ts';
-import { validatePolicy } from '../verdict/policy.ts';
+import { decodeAdminPolicy, decodeSwarmPolicy, validateAdminPolicy, validatePolicy } from '../verdict/policy.ts';
 import type { Logger } from 'pino';
 
 /** A committed membership change that the leader still has to carry out through Raft conf changes. */
@@ -82,10 +84,35 @@ export function applyConfToMembership(state: MembershipState, cc: ConfChange): M
   return { voters: conf.voters, learners: conf.learners, pending };
 }
 
-/** What approved admin changes act on: the protocol the swarm runs and its committed membership. */
+/**
+ * Why the rules are replicated: read from each node's file at apply instead, two files that disagree (a file edited on
+ * one node, then that node restarted) would decide the same subjects differently.
+ */
+export type { SwarmRules };
+
+/** What approved admin changes act on: the protocol the swarm runs, its committed membership and rules. */
 export interface Governance {
   mode: ConsensusMode;
   membership: MembershipState;
+  rules: SwarmRules;
+}
+
+/** The rules in their canonical key order (for comparing and storing). */
+export function rulesOf(source: SwarmRules): SwarmRules {
+  return { policy: source.policy, adminPolicy: source.adminPolicy };
+}
+
+export function sameRules(a: SwarmRules, b: SwarmRules): boolean {
+  return canonicalJson(rulesOf(a)) === canonicalJson(rulesOf(b));
+}
+
+/** Rules read from storage, a snapshot, a peer or an export header: decoded strictly (throws naming the field). */
+export function decodeRules(value: unknown, what: string): SwarmRules {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error(`${what} must be an object`);
+  const record = value as Record<string, unknown>;
+  const keys = Object.keys(record).sort().join(',');
+  if (keys !== 'adminPolicy,policy') throw new Error(`${what} must have exactly the members adminPolicy, policy; got ${keys}`);
+  return { policy: decodeSwarmPolicy(record.policy, `${what}.policy`), adminPolicy: decodeAdminPolicy(record.adminPolicy, `${what}.adminPolicy`) };
 }
 
 /** What an approved admin change does, decided from the log alone (every replica and the auditor the same way). */
@@ -113,13 +140,32 @@ export const PBFT_MIN_MEMBERS = 4;
 export function decideAdminAction(
   governance: Governance,
   action: AdminAction,
-  context: { index: number; swarm: string; policy: SwarmPolicy; changeId: string },
+  context: { index: number; swarm: string; changeId: string },
 ): AdminDecision {
-  const { mode, membership } = governance;
+  const { mode, membership, rules } = governance;
   const { index, swarm } = context;
   const refuse = (reason: string): AdminDecision => ({ status: 'refused', reason, next: governance, endsEra: false });
   const unchanged = (reason: string): AdminDecision => ({ status: 'applied', reason, next: governance, endsEra: false });
   const inProgress = membership.pending[0];
+  if (action.kind === 'set-policy') {
+    const next = rulesOf(action);
+    // Both the voters now and once pending changes are carried out must be able to meet it.
+    for (const count of new Set([membership.voters.length, targetVoters(membership).length])) {
+      try {
+        validatePolicy(next.policy, count);
+        validateAdminPolicy(next.adminPolicy, count);
+      } catch (error) {
+        return refuse(`swarm ${swarm} has ${count} members: ${(error as Error).message}`);
+      }
+    }
+    if (sameRules(next, rules)) return unchanged('the swarm already has this policy');
+    return {
+      status: 'applied',
+      reason: `policy set at index ${index}: verdicts from the next entry on are judged and decided by it (subjects decided before keep their decision)`,
+      next: { ...governance, rules: next },
+      endsEra: false,
+    };
+  }
   if (action.kind === 'set-mode') {
     if (action.mode === 'pbft' && membership.voters.length < PBFT_MIN_MEMBERS) {
       return refuse(`pbft needs at least ${PBFT_MIN_MEMBERS} members (3f+1 with f >= 1); swarm ${swarm} has ${membership.voters.length}`);
@@ -128,7 +174,7 @@ export function decideAdminAction(
       return refuse(`membership change ${inProgress.id} (${inProgress.kind} ${inProgress.org}) is still under way; switch modes once it completed`);
     }
     if (action.mode === mode) return unchanged(`already in ${mode} mode`);
-    return { status: 'applied', reason: `switched from ${mode} to ${action.mode} at index ${index}`, next: { mode: action.mode, membership }, endsEra: true };
+    return { status: 'applied', reason: `switched from ${mode} to ${action.mode} at index ${index}`, next: { ...governance, mode: action.mode }, endsEra: true };
   }
   const org = action.org;
   const target = targetVoters(membership);
@@ -144,14 +190,14 @@ export function decideAdminAction(
       return {
         status: 'applied',
         reason: `${org} admitted at index ${index}: a new pbft era begins after it with replicas ${voters.join(', ')}; ${org} catches up by state transfer`,
-        next: { mode, membership: { voters, learners: [], pending: [] } },
+        next: { ...governance, membership: { voters, learners: [], pending: [] } },
         endsEra: true,
       };
     }
     return {
       status: 'applied',
       reason: `${org} admitted at index ${index}: it joins as a learner, catches up, then becomes a voter`,
-      next: { mode, membership: { ...membership, pending: [...membership.pending, { id: context.changeId, kind: 'add', org, index }] } },
+      next: { ...governance, membership: { ...membership, pending: [...membership.pending, { id: context.changeId, kind: 'add', org, index }] } },
       endsEra: false,
     };
   }
@@ -162,7 +208,8 @@ export function decideAdminAction(
     return refuse(`without ${org} swarm ${swarm} would have ${remaining} members; pbft needs at least ${PBFT_MIN_MEMBERS}: switch it to raft first`);
   }
   try {
-    validatePolicy(context.policy, remaining);
+    validatePolicy(rules.policy, remaining);
+    validateAdminPolicy(rules.adminPolicy, remaining);
   } catch (error) {
     return refuse(`without ${org} the swarm's policy could not be met: ${(error as Error).message}`);
   }
@@ -171,16 +218,28 @@ export function decideAdminAction(
     return {
       status: 'applied',
       reason: `${org} removed at index ${index}: a new pbft era begins after it with replicas ${voters.join(', ')}; ${org}'s certificate is refused from then on`,
-      next: { mode, membership: { voters, learners: [], pending: [] } },
+      next: { ...governance, membership: { voters, learners: [], pending: [] } },
       endsEra: true,
     };
   }
   return {
     status: 'applied',
     reason: `${org} removed at index ${index}: the leader takes it out of the Raft configuration, then its certificate is refused`,
-    next: { mode, membership: { ...membership, pending: [...membership.pending, { id: context.changeId, kind: 'remove', org, index }] } },
+    next: { ...governance, membership: { ...membership, pending: [...membership.pending, { id: context.changeId, kind: 'remove', org, index }] } },
     endsEra: false,
   };
+}
+
+/** How the federation file's policy of a swarm differs from the committed one, human-readable ([] when equal). */
+export function rulesDrift(file: SwarmRules, committed: SwarmRules): string[] {
+  const drift: string[] = [];
+  if (canonicalJson(file.policy) !== canonicalJson(committed.policy)) {
+    drift.push(`the file's policy ${canonicalJson(file.policy)} is not the committed one ${canonicalJson(committed.policy)}: propose set-policy and have it approved (the file alone changes nothing)`);
+  }
+  if (canonicalJson(file.adminPolicy) !== canonicalJson(committed.adminPolicy)) {
+    drift.push(`the file's adminPolicy ${canonicalJson(file.adminPolicy)} is not the committed one ${canonicalJson(committed.adminPolicy)}: propose set-policy and have it approved`);
+  }
+  return drift;
 }
 
 /** Human-readable differences between the federation file's member list of a swarm and its committed membership. */

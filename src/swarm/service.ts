@@ -76,6 +76,8 @@ export interface SwarmStatusView {
   detail?: Record<string, unknown>;
   /** The committed membership (voters, learners, changes under way) and its drift from the federation file. */
   membership?: import('./membership.ts').MembershipView;
+  /** The committed decision policy and admin policy (genesis, then approved set-policy changes; never the file's). */
+  rules?: import('../config/types.ts').SwarmRules;
 }
 
 export type { Checkpoint as CheckpointView } from '../audit/checkpoint.ts';

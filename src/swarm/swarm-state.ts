@@ -21,9 +21,13 @@ import {
   applyConfToMembership,
   confChangeOfData,
   decideAdminAction,
+  decodeRules,
   emptyMembership,
   peerOrgs,
+  rulesOf,
+  sameRules,
   type MembershipState,
+  type SwarmRules,
 } from './membership.ts';
 
 export type { CommittedEntry };
@@ -78,6 +82,15 @@ interface MetaV2 {
   mode: ConsensusMode;
   admin: AdminChangeView[];
   membership: MembershipState;
+  /** The committed rules, present once a set-policy change made them differ from the genesis rules. */
+  rules?: SwarmRules;
+}
+
+/** The membership, mode and rules a swarm's log starts from (rules absent in snapshots of earlier versions). */
+export interface SwarmGenesis {
+  members: string[];
+  mode: ConsensusMode;
+  rules?: SwarmRules;
 }
 
 /**
@@ -87,7 +100,7 @@ interface MetaV2 {
 interface RaftSnapshotV2 {
   v: 2;
   by: string;
-  genesis: { members: string[]; mode: ConsensusMode };
+  genesis: SwarmGenesis;
   meta: MetaV2;
 }
 
@@ -101,6 +114,12 @@ interface SnapshotV1 {
   /** Absent in snapshots taken before membership changes existed: the genesis membership then. */
   membership?: MembershipState;
 }
+
+/**
+ * Where the genesis is stored (the name is historical: earlier versions stored the member list alone, then members
+ * and mode). Written at first start, and again whenever an empty node adopts the genesis its peers vouch for.
+ */
+export const GENESIS_KEY = 'genesis-members';
 
 /** Records replayed while installing a snapshot are made durable in groups of this many (bounded memory). */
 const INSTALL_FLUSH_EVERY = 2048;
@@ -141,8 +160,10 @@ export class SwarmState {
   private installing = false;
   /** The meta must be written even when nothing else changed (after an install or a legacy rebuild). */
   private metaDue = false;
-  /** The membership and mode the swarm's log starts from. */
-  private genesis: { members: string[]; mode: ConsensusMode };
+  /** The membership, mode and rules the swarm's log starts from. */
+  private genesis: Required<SwarmGenesis>;
+  /** The committed rules (decision and admin policy); start as the genesis rules. */
+  private rules: SwarmRules;
   /** The decisions on disk, shared by every machine this state creates. */
   private readonly decisionStore: StoredDecisions;
   /** The committed membership; starts as the genesis membership (the swarm's members when it was bootstrapped). */
@@ -150,8 +171,9 @@ export class SwarmState {
 
   constructor(private readonly options: SwarmStateOptions) {
     this.membershipState = emptyMembership(options.swarm.members);
+    this.rules = rulesOf(options.swarm);
     this.decisionStore = new StoredDecisions(options.applied.kv);
-    this.genesis = { members: [...options.swarm.members], mode: options.swarm.mode };
+    this.genesis = { members: [...options.swarm.members], mode: options.swarm.mode, rules: this.rules };
     this.machine = new DecisionMachine(this.currentSwarm(), options.keyring, this.decisionStore);
     this.audit = AuditLog.create(options.federation.federation, options.swarm.id);
     this.mode = options.swarm.mode;
@@ -161,17 +183,33 @@ export class SwarmState {
    * The membership the swarm started with (persisted at first start, so a later edit of the file never changes
    * history). Only before anything is applied or rebuilt.
    */
-  setGenesis(members: readonly string[], mode: ConsensusMode = this.mode): void {
+  setGenesis(members: readonly string[], mode: ConsensusMode = this.mode, rules: SwarmRules = this.genesis.rules): void {
     if (this.audit.size > 0) throw new Error(`swarm ${this.swarmId}: the genesis membership can only be set before any entry is applied`);
     this.membershipState = emptyMembership(members);
     this.mode = mode;
-    this.genesis = { members: [...members], mode };
+    this.rules = rulesOf(rules);
+    this.genesis = { members: [...members], mode, rules: this.rules };
     this.machine = new DecisionMachine(this.currentSwarm(), this.options.keyring, this.decisionStore);
   }
 
-  /** The swarm's configuration as committed now: the file's policy and id, the committed voters and mode. */
+  /** setGenesis, made durable first: what a restart starts from (before anything is applied). */
+  async adoptGenesis(genesis: Required<SwarmGenesis>): Promise<void> {
+    this.setGenesis(genesis.members, genesis.mode, genesis.rules);
+    await this.options.applied.kv.putSynced([{ key: GENESIS_KEY, value: Buffer.from(JSON.stringify(this.genesis)) }]);
+  }
+
+  genesisOf(): Required<SwarmGenesis> {
+    return { members: [...this.genesis.members], mode: this.genesis.mode, rules: this.genesis.rules };
+  }
+
+  /** The swarm's configuration as committed now: its id, the committed voters, mode and rules (never the file's). */
   currentSwarm(): SwarmConfig {
-    return { ...this.options.swarm, members: [...this.membershipState.voters], mode: this.mode ?? this.options.swarm.mode };
+    return { ...this.options.swarm, ...this.rules, members: [...this.membershipState.voters], mode: this.mode ?? this.options.swarm.mode };
+  }
+
+  /** The committed rules (decision and admin policy). */
+  committedRules(): SwarmRules {
+    return this.rules;
   }
 
   membership(): MembershipState {
@@ -334,16 +372,19 @@ export class SwarmState {
       return change;
     }
     change.index = index;
-    const decision = decideAdminAction({ mode: this.mode, membership: this.membershipState }, command.action, {
+    const decision = decideAdminAction({ mode: this.mode, membership: this.membershipState, rules: this.rules }, command.action, {
       index,
       swarm: this.options.swarm.id,
-      policy: this.options.swarm.policy,
       changeId: change.id,
     });
     change.status = decision.status;
     change.reason = decision.reason;
     this.adminChanges.set(change.id, change);
     if (decision.next.membership !== this.membershipState) this.setMembership(decision.next.membership, index);
+    if (decision.next.rules !== this.rules) {
+      this.rules = decision.next.rules;
+      this.machine = this.machine.withSwarm(this.currentSwarm());
+    }
     this.mode = decision.next.mode;
     if (decision.endsEra) this.eraEnded = true;
     return change;
@@ -509,13 +550,17 @@ export class SwarmState {
   }
 
   private meta(): MetaV2 {
-    return { v: 2, machine: this.machine.counters(), audit: this.audit.state(), mode: this.mode, admin: this.adminChangesList(), membership: this.membership() };
+    // Rules only once they differ from the genesis rules: a swarm that never changed them has the same meta (and
+    // snapshots) as on versions before set-policy existed.
+    const rules = sameRules(this.rules, this.genesis.rules) ? {} : { rules: this.rules };
+    return { v: 2, machine: this.machine.counters(), audit: this.audit.state(), mode: this.mode, admin: this.adminChangesList(), membership: this.membership(), ...rules };
   }
 
   private restoreMeta(meta: MetaV2): void {
     if (meta.v !== 2) throw new Error(`swarm ${this.swarmId}: unknown state version ${String(meta.v)}`);
     this.mode = meta.mode;
     this.membershipState = meta.membership;
+    this.rules = meta.rules ? decodeRules(meta.rules, 'stored state rules') : this.genesis.rules;
     this.machine = new DecisionMachine(this.currentSwarm(), this.options.keyring, this.decisionStore, meta.machine);
     this.restoreAudit(meta.audit, meta.admin);
   }
@@ -534,6 +579,7 @@ export class SwarmState {
     if (snapshot.v !== 1) throw new Error(`unknown swarm snapshot version ${String(snapshot.v)}`);
     this.mode = snapshot.mode;
     if (snapshot.membership) this.membershipState = snapshot.membership;
+    this.rules = this.genesis.rules;
     const legacy = DecisionMachine.restore(this.currentSwarm(), this.options.keyring, fromBase64Url(snapshot.machine));
     const copied = legacy.exportTo(this.decisionStore);
     this.machine = new DecisionMachine(this.currentSwarm(), this.options.keyring, this.decisionStore, copied);
@@ -566,7 +612,12 @@ export class SwarmState {
     if (target.audit.size < head.size) throw new Error(`swarm ${this.swarmId}: snapshot at ${target.audit.size} is behind the applied state at ${head.size}`);
     if (target.audit.size > head.size) {
       if (!this.options.catchUp) throw new Error(`swarm ${this.swarmId}: a snapshot at ${target.audit.size} needs records this node lacks and it has no peer to copy them from`);
-      if (head.size === 0) this.setGenesis(parsed.genesis.members, parsed.genesis.mode);
+      if (head.size === 0) {
+        // The leader's genesis, made durable before any record: restarted half-way or later, this node replays and
+        // restores against it (its own file may state the swarm as it is now, not as it began).
+        const rules = parsed.genesis.rules ? decodeRules(parsed.genesis.rules, 'snapshot genesis rules') : this.genesis.rules;
+        await this.adoptGenesis({ members: parsed.genesis.members, mode: parsed.genesis.mode, rules });
+      }
       this.installing = true;
       try {
         // A peer may not hold the newest records yet (its last batch still syncing) or be unreachable: retry from

@@ -21,11 +21,12 @@ import { RaftSwarm } from './raft-swarm.ts';
 import { PbftSwarm } from './pbft-swarm.ts';
 import { SwarmError, type Applier, type ConsensusEngine, type SwarmLink } from './engine.ts';
 import { onTick } from './ticker.ts';
-import { SwarmState, type AdminChangeView } from './swarm-state.ts';
-import type { ConsensusMode } from '../config/types.ts';
+import { GENESIS_KEY, SwarmState, type AdminChangeView, type SwarmGenesis } from './swarm-state.ts';
+import type { ConsensusMode, SwarmRules } from '../config/types.ts';
 import type { NodeMetrics } from './metrics.ts';
 import type { LogEntryView, SubjectView, SubmitResult, SwarmService, SwarmStatusView } from './service.ts';
-import { ConfChangeDriver, membershipDrift, PBFT_MIN_MEMBERS, type MembershipState, type MembershipView } from './membership.ts';
+import { validateAdminPolicy, validatePolicy } from '../verdict/policy.ts';
+import { ConfChangeDriver, decodeRules, membershipDrift, PBFT_MIN_MEMBERS, rulesDrift, rulesOf, sameRules, type MembershipState, type MembershipView } from './membership.ts';
 import { BystanderEngine } from './bystander.ts';
 import { verifiedRecords } from './record-transfer.ts';
 import { entryOfRecord } from './swarm-state.ts';
@@ -107,11 +108,8 @@ interface Era {
   members?: string[];
 }
 
-/** The membership and mode a swarm was bootstrapped with (index 0 of its history). */
-interface Genesis {
-  members: string[];
-  mode: ConsensusMode;
-}
+/** The membership, mode and rules a swarm was bootstrapped with (index 0 of its history). */
+type Genesis = Required<SwarmGenesis>;
 
 /** What a member answers on `swarm.era`: where the swarm's history stands on that node. */
 interface EraAnswer {
@@ -120,8 +118,6 @@ interface EraAnswer {
 }
 
 const ERA_KEY = 'era';
-/** The membership (and mode) this swarm was bootstrapped with on this node (written once, at first start). */
-const GENESIS_KEY = 'genesis-members';
 /** How long an engine of an ended era keeps running, so lagging replicas still learn the switch from it. */
 const DRAIN_MS = 30_000;
 /** Swarm-level calls (not tied to an era): where the swarm's history stands, and stored audit records. */
@@ -135,7 +131,7 @@ const CATCH_UP_INTERVAL_MS = 2000;
 const FRESH_PROBE_MS = 3000;
 
 /** A peer's `swarm.era` answer, checked field by field (null when malformed); key order fixed for comparison. */
-function parseEraAnswer(value: unknown): EraAnswer | null {
+function parseEraAnswer(value: unknown, fileRules: SwarmRules): EraAnswer | null {
   const v = value as { era?: Record<string, unknown>; genesis?: Record<string, unknown> } | null;
   const era = v?.era;
   const genesis = v?.genesis;
@@ -145,9 +141,16 @@ function parseEraAnswer(value: unknown): EraAnswer | null {
   if (!Number.isSafeInteger(era.n) || (era.n as number) < 0 || !Number.isSafeInteger(era.base) || (era.base as number) < 0) return null;
   if (!isMode(era.mode) || !isMode(genesis.mode) || typeof era.baseHash !== 'string' || !/^[0-9a-f]{64}$/.test(era.baseHash)) return null;
   if (!isOrgs(era.members) || !isOrgs(genesis.members)) return null;
+  let rules: SwarmRules;
+  try {
+    // Peers of versions before set-policy send no rules: theirs are their file's, which this node cannot see.
+    rules = genesis.rules === undefined ? fileRules : decodeRules(genesis.rules, 'genesis.rules');
+  } catch {
+    return null;
+  }
   return {
     era: { n: era.n as number, mode: era.mode, base: era.base as number, baseHash: era.baseHash, members: [...era.members].sort() },
-    genesis: { members: [...genesis.members].sort(), mode: genesis.mode },
+    genesis: { members: [...genesis.members].sort(), mode: genesis.mode, rules: rulesOf(rules) },
   };
 }
 
@@ -173,7 +176,6 @@ export class VerdictSwarm implements SwarmService {
   /** Size of the newest checkpoint seen by the timed-checkpoint clock (it skips the swarm until the log grows past it). */
   private checkpointedSize = 0;
   private readonly applied: AppliedStateStore;
-  private genesis: Genesis;
   private catchingUp = false;
   private freshProbe: NodeJS.Timeout | null = null;
   private lastCatchUpAt = -Infinity;
@@ -183,7 +185,6 @@ export class VerdictSwarm implements SwarmService {
   private knownOrgs: string[];
 
   constructor(private readonly options: VerdictSwarmOptions) {
-    this.genesis = { members: [...options.swarm.members], mode: options.swarm.mode };
     this.fileSwarm = options.swarm;
     this.knownOrgs = options.federation.members.map((m) => m.org);
     this.id = options.swarm.id;
@@ -226,6 +227,11 @@ export class VerdictSwarm implements SwarmService {
   }
 
   /** The swarm as committed now (members = committed voters), for every check that needs its members. */
+  /** The membership, mode and rules this swarm's history starts from (the state owns and persists them). */
+  private get genesis(): Genesis {
+    return this.state.genesisOf();
+  }
+
   get config(): SwarmConfig {
     return this.state.currentSwarm();
   }
@@ -253,10 +259,11 @@ export class VerdictSwarm implements SwarmService {
     this.knownOrgs = federation.members.map((m) => m.org);
   }
 
-  /** The committed membership and how the federation file differs from it. */
+  /** The committed membership and how the federation file differs from it (members and rules). */
   membershipView(): MembershipView {
     const membership = this.state.membership();
-    return { ...membership, file: [...this.fileSwarm.members].sort(), drift: membershipDrift(this.fileSwarm.members, membership, this.knownOrgs) };
+    const drift = [...membershipDrift(this.fileSwarm.members, membership, this.knownOrgs), ...rulesDrift(this.fileSwarm, this.state.committedRules())];
+    return { ...membership, file: [...this.fileSwarm.members].sort(), drift };
   }
 
   private makeEngine(era: Era): ConsensusEngine {
@@ -377,11 +384,15 @@ export class VerdictSwarm implements SwarmService {
     await this.state.loadCheckpoints();
     const genesis = await this.applied.kv.get(GENESIS_KEY);
     if (genesis) {
-      const stored = JSON.parse(fromUtf8(genesis)) as string[] | Genesis;
-      // Older versions stored the member list alone; the mode was the file's.
-      this.genesis = Array.isArray(stored) ? { members: stored, mode: this.options.swarm.mode } : stored;
-    } else await this.applied.kv.putSynced([{ key: GENESIS_KEY, value: Buffer.from(JSON.stringify(this.genesis)) }]);
-    this.state.setGenesis(this.genesis.members, this.genesis.mode);
+      const stored = JSON.parse(fromUtf8(genesis)) as string[] | SwarmGenesis;
+      // Older versions stored the member list alone (the mode was the file's), then members and mode (the rules were
+      // the file's, read at every start). Their rules are the file's as of this start, pinned from now on: a later
+      // edit of the file is reported as drift, and set-policy changes them.
+      const legacy = Array.isArray(stored) ? { members: stored, mode: this.options.swarm.mode } : stored;
+      const rules = legacy.rules ? decodeRules(legacy.rules, 'stored genesis rules') : rulesOf(this.options.swarm);
+      if (legacy.rules) this.state.setGenesis(legacy.members, legacy.mode, rules);
+      else await this.state.adoptGenesis({ members: legacy.members, mode: legacy.mode, rules });
+    } else await this.state.adoptGenesis(this.genesis);
     await this.state.rebuild();
     const stored = await this.applied.kv.get(ERA_KEY);
     const era: Era = stored ? (JSON.parse(fromUtf8(stored)) as Era) : { n: 0, mode: this.options.swarm.mode, base: 0 };
@@ -440,7 +451,10 @@ export class VerdictSwarm implements SwarmService {
       }
     }
     const members = era.members ?? (era.n === 0 ? this.genesis.members : this.config.members);
-    return { era: { n: era.n, mode: era.mode, base: era.base, baseHash, members: [...members].sort() }, genesis: { members: [...this.genesis.members].sort(), mode: this.genesis.mode } };
+    return {
+      era: { n: era.n, mode: era.mode, base: era.base, baseHash, members: [...members].sort() },
+      genesis: { members: [...this.genesis.members].sort(), mode: this.genesis.mode, rules: rulesOf(this.genesis.rules) },
+    };
   }
 
   /**
@@ -469,12 +483,11 @@ export class VerdictSwarm implements SwarmService {
       this.engine = new BystanderEngine(this.era.mode, { code: 'CATCHING_UP', message: `swarm ${this.id} is catching up with era ${era.n} (copying records up to ${era.base})` }, () => this.state.size);
       this.draining.clear();
       for (const engine of previous) await engine.stop();
-      if (this.state.size === 0 && (genesis.mode !== this.genesis.mode || genesis.members.join('\n') !== [...this.genesis.members].sort().join('\n'))) {
+      const sameGenesis = genesis.mode === this.genesis.mode && genesis.members.join('\n') === [...this.genesis.members].sort().join('\n') && sameRules(genesis.rules, this.genesis.rules);
+      if (this.state.size === 0 && !sameGenesis) {
         // A newcomer's file lists the swarm as it is meant to be now; history started from the vouched-for genesis.
-        logger.info({ file: this.genesis, genesis }, 'adopting the genesis membership the members vouch for');
-        this.genesis = genesis;
-        await this.applied.kv.putSynced([{ key: GENESIS_KEY, value: Buffer.from(JSON.stringify(genesis)) }]);
-        this.state.setGenesis(genesis.members, genesis.mode);
+        logger.info({ file: this.genesis, genesis }, 'adopting the genesis membership and rules the members vouch for');
+        await this.state.adoptGenesis(genesis);
       }
       try {
         const head = this.state.head();
@@ -527,7 +540,7 @@ export class VerdictSwarm implements SwarmService {
       [...peers].filter((org) => this.knownOrgs.includes(org)).map(async (org) => {
         try {
           const bytes = await this.options.link.call(org, this.id, ERA_CALL, Buffer.from('{}'), 5000);
-          return { org, answer: parseEraAnswer(JSON.parse(fromUtf8(bytes))) };
+          return { org, answer: parseEraAnswer(JSON.parse(fromUtf8(bytes)), rulesOf(this.fileSwarm)) };
         } catch {
           return { org, answer: null };
         }
@@ -916,6 +929,7 @@ export class VerdictSwarm implements SwarmService {
       peers: status.peers,
       ...(status.detail ? { detail: status.detail } : {}),
       membership: this.membershipView(),
+      rules: rulesOf(this.state.committedRules()),
     };
   }
 
@@ -934,6 +948,14 @@ export class VerdictSwarm implements SwarmService {
       throw new SwarmError(422, 'PBFT_TOO_FEW_MEMBERS', `pbft needs at least 4 members (n = 3f+1, f >= 1); swarm ${this.id} has ${config.members.length}: ${config.members.join(', ')}`);
     }
     if (command.action.kind === 'add-member' || command.action.kind === 'remove-member') this.checkMemberAction(command.action);
+    if (command.action.kind === 'set-policy') {
+      try {
+        validatePolicy(command.action.policy, config.members.length);
+        validateAdminPolicy(command.action.adminPolicy, config.members.length);
+      } catch (error) {
+        throw new SwarmError(422, 'POLICY_INVALID', `swarm ${this.id} has ${config.members.length} members: ${(error as Error).message}`);
+      }
+    }
     // Answer with the state once this submission's own approvals are counted (another approval of the same change
     // may be applied first).
     const mine = check.approvers;

@@ -1,6 +1,7 @@
-// Swarm policies: quorum arithmetic, decision rules and when a rule can no longer be met; plus a brute-force
-// reference decision used by the property tests. Pure.
-import type { DecisionRule, QuorumSpec, SwarmPolicy } from '../config/types.ts';
+// Swarm policies: quorum arithmetic, decision rules and when a rule can no longer be met; the strict decoding of a
+// policy carried in the log (set-policy changes, genesis records); plus a brute-force reference decision used by the
+// property tests. Pure.
+import type { AdminPolicy, DecisionRule, QuorumSpec, SwarmPolicy } from '../config/types.ts';
 
 /** The decision value when the rule can no longer be met and the policy names no fallback. */
 export const NO_CONSENSUS = 'no-consensus';
@@ -36,6 +37,61 @@ export function validatePolicy(policy: SwarmPolicy, memberCount: number): void {
     problems.push(`fallback ${JSON.stringify(policy.fallback)} is not among the values`);
   }
   if (problems.length > 0) throw new Error(`invalid swarm policy: ${problems.join('; ')}`);
+}
+
+/** Verdict values: what the federation file accepts (config/load.ts), checked again on policies read from the log. */
+export const POLICY_VALUE_PATTERN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function hasExactly(record: Record<string, unknown>, keys: readonly string[], what: string): void {
+  const actual = Object.keys(record).sort().join(', ');
+  const expected = [...keys].sort().join(', ');
+  if (actual !== expected) throw new Error(`${what} must have exactly the members ${expected}; got ${actual}`);
+}
+
+const isCount = (value: unknown): value is number => typeof value === 'number' && Number.isSafeInteger(value) && value >= 1;
+
+/**
+ * A swarm policy in its typed JSON shape (as a set-policy change or a genesis carries it), checked member by member;
+ * throws naming the field. Whether its counts fit the swarm is validatePolicy's business, at the index it applies.
+ */
+export function decodeSwarmPolicy(value: unknown, what = 'policy'): SwarmPolicy {
+  if (!isRecord(value)) throw new Error(`${what} must be an object`);
+  hasExactly(value, ['values', 'quorum', 'rule', 'fallback', 'maxClockSkewSeconds'], what);
+  const { values, quorum, rule, fallback, maxClockSkewSeconds } = value;
+  if (!Array.isArray(values) || values.length === 0 || values.length > 64 || !values.every((v) => typeof v === 'string' && POLICY_VALUE_PATTERN.test(v))) {
+    throw new Error(`${what}.values must list 1 to 64 values of lowercase letters, digits, dashes or underscores`);
+  }
+  if (quorum !== 'majority' && quorum !== 'all' && !isCount(quorum)) throw new Error(`${what}.quorum must be "majority", "all" or a whole number ≥ 1`);
+  let decodedRule: DecisionRule;
+  if (!isRecord(rule)) throw new Error(`${what}.rule must be an object`);
+  if (rule.kind === 'majority' || rule.kind === 'unanimity') {
+    hasExactly(rule, ['kind'], `${what}.rule`);
+    decodedRule = { kind: rule.kind };
+  } else if (rule.kind === 'threshold') {
+    hasExactly(rule, ['kind', 'value', 'count'], `${what}.rule`);
+    if (typeof rule.value !== 'string' || !isCount(rule.count)) throw new Error(`${what}.rule must be {kind: threshold, value: string, count: whole number ≥ 1}`);
+    decodedRule = { kind: 'threshold', value: rule.value, count: rule.count };
+  } else throw new Error(`${what}.rule.kind must be majority, unanimity or threshold`);
+  if (fallback !== null && typeof fallback !== 'string') throw new Error(`${what}.fallback must be a value or null`);
+  if (!isCount(maxClockSkewSeconds) || maxClockSkewSeconds > 86_400) throw new Error(`${what}.maxClockSkewSeconds must be whole seconds between 1 and 86400`);
+  const policy: SwarmPolicy = { values: [...(values as string[])], quorum: quorum as QuorumSpec, rule: decodedRule, fallback, maxClockSkewSeconds };
+  validatePolicy(policy, Number.MAX_SAFE_INTEGER);
+  return policy;
+}
+
+/** An admin policy in its JSON shape: "majority", "two-thirds", "all" or a whole number ≥ 1. */
+export function decodeAdminPolicy(value: unknown, what = 'adminPolicy'): AdminPolicy {
+  if (value === 'majority' || value === 'two-thirds' || value === 'all' || isCount(value)) return value;
+  throw new Error(`${what} must be "majority", "two-thirds", "all" or a whole number ≥ 1`);
+}
+
+/** Refuses an admin policy that names more approvals than the swarm has members (no change could pass). */
+export function validateAdminPolicy(policy: AdminPolicy, memberCount: number): void {
+  if (typeof policy === 'number' && policy > memberCount) throw new Error(`invalid admin policy: ${policy} approvals, but the swarm has ${memberCount} members`);
 }
 
 /** How many orgs must have voted before the rule is evaluated. `majority` is more than half of the members. */

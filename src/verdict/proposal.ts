@@ -1,12 +1,13 @@
 // Log commands, the payload of every log entry: node-signed batches of verdicts, no-ops and admin changes; their
 // canonical byte encoding, strict decoding, proposal signatures and admin approval checks.
-import type { AdminPolicy, ConsensusMode, SwarmConfig } from '../config/types.ts';
+import type { AdminPolicy, ConsensusMode, SwarmConfig, SwarmPolicy } from '../config/types.ts';
 import { canonicalBytes, canonicalJson } from '../crypto/canonical.ts';
 import { envelopePrefix, envelopeSigningBytes } from '../crypto/envelope.ts';
 import { signBytes, type SigningKey } from '../crypto/ed25519.ts';
 import { bytesEqual, concatBytes, fromBase64Url, fromUtf8, toBase64Url, utf8 } from '../crypto/encoding.ts';
 import { decodeBase64Url, VERDICT_LIMITS, VerdictError } from './format.ts';
 import type { Keyring } from './keyring.ts';
+import { decodeAdminPolicy, decodeSwarmPolicy } from './policy.ts';
 
 export const PROPOSAL_DOMAIN = 'proposal';
 export const ADMIN_JWS_TYPE = 'conclave-admin+jws';
@@ -37,12 +38,14 @@ export interface NoopCommand {
   type: 'noop';
 }
 
-/** A federation change to one swarm; the kinds are defined here, applying them belongs to a later issue. */
+/** A federation change to one swarm (decided by swarm/membership.ts decideAdminAction). */
 export type AdminAction =
   | { kind: 'set-mode'; mode: ConsensusMode }
   /** The org must already be a member of the federation file (its keys and CA are read from there). */
   | { kind: 'add-member'; org: string }
-  | { kind: 'remove-member'; org: string };
+  | { kind: 'remove-member'; org: string }
+  /** The swarm's decision policy and admin policy from the committed index on (the file's, as the proposer read it). */
+  | { kind: 'set-policy'; policy: SwarmPolicy; adminPolicy: AdminPolicy };
 
 export interface AdminCommand {
   v: 1;
@@ -116,8 +119,15 @@ function decodeAction(value: unknown): AdminAction {
     case 'remove-member':
       exactKeys(value, ['kind', 'org'], 'admin.action');
       return { kind: value.kind, org: nameField(value, 'org', 'admin.action') };
+    case 'set-policy':
+      exactKeys(value, ['kind', 'policy', 'adminPolicy'], 'admin.action');
+      try {
+        return { kind: 'set-policy', policy: decodeSwarmPolicy(value.policy, 'admin.action.policy'), adminPolicy: decodeAdminPolicy(value.adminPolicy, 'admin.action.adminPolicy') };
+      } catch (error) {
+        throw bad((error as Error).message);
+      }
     default:
-      throw bad(`admin.action.kind ${JSON.stringify(value.kind)} is not one of set-mode, add-member, remove-member`);
+      throw bad(`admin.action.kind ${JSON.stringify(value.kind)} is not one of set-mode, add-member, remove-member, set-policy`);
   }
 }
 

@@ -5,13 +5,10 @@
 // them the same way. Before this, the others applied UNKNOWN_KID and their subjects diverged. Also: a forwarded
 // proposal whose node signature does not verify is refused by the leader and never enters the log.
 // Real nodes in one process (TLS, HTTP/2, RocksDB).
-import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parse, stringify } from 'yaml';
-import { exportPrivateJwk, generateSigningKey } from '../../src/crypto/ed25519.ts';
-import { signVerdict, type AgentPrivateJwk } from '../../src/verdict/agent.ts';
+import { generateSigningKey } from '../../src/crypto/ed25519.ts';
 import { encodeCommand, signProposal } from '../../src/verdict/proposal.ts';
-import { metricOf, peerClientAs, startRaftTrio, type InProcessFederation } from '../support/inproc-federation.ts';
+import { metricOf, peerClientAs, rollOutAgentKey, startRaftTrio, type InProcessFederation } from '../support/inproc-federation.ts';
 
 const SWARM = 'skew';
 let fed: InProcessFederation;
@@ -28,15 +25,7 @@ afterAll(async () => {
 
 describe('federation files that differ on a key', () => {
   it('verdicts signed with a key only the follower’s file lists commit, and every node applies them alike', async () => {
-    const self = fed.orgs.find((o) => o.org === follower)!;
-    const newKey = generateSigningKey();
-    const document = parse(readFileSync(self.configPath, 'utf8'));
-    document.members.find((m: { org: string }) => m.org === follower).agentKeys.push(newKey.publicJwk);
-    writeFileSync(self.configPath, stringify(document));
-    const report = fed.nodes.get(follower)!.reload();
-    expect(report.ok, report.error ?? '').toBe(true);
-    const privateJwk = exportPrivateJwk(newKey) as AgentPrivateJwk;
-    const sign = (subject: string) => signVerdict({ privateJwk, swarm: SWARM, subject, org: follower, agent: `${follower}-new-bot`, verdict: 'approve', reason: 'reviewed' });
+    const sign = rollOutAgentKey(fed, SWARM, follower, [follower]);
 
     // The leader's file lacks the key: submitted there, the verdict is refused at admission, as it should be.
     const atLeader = await fed.api(leader, 'POST', `/v1/swarms/${SWARM}/verdicts`, { jws: await sign('skew/at-leader') });

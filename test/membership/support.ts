@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { parse, stringify } from 'yaml';
-import { writeLocalFederation, type LocalOrg } from '../../src/config/local-federation.ts';
+import { writeLocalFederation, type LocalOrg, type SwarmSpec } from '../../src/config/local-federation.ts';
 import { createLogger } from '../../src/log/logger.ts';
 import { ConclaveNode } from '../../src/node/node.ts';
 import { signVerdict, type AgentPrivateJwk } from '../../src/verdict/agent.ts';
@@ -36,12 +36,20 @@ export interface MembershipFixture {
 export { waitFor };
 
 /** orgs: every org of the federation (each gets a card in every file); swarmMembers: who the swarm starts with. */
-export async function membershipFixture(options: { orgs: string[]; swarmMembers: string[]; mode?: 'raft' | 'pbft'; snapshotEvery?: number; snapshotBytes?: number; tickMs?: number }): Promise<MembershipFixture> {
+export async function membershipFixture(options: {
+  orgs: string[];
+  swarmMembers: string[];
+  mode?: 'raft' | 'pbft';
+  policy?: SwarmSpec['policy'];
+  snapshotEvery?: number;
+  snapshotBytes?: number;
+  tickMs?: number;
+}): Promise<MembershipFixture> {
   const dir = mkdtempSync(join(tmpdir(), 'conclave-membership-'));
   const federation = await writeLocalFederation({
     dir,
     orgs: options.orgs,
-    swarm: { id: SWARM, mode: options.mode ?? 'raft', members: options.swarmMembers, policy: { values: ['approve', 'reject'], quorum: 'majority', rule: 'majority' } },
+    swarm: { id: SWARM, mode: options.mode ?? 'raft', members: options.swarmMembers, policy: options.policy ?? { values: ['approve', 'reject'], quorum: 'majority', rule: 'majority' } },
   });
   const orgs = new Map(federation.orgs.map((o) => [o.org, o]));
   const nodes = new Map<string, ConclaveNode>();

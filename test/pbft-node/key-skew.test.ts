@@ -5,12 +5,8 @@
 // primary is the one without the key, it never orders those verdicts; the backups' request timers expire, they
 // change view, and the next primary (whose file lists the key) orders them.
 // Real nodes in one process (TLS, HTTP/2, RocksDB).
-import { readFileSync, writeFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { parse, stringify } from 'yaml';
-import { exportPrivateJwk, generateSigningKey } from '../../src/crypto/ed25519.ts';
-import { signVerdict, type AgentPrivateJwk } from '../../src/verdict/agent.ts';
-import { startInProcessFederation, type InProcessFederation } from '../support/inproc-federation.ts';
+import { rollOutAgentKey, startInProcessFederation, type InProcessFederation } from '../support/inproc-federation.ts';
 
 const SWARM = 'skew';
 const orgs = ['acme', 'globex', 'initech', 'umbrella'];
@@ -34,21 +30,6 @@ async function startPbftFour(): Promise<InProcessFederation> {
     return true;
   });
   return started;
-}
-
-/** Adds a new agent key of `keyOrg` to the federation files of `holders` (reloaded live); returns its signer. */
-function rollOutAgentKey(federation: InProcessFederation, keyOrg: string, holders: string[]) {
-  const newKey = generateSigningKey();
-  for (const holder of holders) {
-    const local = federation.orgs.find((o) => o.org === holder)!;
-    const document = parse(readFileSync(local.configPath, 'utf8'));
-    document.members.find((m: { org: string }) => m.org === keyOrg).agentKeys.push(newKey.publicJwk);
-    writeFileSync(local.configPath, stringify(document));
-    const report = federation.nodes.get(holder)!.reload();
-    expect(report.ok, report.error ?? '').toBe(true);
-  }
-  const privateJwk = exportPrivateJwk(newKey) as AgentPrivateJwk;
-  return (subject: string) => signVerdict({ privateJwk, swarm: SWARM, subject, org: keyOrg, agent: `${keyOrg}-new-bot`, verdict: 'approve', reason: 'reviewed' });
 }
 
 async function submitAll(federation: InProcessFederation, org: string, jwses: string[]): Promise<void> {
@@ -96,7 +77,7 @@ describe('pbft: federation files that differ on a key', () => {
     const primary = (await fed.api('acme', 'GET', `/v1/swarms/${SWARM}/status`)).json.leader as string;
     const lagging = orgs.find((o) => o !== primary)!;
     const keyOrg = orgs.find((o) => o !== primary && o !== lagging)!;
-    const sign = rollOutAgentKey(fed, keyOrg, orgs.filter((o) => o !== lagging));
+    const sign = rollOutAgentKey(fed, SWARM, keyOrg, orgs.filter((o) => o !== lagging));
 
     // Refused where the key is unknown, at admission.
     const atLagging = await fed.api(lagging, 'POST', `/v1/swarms/${SWARM}/verdicts`, { jws: await sign('skew/at-lagging') });
@@ -123,7 +104,7 @@ describe('pbft: federation files that differ on a key', () => {
     fed = await startPbftFour();
     const primary = (await fed.api('acme', 'GET', `/v1/swarms/${SWARM}/status`)).json.leader as string;
     const keyOrg = orgs.find((o) => o !== primary)!;
-    const sign = rollOutAgentKey(fed, keyOrg, orgs.filter((o) => o !== primary));
+    const sign = rollOutAgentKey(fed, SWARM, keyOrg, orgs.filter((o) => o !== primary));
 
     const subjects = Array.from({ length: 4 }, (_, i) => `skew/primary/${i}`);
     await submitAll(fed, keyOrg, await Promise.all(subjects.map(sign)));

@@ -6,6 +6,21 @@ import { Cluster, req, sha256, signed } from './harness.ts';
 
 const hex = (b: Uint8Array): string => toHex(b);
 
+/**
+ * Commits of view 0 never arrive: `request` prepares everywhere but commits nowhere, then the primary (org0) dies;
+ * the others change view and org2 proposes 'y' in the new one.
+ */
+function preparedThenPrimaryDies(c: Cluster, request: string, beforeCrash: () => void = () => undefined): void {
+  c.filter = (_to, m) => !(m.type === 'commit' && m.view === 0);
+  c.propose('org0', request);
+  c.deliverAll();
+  beforeCrash();
+  c.crash('org0');
+  c.tick(60);
+  c.propose('org2', 'y');
+  c.tick(10);
+}
+
 function agreeOnEverySeq(c: Cluster, ids: string[]): void {
   const bySeq = new Map<number, string>();
   for (const id of ids) {
@@ -118,13 +133,7 @@ describe('a replica that cannot vouch for a request the others accept (its feder
 
   it('follows a new view that re-proposes a batch it cannot judge (prepared by a quorum) and prepares it there', () => {
     const c = skewed();
-    c.filter = (_to, m) => !(m.type === 'commit' && m.view === 0);
-    c.propose('org0', 'k1');
-    c.deliverAll();
-    c.crash('org0');
-    c.tick(60);
-    c.propose('org2', 'y');
-    c.tick(10);
+    preparedThenPrimaryDies(c, 'k1');
     for (const id of ['org1', 'org2', 'org3']) {
       const st = c.core(id).status();
       expect(st.view, id).toBeGreaterThanOrEqual(1);
@@ -190,17 +199,11 @@ describe('checkpoints and watermarks', () => {
 describe('view change', () => {
   it('a silent primary is replaced and a request prepared in the old view commits at the same seq', () => {
     const c = new Cluster(4);
-    // Commits of view 0 never arrive: 'x' prepares everywhere but commits nowhere, then the primary dies.
-    c.filter = (_to, m) => !(m.type === 'commit' && m.view === 0);
-    c.propose('org0', 'x');
-    c.deliverAll();
-    const prepared = c.node('org1').durable.log.filter((m) => m.type === 'prepare' && m.sig.length > 0);
-    expect(prepared.length).toBeGreaterThanOrEqual(3);
-    expect(c.core('org1').status().lastExecuted).toBe(0);
-    c.crash('org0');
-    c.tick(60);
-    c.propose('org2', 'y');
-    c.tick(10);
+    preparedThenPrimaryDies(c, 'x', () => {
+      const prepared = c.node('org1').durable.log.filter((m) => m.type === 'prepare' && m.sig.length > 0);
+      expect(prepared.length).toBeGreaterThanOrEqual(3);
+      expect(c.core('org1').status().lastExecuted).toBe(0);
+    });
     for (const id of ['org1', 'org2', 'org3']) {
       const st = c.core(id).status();
       expect(st.view).toBeGreaterThanOrEqual(1);

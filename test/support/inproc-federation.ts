@@ -1,9 +1,11 @@
 // Test support: a whole federation of real nodes inside the test process — real TLS, real HTTP/2 peers, real
 // RocksDB in a temp dir — and an HTTPS client per org that trusts only that org's CA.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
+import { parse, stringify } from 'yaml';
+import { exportPrivateJwk, generateSigningKey } from '../../src/crypto/ed25519.ts';
 import { writeLocalFederation, type LocalOrg, type SwarmSpec } from '../../src/config/local-federation.ts';
 import { createLogger } from '../../src/log/logger.ts';
 import { ConclaveNode, type NodeOptions } from '../../src/node/node.ts';
@@ -158,4 +160,22 @@ export async function startRaftTrio(swarm: string, nodeOptions?: (org: string) =
   const fed = await startInProcessFederation({ orgs, swarms: [{ id: swarm, mode: 'raft', policy }], ...(nodeOptions ? { nodeOptions } : {}) });
   const leader = await agreedLeader(fed, swarm);
   return { fed, leader, follower: orgs.find((org) => org !== leader)! };
+}
+
+/**
+ * A new agent key of `keyOrg` added to the federation files of `holders` only (each reloaded live), as when a key
+ * is rolled out one node at a time. Returns a signer of approve verdicts by agent `${keyOrg}-new-bot` with it.
+ */
+export function rollOutAgentKey(fed: InProcessFederation, swarm: string, keyOrg: string, holders: string[]): (subject: string) => Promise<string> {
+  const newKey = generateSigningKey();
+  for (const holder of holders) {
+    const local = fed.orgs.find((o) => o.org === holder)!;
+    const document = parse(readFileSync(local.configPath, 'utf8'));
+    document.members.find((m: { org: string }) => m.org === keyOrg).agentKeys.push(newKey.publicJwk);
+    writeFileSync(local.configPath, stringify(document));
+    const report = fed.nodes.get(holder)!.reload();
+    if (!report.ok) throw new Error(`${holder} did not reload: ${report.error}`);
+  }
+  const privateJwk = exportPrivateJwk(newKey) as AgentPrivateJwk;
+  return (subject) => signVerdict({ privateJwk, swarm, subject, org: keyOrg, agent: `${keyOrg}-new-bot`, verdict: 'approve', reason: 'reviewed' });
 }

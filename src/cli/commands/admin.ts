@@ -1,5 +1,6 @@
 // `conclave admin propose|approve|status`: federation changes signed by org admins (switch a swarm's mode, add or
-// remove a member). A change is committed through the swarm's log and takes effect once enough orgs approved it.
+// remove a member, set its policy). A change is committed through the swarm's log and takes effect once enough orgs
+// approved it.
 import type { Command } from 'commander';
 
 interface ConnectionOptions {
@@ -103,7 +104,7 @@ async function reloadNode(configPath: string, timeoutMs: number): Promise<number
 }
 
 export function register(program: Command): void {
-  const admin = program.command('admin').description('federation changes approved by org admins: switch mode, add or remove a member');
+  const admin = program.command('admin').description('federation changes approved by org admins: switch mode, add or remove a member, set the policy');
   const propose = admin.command('propose').description('propose a change, signed with your admin key (it counts as your approval); prints its id');
   withConnection(propose.command('set-mode').description("switch the swarm's consensus protocol at a committed index"))
     .requiredOption('--mode <mode>', 'raft or pbft')
@@ -126,6 +127,20 @@ export function register(program: Command): void {
         process.exitCode = await submitChange(options, options.id ?? newChangeId(), { kind, org: options.org });
       });
   }
+  withConnection(propose.command('set-policy').description("make the swarm's policy and adminPolicy in your federation file the committed ones (the file alone changes nothing)"))
+    .requiredOption('--config <file>', 'the federation file whose swarm entry states the new policy')
+    .option('--id <id>', 'the change id (default: random)')
+    .action(async (options: ConnectionOptions & { config: string; id?: string }) => {
+      const { loadFederation } = await import('../../config/load.ts');
+      const { newChangeId } = await import('../../verdict/admin.ts');
+      const swarm = loadFederation(options.config).swarms.find((s) => s.id === options.swarm);
+      if (!swarm) {
+        console.error(`${options.config} lists no swarm ${options.swarm}`);
+        process.exitCode = 2;
+        return;
+      }
+      process.exitCode = await submitChange(options, options.id ?? newChangeId(), { kind: 'set-policy', policy: swarm.policy, adminPolicy: swarm.adminPolicy });
+    });
   withConnection(admin.command('approve').description('approve a change that another org proposed (fetches it from the node, signs it)').argument('<id>', 'the change id'))
     .action(async (id: string, options: ConnectionOptions) => {
       const current = await post(options, `/v1/swarms/${encodeURIComponent(options.swarm)}/admin/${encodeURIComponent(id)}`, null);
