@@ -127,6 +127,10 @@ interface LoadRun {
   committedPerSec: number;
   latencyMs: { p50: number; p90: number; p99: number; p999: number; max: number; mean: number };
   loadgenCpuPercent: number;
+  /** CPU milliseconds of all the system's node processes per committed operation (null without CPU samples). */
+  nodeCpuMsPerOp: number | null;
+  /** The node processes' and the load generator's CPU together, in % of one core: near 100 x cores = saturated. */
+  busyCpuPercent: number | null;
 }
 
 let runCounter = 0;
@@ -196,6 +200,8 @@ async function loadRun(
   const tailRate = gen.tail.seconds > 0 ? gen.tail.ok / gen.tail.seconds : 0;
   const fsyncsPerCommitted = totalFsyncs !== null && tailRate > 0 && probeSeconds > 0 ? Math.round((totalFsyncs / probeSeconds / tailRate) * 100) / 100 : null;
   const { kind: _kind, ...measured } = gen as unknown as Record<string, unknown>;
+  const nodeCpu = procs.map((_p, i) => cpuPercent(before[i] ?? null, after[i] ?? null));
+  const nodeCpuSum = nodeCpu.every((c) => c !== null) && nodeCpu.length ? nodeCpu.reduce((n, c) => n + c!, 0) : null;
   const line = {
     scenario,
     system,
@@ -211,6 +217,9 @@ async function loadRun(
       fsyncsInProbe: fsync[i]?.fsyncs ?? null,
       ...(fsync[i]?.error ? { probeError: fsync[i]!.error } : {}),
     })),
+    // Why: on this machine both systems saturate the cores at 64 in flight, so throughput is cores / CPU per op.
+    nodeCpuMsPerOp: nodeCpuSum !== null && gen.committedPerSec > 0 ? Math.round(((nodeCpuSum * 10) / gen.committedPerSec) * 1000) / 1000 : null,
+    busyCpuPercent: nodeCpuSum !== null ? Math.round((nodeCpuSum + gen.loadgenCpuPercent) * 10) / 10 : null,
     fsyncsPerCommitted,
     fsyncProbe: { seconds: Math.round(probeSeconds * 100) / 100, committedPerSecUnderStrace: Math.round(tailRate), note: 'strace -f attached after the measured window; counts fsync+fdatasync of all nodes' },
   };
@@ -342,6 +351,8 @@ function compare(): void {
     p50Ms: median(rs.map((r) => r.latencyMs.p50)),
     p99Ms: median(rs.map((r) => r.latencyMs.p99)),
     loadgenCpuPercent: median(rs.map((r) => r.loadgenCpuPercent)),
+    nodeCpuMsPerOp: median(rs.flatMap((r) => (r.nodeCpuMsPerOp === null ? [] : [r.nodeCpuMsPerOp]))),
+    busyCpuPercent: median(rs.flatMap((r) => (r.busyCpuPercent === null ? [] : [r.busyCpuPercent]))),
   });
   const ratio = (x: number, y: number) => (y > 0 ? Math.round((x / y) * 100) / 100 : null);
   const cases: { scenario: string; label: string; targets: Record<string, { text: string; met: (a: ReturnType<typeof summary>, e: ReturnType<typeof summary>) => boolean }> }[] = [
@@ -372,7 +383,7 @@ function compare(): void {
         concurrency: c,
         conclave: ca,
         etcd: eb,
-        ratios: { throughput: ratio(ca.committedPerSec, eb.committedPerSec), p50: ratio(ca.p50Ms, eb.p50Ms), p99: ratio(ca.p99Ms, eb.p99Ms) },
+        ratios: { throughput: ratio(ca.committedPerSec, eb.committedPerSec), p50: ratio(ca.p50Ms, eb.p50Ms), p99: ratio(ca.p99Ms, eb.p99Ms), nodeCpuPerOp: ratio(ca.nodeCpuMsPerOp, eb.nodeCpuMsPerOp) },
         ...(target ? { target: target.text, targetMet: target.met(ca, eb) } : {}),
       });
     }
