@@ -374,6 +374,11 @@ export class AuditVerifier {
         const why = check.refused.map((r) => `approval ${r.position}: ${r.reason}`).join('; ');
         return this.fail('BAD_ADMIN_APPROVAL', index, lineNumber, `${at}: an admin approval does not verify${why ? ` (${why})` : ''}`);
       }
+      // The nodes counted the approvers the command names: each must be the org its approval verifies for.
+      const misnamed = cmd.approvers?.findIndex((org, i) => org !== check.orgs[i]) ?? -1;
+      if (misnamed >= 0) {
+        return this.fail('BAD_ADMIN_APPROVAL', index, lineNumber, `${at}: approval ${misnamed} is named as ${cmd.approvers![misnamed]}'s but verifies for ${check.orgs[misnamed]}`);
+      }
       const change = this.adminChanges.get(cmd.id) ?? { approvers: new Set<string>(), done: false };
       for (const org of check.approvers) change.approvers.add(org);
       this.adminChanges.set(cmd.id, change);

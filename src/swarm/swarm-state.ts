@@ -12,7 +12,7 @@ import { nextCheckpoint, signCheckpoint, verifyCheckpoint, type Checkpoint } fro
 import { DecisionMachine, type ApplyOutcome, type MachineCounters } from '../verdict/machine.ts';
 import { StoredDecisions } from '../storage/decision-store.ts';
 import type { Keyring } from '../verdict/keyring.ts';
-import { checkAdminApprovals, decodeCommand, type AdminAction, type AdminCommand, type LogCommand } from '../verdict/proposal.ts';
+import { countCommittedApprovals, decodeCommand, type AdminAction, type AdminCommand, type LogCommand } from '../verdict/proposal.ts';
 import type { AppliedStateStore } from '../storage/applied-state.ts';
 import { recordHash } from '../audit/chain.ts';
 import type { CommittedEntry } from './engine.ts';
@@ -357,7 +357,7 @@ export class SwarmState {
       return { ...existing, reason: `id ${command.id} already names another change` };
     }
     const swarm = this.currentSwarm();
-    const check = checkAdminApprovals(command, swarm, this.options.keyring);
+    const check = countCommittedApprovals(command, swarm, this.options.keyring);
     const approvers = new Set([...(existing?.approvers ?? []), ...check.approvers]);
     const change: AdminChangeView = existing
       ? { ...existing, approvers: [...approvers].sort(), required: check.required }

@@ -13,7 +13,7 @@ import type { Checkpoint } from '../audit/checkpoint.ts';
 import { VerdictError } from '../verdict/format.ts';
 import type { Keyring } from '../verdict/keyring.ts';
 import type { ApplyOutcome, SubjectState } from '../verdict/machine.ts';
-import { checkAdminApprovals, decodeCommand, encodeCommand, signProposalEncoded, verifyProposal, type AdminCommand } from '../verdict/proposal.ts';
+import { adminCommandVerifies, admitAdminCommand, decodeCommand, encodeCommand, signProposalEncoded, verifyProposal, type AdminCommand } from '../verdict/proposal.ts';
 import { jwsHashOf, verifyVerdict } from '../verdict/verify.ts';
 import type { NodeStore } from '../storage/node-store.ts';
 import { AppliedStateStore } from '../storage/applied-state.ts';
@@ -342,13 +342,14 @@ export class VerdictSwarm implements SwarmService {
    * Raft leader: a follower's forwarded proposal is appended only when its node signature verifies here (its
    * content is the proposer's word, as in any raft proposal). Judged once, before commit: applying it consults no
    * keys, so replicas whose federation files differ for a while (a key being added) still apply the same thing.
-   * Admin commands are judged when applied (approvals accumulate across entries).
+   * An admin command is appended only when every approval in it verifies here and its approvers are theirs.
    */
   private validateForwarded(data: Uint8Array): boolean {
     try {
       const command = decodeCommand(data);
       if (command.type === 'verdicts') return command.swarm === this.id && verifyProposal(command, this.options.keyring);
-      return command.type === 'admin' || command.type === 'noop';
+      if (command.type === 'admin') return adminCommandVerifies(command, this.config, this.options.keyring);
+      return command.type === 'noop';
     } catch {
       return false;
     }
@@ -363,7 +364,7 @@ export class VerdictSwarm implements SwarmService {
         for (const jws of command.batch) verifyVerdict(jws, { keyring: this.options.keyring, swarms: [this.config], expectedSwarm: this.id });
         return true;
       }
-      if (command.type === 'admin') return command.swarm === this.id && checkAdminApprovals(command, { ...this.config, mode: 'pbft' }, this.options.keyring).approvers.length > 0;
+      if (command.type === 'admin') return adminCommandVerifies(command, { ...this.config, mode: 'pbft' }, this.options.keyring);
       return command.type === 'noop';
     } catch {
       return false;
@@ -939,9 +940,10 @@ export class VerdictSwarm implements SwarmService {
    */
   async submitAdmin(command: AdminCommand, timeoutMs: number): Promise<AdminChangeView> {
     const config = this.config;
-    const check = checkAdminApprovals(command, config, this.options.keyring);
+    // Only the approvals that verify here enter the log, each with its org: applying then counts them without keys.
+    const { command: admitted, check } = admitAdminCommand(command, config, this.options.keyring);
     if (command.swarm !== this.id) throw new VerdictError('SWARM_MISMATCH', `the change names swarm ${command.swarm}, but was sent to swarm ${this.id}`);
-    if (check.approvers.length === 0) {
+    if (!admitted) {
       throw new VerdictError('ADMIN_APPROVAL_INVALID', `no valid admin approval: ${check.refused.map((r) => `#${r.position}: ${r.reason}`).join('; ') || 'none given'}`);
     }
     if (command.action.kind === 'set-mode' && command.action.mode === 'pbft' && config.members.length < 4) {
@@ -973,7 +975,7 @@ export class VerdictSwarm implements SwarmService {
     const timeout = new Promise<never>((_, reject) =>
       setTimeout(() => reject(new SwarmError(504, 'COMMIT_TIMEOUT', `admin change ${command.id} was not committed within ${timeoutMs} ms`)), timeoutMs).unref(),
     );
-    await this.engine.propose(encodeCommand(command), timeoutMs);
+    await this.engine.propose(encodeCommand(admitted), timeoutMs);
     return Promise.race([answer, timeout]);
   }
 

@@ -56,6 +56,13 @@ export interface AdminCommand {
   action: AdminAction;
   /** Compact JWS approvals by admin keys: header {alg EdDSA, kid, typ conclave-admin+jws}, payload AdminApprovalPayload. */
   approvals: string[];
+  /**
+   * The org of each approval, in order, as the node that admitted the command verified it — and the Raft leader that
+   * appended it, or every PBFT replica that voted for it, verified again. Applying counts these and looks no key up,
+   * so nodes whose federation files differ on an admin key (one being added) still apply the same change. Absent
+   * in entries of versions before it: those are counted with the applying node's keys.
+   */
+  approvers?: string[];
 }
 
 export interface AdminApprovalPayload {
@@ -148,12 +155,15 @@ export function validateCommand(value: unknown): LogCommand {
       return { v: 1, type: 'verdicts', swarm, proposer, batch, sig: value.sig };
     }
     case 'admin': {
-      exactKeys(value, ['v', 'type', 'swarm', 'id', 'action', 'approvals'], 'admin');
+      exactKeys(value, value.approvers === undefined ? ['v', 'type', 'swarm', 'id', 'action', 'approvals'] : ['v', 'type', 'swarm', 'id', 'action', 'approvals', 'approvers'], 'admin');
       const swarm = nameField(value, 'swarm', 'admin');
       if (typeof value.id !== 'string' || !/^[A-Za-z0-9_-]{16,64}$/.test(value.id)) throw bad('admin.id must be 16-64 base64url characters');
       const action = decodeAction(value.action);
       const approvals = jwsList(value.approvals, COMMAND_LIMITS.maxApprovals, 'admin.approvals');
-      return { v: 1, type: 'admin', swarm, id: value.id, action, approvals };
+      if (value.approvers === undefined) return { v: 1, type: 'admin', swarm, id: value.id, action, approvals };
+      if (!Array.isArray(value.approvers) || value.approvers.length !== approvals.length) throw bad('admin.approvers must list one org per approval');
+      const approvers = value.approvers.map((_org, i) => nameField(value.approvers as unknown as Record<string, unknown>, String(i), 'admin.approvers'));
+      return { v: 1, type: 'admin', swarm, id: value.id, action, approvals, approvers };
     }
     default:
       throw bad(`command.type ${JSON.stringify(value.type)} is not one of verdicts, noop, admin`);
@@ -255,6 +265,8 @@ export interface ApprovalCheck {
   required: number;
   /** Why each refused approval was refused, by position. */
   refused: { position: number; reason: string }[];
+  /** The org of each approval by position, null where it was refused. */
+  orgs: (string | null)[];
 }
 
 function verifyApproval(jws: string, cmd: AdminCommand, swarm: SwarmConfig, keyring: Keyring): string {
@@ -277,16 +289,63 @@ function verifyApproval(jws: string, cmd: AdminCommand, swarm: SwarmConfig, keyr
 
 /** Recomputes which member orgs approved an admin command and whether that meets the swarm's adminPolicy. */
 export function checkAdminApprovals(cmd: AdminCommand, swarm: SwarmConfig, keyring: Keyring): ApprovalCheck {
+  return countApprovals(cmd, swarm, (jws) => verifyApproval(jws, cmd, swarm, keyring));
+}
+
+function countApprovals(cmd: AdminCommand, swarm: SwarmConfig, orgOf: (jws: string, position: number) => string): ApprovalCheck {
   const approvers = new Set<string>();
   const refused: ApprovalCheck['refused'] = [];
-  cmd.approvals.forEach((jws, position) => {
+  const orgs = cmd.approvals.map((jws, position) => {
     try {
-      approvers.add(verifyApproval(jws, cmd, swarm, keyring));
+      const org = orgOf(jws, position);
+      approvers.add(org);
+      return org;
     } catch (error) {
       refused.push({ position, reason: error instanceof Error ? error.message : String(error) });
+      return null;
     }
   });
   const required = requiredApprovals(swarm.adminPolicy, swarm.members.length, swarm.mode);
   const ok = cmd.swarm === swarm.id && approvers.size >= required;
-  return { ok, approvers: [...approvers].sort(), required, refused };
+  return { ok, approvers: [...approvers].sort(), required, refused, orgs };
+}
+
+/**
+ * The command as a node admits it: only the approvals that verify with its keys, each with its org (`approvers`).
+ * Null when none does. What enters the log is thus fully valid, and counting it later needs no key.
+ */
+export function admitAdminCommand(cmd: AdminCommand, swarm: SwarmConfig, keyring: Keyring): { command: AdminCommand | null; check: ApprovalCheck } {
+  const check = checkAdminApprovals(cmd, swarm, keyring);
+  const kept = cmd.approvals.flatMap((jws, i) => (check.orgs[i] ? [{ jws, org: check.orgs[i]! }] : []));
+  const { approvers: _claimed, ...rest } = cmd;
+  const command = kept.length === 0 ? null : { ...rest, approvals: kept.map((k) => k.jws), approvers: kept.map((k) => k.org) };
+  return { command, check };
+}
+
+/**
+ * Before an admin command is appended (Raft leader) or voted for (PBFT replica): every approval verifies with this
+ * node's keys and, where the command names its approvers, names exactly the org each one verified for.
+ */
+export function adminCommandVerifies(cmd: AdminCommand, swarm: SwarmConfig, keyring: Keyring): boolean {
+  const check = checkAdminApprovals(cmd, swarm, keyring);
+  if (cmd.swarm !== swarm.id || check.refused.length > 0 || check.approvers.length === 0) return false;
+  return cmd.approvers === undefined || cmd.approvers.every((org, i) => org === check.orgs[i]);
+}
+
+/**
+ * Applying a committed admin command: one approval per org, counted from the approvers the command names (judged
+ * before it committed) — only orgs that are voters at this index, each approval for exactly this change — with no key
+ * looked up. A command of an earlier version, without approvers, is counted with `keyring` (checkAdminApprovals).
+ */
+export function countCommittedApprovals(cmd: AdminCommand, swarm: SwarmConfig, keyring: Keyring): ApprovalCheck {
+  const approvers = cmd.approvers;
+  if (approvers === undefined) return checkAdminApprovals(cmd, swarm, keyring);
+  const expected = canonicalBytes({ v: 1, swarm: cmd.swarm, id: cmd.id, action: cmd.action } satisfies AdminApprovalPayload);
+  return countApprovals(cmd, swarm, (jws, position) => {
+    const org = approvers[position]!;
+    if (!swarm.members.includes(org)) throw new Error(`${org} is not a member of swarm ${swarm.id}`);
+    const payload: unknown = JSON.parse(fromUtf8(decodeBase64Url(jws.split('.')[1] ?? '')));
+    if (!bytesEqual(canonicalBytes(payload), expected)) throw new Error('the approval is for another change');
+    return org;
+  });
 }

@@ -2,13 +2,17 @@
 // entry commits (the leader's admission of what it proposes, its check of a follower's forwarded proposal), never
 // when applying: a follower whose file already lists a new agent key of its org (the file updated on one node
 // first) commits that agent's verdicts, and every node — including the leader, whose file lacks the key — applies
-// them the same way. Before this, the others applied UNKNOWN_KID and their subjects diverged. Also: a forwarded
-// proposal whose node signature does not verify is refused by the leader and never enters the log.
+// them the same way. Before this, the others applied UNKNOWN_KID and their subjects diverged. Admin changes alike:
+// approvals judged before commit, counted from the approvers the entry names. Also: a forwarded proposal whose node
+// signature does not verify, or an admin command naming the wrong approvers, is refused by the leader.
 // Real nodes in one process (TLS, HTTP/2, RocksDB).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { generateSigningKey } from '../../src/crypto/ed25519.ts';
-import { encodeCommand, signProposal } from '../../src/verdict/proposal.ts';
-import { metricOf, peerClientAs, rollOutAgentKey, startRaftTrio, type InProcessFederation } from '../support/inproc-federation.ts';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { generateSigningKey, importPrivateJwk, type PrivateJwk } from '../../src/crypto/ed25519.ts';
+import { adminCommand, newChangeId } from '../../src/verdict/admin.ts';
+import { encodeCommand, signProposal, type AdminAction } from '../../src/verdict/proposal.ts';
+import { metricOf, peerClientAs, rollOutAgentKey, rollOutKey, startRaftTrio, type InProcessFederation } from '../support/inproc-federation.ts';
 
 const SWARM = 'skew';
 let fed: InProcessFederation;
@@ -18,6 +22,8 @@ let follower: string;
 beforeAll(async () => {
   ({ fed, leader, follower } = await startRaftTrio(SWARM));
 }, 120_000);
+
+const adminKeyOf = (org: string) => importPrivateJwk(JSON.parse(readFileSync(join(fed.orgs.find((o) => o.org === org)!.certDir, 'admin.jwk'), 'utf8')) as PrivateJwk);
 
 afterAll(async () => {
   await fed?.close();
@@ -80,9 +86,12 @@ describe('federation files that differ on a key', () => {
       const jws = await fed.sign(follower, { swarm: SWARM, subject: 'skew/forged', verdict: 'approve' });
       const forged = encodeCommand(signProposal(SWARM, follower, [jws], generateSigningKey()));
       const otherSwarm = encodeCommand(signProposal('elsewhere', follower, [jws], generateSigningKey()));
-      pool.send(leader, SWARM, 'raft.e0.forward', [forged, otherSwarm, Buffer.from('{"not":"a command"}'), Buffer.from('junk')]);
+      // An admin command whose approval verifies, but which names another org as its approver.
+      const change = adminCommand(adminKeyOf(follower), SWARM, newChangeId(), { kind: 'set-mode', mode: 'raft' });
+      const misnamed = encodeCommand({ ...change, approvers: [leader] });
+      pool.send(leader, SWARM, 'raft.e0.forward', [forged, otherSwarm, misnamed, Buffer.from('{"not":"a command"}'), Buffer.from('junk')]);
       await pool.flush();
-      await fed.waitFor('the leader to refuse all four', async () => (await dropped()) === before + 4);
+      await fed.waitFor('the leader to refuse all five', async () => (await dropped()) === before + 5);
       expect((await fed.api(leader, 'GET', `/v1/swarms/${SWARM}/status`)).json.commitIndex).toBe(commitBefore);
       expect((await fed.api(leader, 'GET', `/v1/swarms/${SWARM}/subjects/${encodeURIComponent('skew/forged')}`)).status).toBe(404);
       // The same verdict, submitted honestly, commits.
@@ -90,6 +99,31 @@ describe('federation files that differ on a key', () => {
       expect(ok.status, ok.text).toBe(200);
     } finally {
       await pool.close();
+    }
+  }, 120_000);
+
+  it('an admin change approved with a key only some files list is applied alike on every node', async () => {
+    // The follower's org rolls out a new admin key: its file and the leader's list it, the third node's not yet.
+    const newAdminKey = rollOutKey(fed, follower, [follower, leader], 'adminKeys');
+    const { rules } = (await fed.api(leader, 'GET', `/v1/swarms/${SWARM}/status`)).json;
+    const action: AdminAction = { kind: 'set-policy', policy: { ...rules.policy, quorum: 2 }, adminPolicy: rules.adminPolicy };
+    const id = newChangeId();
+    const command = adminCommand(newAdminKey, SWARM, id, action);
+    command.approvals.push(...adminCommand(adminKeyOf(leader), SWARM, id, action).approvals);
+    const answer = await fed.api(follower, 'POST', `/v1/swarms/${SWARM}/admin`, command);
+    expect(answer.status, answer.text).toBe(200);
+    expect(answer.json.status).toBe('applied');
+    // The third node counts the approvers the entry names (judged before it committed), not its own keys: before,
+    // it counted one approval of the two required and left the change pending while the others applied it.
+    for (const { org } of fed.orgs) {
+      const view = await fed.waitFor(`${org} to apply the change`, async () => {
+        const change = await fed.api(org, 'GET', `/v1/swarms/${SWARM}/admin/${id}`);
+        return change.status === 200 && change.json.status !== 'pending' ? change.json : null;
+      });
+      expect(view.status, `${org}: ${view.reason}`).toBe('applied');
+      expect(view.index).toBe(answer.json.index);
+      expect(view.approvers).toEqual([leader, follower].sort());
+      expect((await fed.api(org, 'GET', `/v1/swarms/${SWARM}/status`)).json.rules.policy.quorum).toBe(2);
     }
   }, 120_000);
 });

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { parse, stringify } from 'yaml';
-import { exportPrivateJwk, generateSigningKey } from '../../src/crypto/ed25519.ts';
+import { exportPrivateJwk, generateSigningKey, type SigningKey } from '../../src/crypto/ed25519.ts';
 import { writeLocalFederation, type LocalOrg, type SwarmSpec } from '../../src/config/local-federation.ts';
 import { createLogger } from '../../src/log/logger.ts';
 import { ConclaveNode, type NodeOptions } from '../../src/node/node.ts';
@@ -163,19 +163,24 @@ export async function startRaftTrio(swarm: string, nodeOptions?: (org: string) =
 }
 
 /**
- * A new agent key of `keyOrg` added to the federation files of `holders` only (each reloaded live), as when a key
- * is rolled out one node at a time. Returns a signer of approve verdicts by agent `${keyOrg}-new-bot` with it.
+ * A new key of `keyOrg` (an agent or admin key) added to the federation files of `holders` only, each reloaded
+ * live: a key rolled out one node at a time.
  */
-export function rollOutAgentKey(fed: InProcessFederation, swarm: string, keyOrg: string, holders: string[]): (subject: string) => Promise<string> {
+export function rollOutKey(fed: InProcessFederation, keyOrg: string, holders: string[], role: 'agentKeys' | 'adminKeys'): SigningKey {
   const newKey = generateSigningKey();
   for (const holder of holders) {
     const local = fed.orgs.find((o) => o.org === holder)!;
     const document = parse(readFileSync(local.configPath, 'utf8'));
-    document.members.find((m: { org: string }) => m.org === keyOrg).agentKeys.push(newKey.publicJwk);
+    document.members.find((m: { org: string }) => m.org === keyOrg)[role].push(newKey.publicJwk);
     writeFileSync(local.configPath, stringify(document));
     const report = fed.nodes.get(holder)!.reload();
     if (!report.ok) throw new Error(`${holder} did not reload: ${report.error}`);
   }
-  const privateJwk = exportPrivateJwk(newKey) as AgentPrivateJwk;
+  return newKey;
+}
+
+/** rollOutKey of an agent key; returns a signer of approve verdicts by agent `${keyOrg}-new-bot` with it. */
+export function rollOutAgentKey(fed: InProcessFederation, swarm: string, keyOrg: string, holders: string[]): (subject: string) => Promise<string> {
+  const privateJwk = exportPrivateJwk(rollOutKey(fed, keyOrg, holders, 'agentKeys')) as AgentPrivateJwk;
   return (subject) => signVerdict({ privateJwk, swarm, subject, org: keyOrg, agent: `${keyOrg}-new-bot`, verdict: 'approve', reason: 'reviewed' });
 }

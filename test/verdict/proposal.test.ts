@@ -8,7 +8,10 @@ import { Keyring } from '../../src/verdict/keyring.ts';
 import { DecisionMachine } from '../../src/verdict/machine.ts';
 import {
   ADMIN_JWS_TYPE,
+  adminCommandVerifies,
+  admitAdminCommand,
   checkAdminApprovals,
+  countCommittedApprovals,
   decodeCommand,
   encodeCommand,
   requiredApprovals,
@@ -120,6 +123,50 @@ describe('admin approvals', () => {
     const refused = checkAdminApprovals({ ...cmd, approvals: [...cmd.approvals, wrongRole, outsider] }, swarm, mixed);
     expect(refused.ok).toBe(false);
     expect(refused.refused.map((r) => r.reason)).toEqual([expect.stringMatching(/not an admin key/), expect.stringMatching(/not a member/)]);
+  });
+
+  it('admitted, an admin command keeps only the approvals that verify, each named with its org', () => {
+    const cmd = adminCommand({ kind: 'remove-member', org: 'd' }, ['b', 'a']);
+    const forged = approval(fed.keys.c!.agent, { v: 1, swarm: 's1', id: cmd.id, action: cmd.action });
+    const { command, check } = admitAdminCommand({ ...cmd, approvals: [...cmd.approvals, forged], approvers: ['x', 'y', 'z'] }, swarm, fed.keyring);
+    expect(command).toEqual({ ...cmd, approvers: ['b', 'a'] });
+    expect(check.refused).toHaveLength(1);
+    expect(admitAdminCommand({ ...cmd, approvals: [forged] }, swarm, fed.keyring).command).toBeNull();
+    expect(decodeCommand(encodeCommand(command!))).toEqual(command);
+  });
+
+  it('before commit: every approval verifies and the approvers named are exactly theirs', () => {
+    const cmd = adminCommand({ kind: 'remove-member', org: 'd' }, ['a', 'b']);
+    expect(adminCommandVerifies(cmd, swarm, fed.keyring)).toBe(true);
+    expect(adminCommandVerifies({ ...cmd, approvers: ['a', 'b'] }, swarm, fed.keyring)).toBe(true);
+    expect(adminCommandVerifies({ ...cmd, approvers: ['b', 'a'] }, swarm, fed.keyring)).toBe(false);
+    const stale = adminCommand({ kind: 'remove-member', org: 'd' }, ['c'], 'change-0000000002').approvals[0]!;
+    expect(adminCommandVerifies({ ...cmd, approvals: [...cmd.approvals, stale] }, swarm, fed.keyring)).toBe(false);
+    // A node whose file lacks b's admin key cannot vouch for the command.
+    const withoutB = Keyring.fromMembers(fed.members.map((m) => (m.org === 'b' ? { ...m, adminKeys: [] } : m)));
+    expect(adminCommandVerifies(cmd, swarm, withoutB)).toBe(false);
+  });
+
+  it('applied: the approvers an entry names are counted with no key looked up; an entry without them uses the keys', () => {
+    const cmd = { ...adminCommand({ kind: 'remove-member', org: 'd' }, ['a', 'b', 'c']), approvers: ['a', 'b', 'c'] };
+    const noKeys = Keyring.fromMembers(fed.members.map((m) => ({ ...m, adminKeys: [] })));
+    expect(countCommittedApprovals(cmd, swarm, noKeys)).toMatchObject({ ok: true, approvers: ['a', 'b', 'c'], refused: [] });
+    // Only voters at this index count, and only approvals of exactly this change.
+    const smaller = makeSwarm('s1', ['a', 'b', 'd']);
+    expect(countCommittedApprovals(cmd, smaller, noKeys)).toMatchObject({ approvers: ['a', 'b'], refused: [{ position: 2, reason: 'c is not a member of swarm s1' }] });
+    const stale = adminCommand({ kind: 'remove-member', org: 'd' }, ['c'], 'change-0000000002').approvals[0]!;
+    const mixed = { ...cmd, approvals: [cmd.approvals[0]!, cmd.approvals[1]!, stale] };
+    expect(countCommittedApprovals(mixed, swarm, noKeys)).toMatchObject({ ok: false, approvers: ['a', 'b'], refused: [{ position: 2, reason: 'the approval is for another change' }] });
+    const { approvers: _none, ...legacy } = cmd;
+    expect(countCommittedApprovals(legacy, swarm, noKeys).approvers).toEqual([]);
+    expect(countCommittedApprovals(legacy, swarm, fed.keyring).approvers).toEqual(['a', 'b', 'c']);
+  });
+
+  it('approvers that do not match the approvals one to one are MALFORMED_COMMAND', () => {
+    const cmd = adminCommand({ kind: 'set-mode', mode: 'pbft' }, ['a', 'b']);
+    for (const approvers of [['a'], ['a', 'b', 'c'], ['a', ''], 'a,b', ['a', 7]]) {
+      expect(() => decodeCommand(new TextEncoder().encode(JSON.stringify({ ...cmd, approvers }))), JSON.stringify(approvers)).toThrow(/approvers/);
+    }
   });
 
   it('admin commands are applied as no-ops by the decision machine for now', () => {
