@@ -130,10 +130,11 @@ export async function createApiServer(options: ApiServerOptions): Promise<Fastif
     '/v1/swarms/:swarm/admin',
     {
       schema: {
-        summary: 'submit an admin change (switch mode, add or remove a member) with one or more admin approvals',
+        summary: 'submit an admin change (switch mode, add or remove a member, set the policy) with one or more admin approvals',
         description:
           'Body: a log command {v:1, type:"admin", swarm, id, action, approvals:[JWS]}. Approvals of one id accumulate across ' +
-          'submissions; the change takes effect once the swarm admin policy is met. Answers with where the change stands.',
+          'submissions; the change takes effect once the swarm admin policy is met. Only approvals that verify here are ' +
+          'proposed, each named with its org (approvers; a client-sent list is replaced). Answers with where the change stands.',
         tags: ['admin'],
         params: swarmParams,
         body: { type: 'object', required: ['v', 'type', 'swarm', 'id', 'action', 'approvals'] },

@@ -35,7 +35,8 @@ export interface SwarmConfig {
 
 /**
  * A swarm's rules: its decision policy and admin policy. The file states them; the log commits them (genesis, then
- * approved set-policy changes), and the committed ones are what every replica and the auditor apply.
+ * approved set-policy changes), and the committed ones are what every replica and the auditor apply — read from each
+ * node's file instead, two files that disagree (one edited, that node restarted) would decide a subject differently.
  */
 export type SwarmRules = Pick<SwarmConfig, 'policy' | 'adminPolicy'>;
 

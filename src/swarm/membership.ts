@@ -84,12 +84,6 @@ export function applyConfToMembership(state: MembershipState, cc: ConfChange): M
   return { voters: conf.voters, learners: conf.learners, pending };
 }
 
-/**
- * Why the rules are replicated: read from each node's file at apply instead, two files that disagree (a file edited on
- * one node, then that node restarted) would decide the same subjects differently.
- */
-export type { SwarmRules };
-
 /** What approved admin changes act on: the protocol the swarm runs, its committed membership and rules. */
 export interface Governance {
   mode: ConsensusMode;

@@ -3,7 +3,7 @@
 // Memory stays bounded however many verdicts were committed: the decisions live on disk (StoredDecisions), every
 // commit writes them with the records and the small `meta` state, and a Raft snapshot is only that meta — a node
 // that installs one copies the records it lacks from its peers and replays them.
-import type { ConsensusMode, FederationConfig, SwarmConfig } from '../config/types.ts';
+import type { ConsensusMode, FederationConfig, SwarmConfig, SwarmRules } from '../config/types.ts';
 import { canonicalBytes } from '../crypto/canonical.ts';
 import { fromBase64Url, fromUtf8, toHex } from '../crypto/encoding.ts';
 import type { SigningKey } from '../crypto/ed25519.ts';
@@ -27,7 +27,6 @@ import {
   rulesOf,
   sameRules,
   type MembershipState,
-  type SwarmRules,
 } from './membership.ts';
 
 export type { CommittedEntry };

@@ -226,12 +226,12 @@ export class VerdictSwarm implements SwarmService {
     });
   }
 
-  /** The swarm as committed now (members = committed voters), for every check that needs its members. */
   /** The membership, mode and rules this swarm's history starts from (the state owns and persists them). */
   private get genesis(): Genesis {
     return this.state.genesisOf();
   }
 
+  /** The swarm as committed now (members = committed voters, rules), for every check that needs them. */
   get config(): SwarmConfig {
     return this.state.currentSwarm();
   }

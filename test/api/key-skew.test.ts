@@ -7,12 +7,10 @@
 // signature does not verify, or an admin command naming the wrong approvers, is refused by the leader.
 // Real nodes in one process (TLS, HTTP/2, RocksDB).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { generateSigningKey, importPrivateJwk, type PrivateJwk } from '../../src/crypto/ed25519.ts';
+import { generateSigningKey } from '../../src/crypto/ed25519.ts';
 import { adminCommand, newChangeId } from '../../src/verdict/admin.ts';
 import { encodeCommand, signProposal, type AdminAction } from '../../src/verdict/proposal.ts';
-import { metricOf, peerClientAs, rollOutAgentKey, rollOutKey, startRaftTrio, type InProcessFederation } from '../support/inproc-federation.ts';
+import { adminKeyOf, metricOf, peerClientAs, rollOutAgentKey, rollOutKey, startRaftTrio, type InProcessFederation } from '../support/inproc-federation.ts';
 
 const SWARM = 'skew';
 let fed: InProcessFederation;
@@ -22,8 +20,6 @@ let follower: string;
 beforeAll(async () => {
   ({ fed, leader, follower } = await startRaftTrio(SWARM));
 }, 120_000);
-
-const adminKeyOf = (org: string) => importPrivateJwk(JSON.parse(readFileSync(join(fed.orgs.find((o) => o.org === org)!.certDir, 'admin.jwk'), 'utf8')) as PrivateJwk);
 
 afterAll(async () => {
   await fed?.close();
@@ -87,7 +83,7 @@ describe('federation files that differ on a key', () => {
       const forged = encodeCommand(signProposal(SWARM, follower, [jws], generateSigningKey()));
       const otherSwarm = encodeCommand(signProposal('elsewhere', follower, [jws], generateSigningKey()));
       // An admin command whose approval verifies, but which names another org as its approver.
-      const change = adminCommand(adminKeyOf(follower), SWARM, newChangeId(), { kind: 'set-mode', mode: 'raft' });
+      const change = adminCommand(adminKeyOf(fed, follower), SWARM, newChangeId(), { kind: 'set-mode', mode: 'raft' });
       const misnamed = encodeCommand({ ...change, approvers: [leader] });
       pool.send(leader, SWARM, 'raft.e0.forward', [forged, otherSwarm, misnamed, Buffer.from('{"not":"a command"}'), Buffer.from('junk')]);
       await pool.flush();
@@ -109,7 +105,7 @@ describe('federation files that differ on a key', () => {
     const action: AdminAction = { kind: 'set-policy', policy: { ...rules.policy, quorum: 2 }, adminPolicy: rules.adminPolicy };
     const id = newChangeId();
     const command = adminCommand(newAdminKey, SWARM, id, action);
-    command.approvals.push(...adminCommand(adminKeyOf(leader), SWARM, id, action).approvals);
+    command.approvals.push(...adminCommand(adminKeyOf(fed, leader), SWARM, id, action).approvals);
     const answer = await fed.api(follower, 'POST', `/v1/swarms/${SWARM}/admin`, command);
     expect(answer.status, answer.text).toBe(200);
     expect(answer.json.status).toBe('applied');

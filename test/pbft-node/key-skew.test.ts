@@ -1,12 +1,15 @@
 // PBFT replicas whose federation files differ on a key still end with the same log. A replica prepares only a batch
 // it verified (its own file's keys); apply never looks keys up. When three of four files list a new agent key, the
 // three commit that agent's verdicts (2f+1 prepares) and the fourth — whose file lacks the key, so it refuses to
-// prepare — catches up through a stable checkpoint and verified record transfer, applying the same state. When the
-// primary is the one without the key, it never orders those verdicts; the backups' request timers expire, they
-// change view, and the next primary (whose file lists the key) orders them.
+// prepare — executes the batch once 2f+1 commits prove it committed, applying the same state (before, it stalled at
+// that batch and its own agents' verdicts timed out). When the primary is the one without the key, it never orders
+// those verdicts; the backups' request timers expire, they change view, and the next primary orders them. Admin
+// changes alike: approvals judged before commit, counted from the approvers the entry names.
 // Real nodes in one process (TLS, HTTP/2, RocksDB).
 import { afterEach, describe, expect, it } from 'vitest';
-import { rollOutAgentKey, startInProcessFederation, type InProcessFederation } from '../support/inproc-federation.ts';
+import { adminCommand, newChangeId } from '../../src/verdict/admin.ts';
+import type { AdminAction } from '../../src/verdict/proposal.ts';
+import { adminKeyOf, rollOutAgentKey, rollOutKey, startInProcessFederation, type InProcessFederation } from '../support/inproc-federation.ts';
 
 const SWARM = 'skew';
 const orgs = ['acme', 'globex', 'initech', 'umbrella'];
@@ -117,5 +120,30 @@ describe('pbft: federation files that differ on a key', () => {
       await submitAll(fed, primary, [await fed.sign(primary, { swarm: SWARM, subject: `plain/${i}`, verdict: 'approve' })]);
     }
     await expectSameStateEverywhere(fed, keyOrg, subjects);
+  }, 300_000);
+
+  it('an admin change approved with a key one replica’s file lacks is applied alike on all four', async () => {
+    fed = await startPbftFour();
+    const status = (await fed.api('acme', 'GET', `/v1/swarms/${SWARM}/status`)).json;
+    const lagging = orgs.find((o) => o !== status.leader)!;
+    const keyOrg = orgs.find((o) => o !== status.leader && o !== lagging)!;
+    const newAdminKey = rollOutKey(fed, keyOrg, orgs.filter((o) => o !== lagging), 'adminKeys');
+    const action: AdminAction = { kind: 'set-policy', policy: { ...status.rules.policy, quorum: 2 }, adminPolicy: status.rules.adminPolicy };
+    const id = newChangeId();
+    // pbft needs 2f+1 = 3 approvals: the new key's and two others', none of them the lagging org's.
+    const command = adminCommand(newAdminKey, SWARM, id, action);
+    for (const org of orgs.filter((o) => o !== keyOrg && o !== lagging)) command.approvals.push(...adminCommand(adminKeyOf(fed!, org), SWARM, id, action).approvals);
+    const answer = await fed.api(keyOrg, 'POST', `/v1/swarms/${SWARM}/admin`, command);
+    expect(answer.status, answer.text).toBe(200);
+    expect(answer.json.status).toBe('applied');
+    for (const org of orgs) {
+      const view = await fed.waitFor(`${org} to apply the change`, async () => {
+        const change = await fed!.api(org, 'GET', `/v1/swarms/${SWARM}/admin/${id}`);
+        return change.status === 200 && change.json.status !== 'pending' ? change.json : null;
+      });
+      expect(view.status, `${org}: ${view.reason}`).toBe('applied');
+      expect(view.index, org).toBe(answer.json.index);
+      expect((await fed.api(org, 'GET', `/v1/swarms/${SWARM}/status`)).json.rules.policy.quorum, org).toBe(2);
+    }
   }, 300_000);
 });

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { parse, stringify } from 'yaml';
-import { exportPrivateJwk, generateSigningKey, type SigningKey } from '../../src/crypto/ed25519.ts';
+import { exportPrivateJwk, generateSigningKey, importPrivateJwk, type PrivateJwk, type SigningKey } from '../../src/crypto/ed25519.ts';
 import { writeLocalFederation, type LocalOrg, type SwarmSpec } from '../../src/config/local-federation.ts';
 import { createLogger } from '../../src/log/logger.ts';
 import { ConclaveNode, type NodeOptions } from '../../src/node/node.ts';
@@ -183,4 +183,9 @@ export function rollOutKey(fed: InProcessFederation, keyOrg: string, holders: st
 export function rollOutAgentKey(fed: InProcessFederation, swarm: string, keyOrg: string, holders: string[]): (subject: string) => Promise<string> {
   const privateJwk = exportPrivateJwk(rollOutKey(fed, keyOrg, holders, 'agentKeys')) as AgentPrivateJwk;
   return (subject) => signVerdict({ privateJwk, swarm, subject, org: keyOrg, agent: `${keyOrg}-new-bot`, verdict: 'approve', reason: 'reviewed' });
+}
+
+/** `org`'s admin signing key (admin.jwk, as `conclave init` wrote it). */
+export function adminKeyOf(fed: InProcessFederation, org: string): SigningKey {
+  return importPrivateJwk(JSON.parse(readFileSync(join(fed.orgs.find((o) => o.org === org)!.certDir, 'admin.jwk'), 'utf8')) as PrivateJwk);
 }
