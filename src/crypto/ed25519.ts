@@ -8,7 +8,7 @@
 // plus two refusals OpenSSL does not make: a public key or a signature point R of small order, and a non-canonical
 // public key encoding (honest keys and signatures never have them). Every node and the auditor verify with this one
 // function, so they agree on every signature; docs/audit-format.md states the rule for independent verifiers.
-import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
+import { createPrivateKey, createPublicKey, randomBytes, sign, type KeyObject } from 'node:crypto';
 import sodium from 'sodium-native';
 import { canonicalJson } from './canonical.ts';
 import { sha256 } from './hash.ts';
@@ -77,9 +77,19 @@ export function isPublicJwk(value: unknown): value is PublicJwk {
   }
 }
 
+/** PKCS#8 (RFC 8410) DER of an Ed25519 private key: these 16 bytes, then the 32-byte seed. */
+const PKCS8_ED25519_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
+
+/**
+ * A fresh key from 32 random bytes. Not generateKeyPairSync: in Node 20 the key-generation job it leaves for the GC
+ * can be collected by a GC that runs inside KeyObject#export({format: 'jwk'}), and its destructor then waits for the
+ * lock that export holds — the thread hangs for good (seen: a test worker stuck in ~KeyGenJob under ExportJWK).
+ */
 export function generateSigningKey(): SigningKey {
-  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
-  return fromKeyObjects(privateKey, publicKey);
+  const der = Buffer.concat([PKCS8_ED25519_PREFIX, randomBytes(32)]);
+  const privateKey = createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
+  der.fill(0);
+  return fromKeyObjects(privateKey, createPublicKey(privateKey));
 }
 
 function fromKeyObjects(privateKey: KeyObject, publicKey: KeyObject, kid?: string): SigningKey {

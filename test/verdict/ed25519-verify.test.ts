@@ -1,9 +1,9 @@
 // Ed25519 verification (crypto/ed25519.ts verifyBytes, libsodium): RFC 8032's known answers, agreement with
 // node:crypto (OpenSSL) on honest and damaged signatures, and the refusals libsodium makes that OpenSSL does not
 // (small-order keys and R) — the rule every node and the auditor share, stated in docs/audit-format.md.
-import { generateKeyPairSync, createPublicKey, randomBytes, sign, verify } from 'node:crypto';
+import { createPublicKey, randomBytes, sign, verify } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { importPublicJwk, isValidPublicKey, rawPublicKey, verifyBytes } from '../../src/crypto/ed25519.ts';
+import { generateSigningKey, importPublicJwk, isValidPublicKey, rawPublicKey, verifyBytes } from '../../src/crypto/ed25519.ts';
 
 const hex = (s: string) => new Uint8Array(Buffer.from(s, 'hex'));
 
@@ -55,7 +55,7 @@ describe('Ed25519 verification (libsodium)', () => {
 
   it('agrees with node:crypto on 300 honest signatures and their damaged copies', () => {
     for (let i = 0; i < 300; i++) {
-      const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+      const { privateKey, publicKey } = generateSigningKey();
       const raw = rawPublicKey(publicKey);
       const message = randomBytes(i % 3 === 0 ? 0 : 1 + (i * 37) % 2000);
       const signature = new Uint8Array(sign(null, message, privateKey));
