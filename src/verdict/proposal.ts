@@ -162,7 +162,7 @@ export function validateCommand(value: unknown): LogCommand {
       const approvals = jwsList(value.approvals, COMMAND_LIMITS.maxApprovals, 'admin.approvals');
       if (value.approvers === undefined) return { v: 1, type: 'admin', swarm, id: value.id, action, approvals };
       if (!Array.isArray(value.approvers) || value.approvers.length !== approvals.length) throw bad('admin.approvers must list one org per approval');
-      const approvers = value.approvers.map((_org, i) => nameField(value.approvers as unknown as Record<string, unknown>, String(i), 'admin.approvers'));
+      const approvers = value.approvers.map((org: unknown, i) => nameField({ org }, 'org', `admin.approvers[${i}]`));
       return { v: 1, type: 'admin', swarm, id: value.id, action, approvals, approvers };
     }
     default:
