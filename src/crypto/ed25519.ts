@@ -77,19 +77,23 @@ export function isPublicJwk(value: unknown): value is PublicJwk {
   }
 }
 
-/** PKCS#8 (RFC 8410) DER of an Ed25519 private key: these 16 bytes, then the 32-byte seed. */
-const PKCS8_ED25519_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
-
 /**
- * A fresh key from 32 random bytes. Not generateKeyPairSync: in Node 20 the key-generation job it leaves for the GC
- * can be collected by a GC that runs inside KeyObject#export({format: 'jwk'}), and its destructor then waits for the
- * lock that export holds — the thread hangs for good (seen: a test worker stuck in ~KeyGenJob under ExportJWK).
+ * A fresh key from 32 random bytes (libsodium derives the public key; node:crypto imports both as JWK, ~0.07 ms).
+ * Not generateKeyPairSync: in Node 20 the key-generation job it leaves for the GC can be collected by a GC that runs
+ * inside KeyObject#export({format: 'jwk'}), and its destructor then waits for the lock that export holds — the
+ * thread hangs for good (seen: a test worker stuck in ~KeyGenJob under ExportJWK). Not a PKCS#8 DER import either:
+ * OpenSSL 3's decoder takes ~0.4 ms a key.
  */
 export function generateSigningKey(): SigningKey {
-  const der = Buffer.concat([PKCS8_ED25519_PREFIX, randomBytes(32)]);
-  const privateKey = createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
-  der.fill(0);
-  return fromKeyObjects(privateKey, createPublicKey(privateKey));
+  const seed = randomBytes(32);
+  const publicRaw = Buffer.alloc(sodium.crypto_sign_PUBLICKEYBYTES);
+  const secret = Buffer.alloc(sodium.crypto_sign_SECRETKEYBYTES);
+  sodium.crypto_sign_seed_keypair(publicRaw, secret, seed);
+  const x = publicRaw.toString('base64url');
+  const privateKey = createPrivateKey({ key: { kty: 'OKP', crv: 'Ed25519', x, d: seed.toString('base64url') }, format: 'jwk' });
+  seed.fill(0);
+  secret.fill(0);
+  return fromKeyObjects(privateKey, createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x }, format: 'jwk' }));
 }
 
 function fromKeyObjects(privateKey: KeyObject, publicKey: KeyObject, kid?: string): SigningKey {
