@@ -143,6 +143,31 @@ describe('a replica that cannot vouch for a request the others accept (its feder
     expect(c.core('org3').status().dropped['bad-new-view'] ?? 0).toBe(0);
   });
 
+  it('held for an equivocating primary, a batch it cannot judge does not block the one the others commit there', () => {
+    const c = skewed();
+    c.crash('org0');
+    const send = (to: string, m: PbftMessage): void => c.inject(to, signed(m, 'org0'));
+    // org3 gets a batch it cannot judge at seq 1; org1 and org2 get another, which they commit with org0's votes.
+    const held = [req('k1')];
+    send('org3', { type: 'pre-prepare', to: 'org3', view: 0, seq: 1, digest: batchDigest(sha256, held), requests: held });
+    const committed = [req('b1')];
+    const digest = batchDigest(sha256, committed);
+    for (const to of ['org1', 'org2']) {
+      send(to, { type: 'pre-prepare', to, view: 0, seq: 1, digest, requests: committed });
+      send(to, { type: 'prepare', to, view: 0, seq: 1, digest });
+      send(to, { type: 'commit', to, view: 0, seq: 1, digest });
+    }
+    c.deliverAll();
+    expect(c.executedIds('org1')).toEqual(['b1']);
+    expect(c.executedIds('org3')).toEqual([]);
+    // The next request finds the primary gone: the view changes, seq 1 is re-proposed from its prepared certificate
+    // (b1), and org3 — whose held batch never gathered a quorum — prepares and executes it, then the new request.
+    c.propose('org1', 'r2');
+    c.tick(80);
+    for (const id of ['org1', 'org2', 'org3']) expect(c.executedIds(id), id).toEqual(['b1', 'r2']);
+    agreeOnEverySeq(c, ['org1', 'org2', 'org3']);
+  });
+
   it('executes a batch it cannot judge on f+1 matching executed claims, and never on one', () => {
     const c = skewed();
     c.filter = (to) => to !== 'org3';
