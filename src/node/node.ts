@@ -61,6 +61,8 @@ export interface NodeOptions {
    * run with it off until every node of the federation takes relayed verdicts.
    */
   relayVerdicts?: boolean;
+  /** TEST ONLY: each swarm starts the engine of a new era this much later (see VerdictSwarmOptions.eraStartDelayMs). */
+  eraStartDelayMs?: number;
 }
 
 export class ConclaveNode implements NodeService {
@@ -149,6 +151,7 @@ export class ConclaveNode implements NodeService {
         ...(options.relayVerdicts === false ? { relayVerdicts: false } : {}),
         onMembership: () => setImmediate(() => this.applyTransportMembers()),
         ...(byzantine ? { byzantine } : {}),
+        ...(options.eraStartDelayMs ? { eraStartDelayMs: options.eraStartDelayMs } : {}),
       });
       this.swarms.set(swarmConfig.id, swarm);
     }

@@ -67,6 +67,8 @@ export interface VerdictSwarmOptions {
   onMembership?: (swarm: string, membership: MembershipState) => void;
   /** TEST ONLY: a Byzantine behaviour of this node's PBFT replica (see PbftSwarmOptions.byzantine). */
   byzantine?: 'equivocate';
+  /** TEST ONLY: the engine of a new era starts this much later (a slow node at an era change). */
+  eraStartDelayMs?: number;
 }
 
 interface QueuedVerdict {
@@ -127,6 +129,13 @@ export const RECORDS_CALL = 'swarm.records';
 const CHANNEL_ERA = /\.e(\d+)(?:\.|$)/;
 /** At most one era catch-up attempt this often (a later era's traffic can arrive many times a second). */
 const CATCH_UP_INTERVAL_MS = 2000;
+/** How long one proposal may wait for its commit, across the engines it meets. */
+const PROPOSAL_TIMEOUT_MS = 30_000;
+/**
+ * Errors of an engine that stopped serving while the swarm goes on: its era ended (MODE_SWITCHED), an era catch-up
+ * replaced it (CATCHING_UP), or the catch-up stopped it (NODE_STOPPING while the swarm itself runs).
+ */
+const ENGINE_CHANGE_CODES = new Set(['MODE_SWITCHED', 'CATCHING_UP', 'NODE_STOPPING']);
 /** An empty node asks its peers where the swarm stands after 1–2 of these (unless its log filled meanwhile). */
 const FRESH_PROBE_MS = 3000;
 
@@ -160,6 +169,8 @@ export class VerdictSwarm implements SwarmService {
   private engine!: ConsensusEngine;
   private era!: Era;
   private pendingEra: Era | null = null;
+  /** The era whose engine enterEra is starting (the entry ending the previous one is applied and durable). */
+  private enteringEra: Era | null = null;
   private readonly draining = new Set<ConsensusEngine>();
   private readonly waiters = new Map<string, Waiter>();
   /** Per change id: answers that return true once they took the change (their approvals are counted). */
@@ -177,6 +188,8 @@ export class VerdictSwarm implements SwarmService {
   private checkpointedSize = 0;
   private readonly applied: AppliedStateStore;
   private catchingUp = false;
+  /** Set while an era catch-up has stopped the engines and replays records (see catchUp). */
+  private catchUpTookOver = false;
   private freshProbe: NodeJS.Timeout | null = null;
   private lastCatchUpAt = -Infinity;
   private readonly driver: ConfChangeDriver;
@@ -420,11 +433,21 @@ export class VerdictSwarm implements SwarmService {
 
   /** A committed mode switch took effect here: the old engine drains, the new one starts after `base`. */
   private async enterEra(era: Era): Promise<void> {
+    if (this.catchUpTookOver) {
+      // An era catch-up stopped the engines and sets the era itself once it replayed up to the vouched-for base.
+      return;
+    }
     const old = this.engine;
     const next = this.makeEngine(era);
     this.draining.add(old);
-    // The new engine serves only once started; until then proposals meet the old one and are retried.
-    await next.start();
+    this.enteringEra = era;
+    try {
+      if (this.options.eraStartDelayMs) await new Promise((resolve) => setTimeout(resolve, this.options.eraStartDelayMs));
+      // The new engine serves only once started; until then proposals meet the old one and are retried.
+      await next.start();
+    } finally {
+      this.enteringEra = null;
+    }
     this.era = era;
     this.engine = next;
     this.options.logger.info({ swarm: this.id, era: era.n, mode: era.mode, base: era.base }, 'consensus mode switched');
@@ -432,6 +455,15 @@ export class VerdictSwarm implements SwarmService {
       this.draining.delete(old);
       void old.stop();
     }, DRAIN_MS).unref();
+  }
+
+  /**
+   * The latest era this node is in or already entering: the entry ending its era may be applied (pendingEra) or
+   * durable with the next era's engine still starting (enteringEra). Peers of that era are already speaking on its
+   * channels then, and that is no reason to catch up.
+   */
+  private headingEra(): number {
+    return Math.max(this.era.n, this.pendingEra?.n ?? -1, this.enteringEra?.n ?? -1);
   }
 
   /** A peer's stored audit records [from, from + limit) (unverified: verifiedRecords checks them). */
@@ -473,13 +505,17 @@ export class VerdictSwarm implements SwarmService {
     const logger = this.options.logger.child({ swarm: this.id, part: 'era-catch-up' });
     try {
       const target = await this.vouchedEra();
-      if (!target || target.answer.era.n <= this.era.n) return;
+      // Checked again after the round trip: meanwhile this node may have applied the end of its era itself.
+      if (!target || target.answer.era.n <= this.headingEra()) return;
       const { era, genesis } = target.answer;
       if (this.state.size > era.base) {
         logger.error({ era, size: this.state.size }, `this node has ${this.state.size} entries, beyond the base ${era.base} of era ${era.n} its members vouch for: it diverged; not catching up`);
         return;
       }
       logger.info({ why, era: era.n, mode: era.mode, base: era.base, from: this.state.size, vouchers: target.vouchers }, 'catching up with a later era of the swarm');
+      // From here on the catch-up alone changes engines: an engine still executing while it stops may apply the
+      // entry that ends its era, and must not start the next era's engine beside the one started below.
+      this.catchUpTookOver = true;
       const previous = [this.engine, ...this.draining];
       this.engine = new BystanderEngine(this.era.mode, { code: 'CATCHING_UP', message: `swarm ${this.id} is catching up with era ${era.n} (copying records up to ${era.base})` }, () => this.state.size);
       this.draining.clear();
@@ -530,6 +566,7 @@ export class VerdictSwarm implements SwarmService {
       logger.warn({ err: error }, 'era catch-up failed');
     } finally {
       this.catchingUp = false;
+      this.catchUpTookOver = false;
     }
   }
 
@@ -636,7 +673,7 @@ export class VerdictSwarm implements SwarmService {
     this.options.metrics.droppedMessages.inc({ swarm: this.id, reason: 'other-era' }, messages.length);
     // Traffic of a later era: this node missed the end of its era (down through a switch, or a newcomer).
     const era = CHANNEL_ERA.exec(channel);
-    if (era && Number(era[1]) > this.era.n) void this.catchUp(`${fromOrg} speaks on ${channel}`);
+    if (era && Number(era[1]) > this.headingEra()) void this.catchUp(`${fromOrg} speaks on ${channel}`);
   }
 
   async handleCall(fromOrg: string, channel: string, body: Uint8Array): Promise<Uint8Array> {
@@ -806,40 +843,47 @@ export class VerdictSwarm implements SwarmService {
     return false;
   }
 
-  /** Proposes through the current engine; a proposal cut off by a mode switch is re-proposed under the new one. */
+  /** Proposes a batch of this node's verdicts; each is confirmed once committed, or rejected. */
   private async proposeBatch(batch: QueuedVerdict[], bytes: Uint8Array): Promise<void> {
     const inFlight = { started: performance.now() };
     this.proposalsInFlight.add(inFlight);
     try {
-      for (let attempt = 0; ; attempt++) {
-        try {
-          await this.engine.propose(bytes, 30_000);
-          for (const item of batch) item.confirm();
-          return;
-        } catch (error) {
-          const code = (error as { code?: string }).code;
-          if (code === 'MODE_SWITCHED' && attempt < 200 && !this.stopped) {
-            await new Promise((resolve) => setTimeout(resolve, 50));
-            continue;
-          }
-          this.failBatch(batch, error as Error);
-          return;
-        }
-      }
+      await this.proposeAcrossEngines(bytes, PROPOSAL_TIMEOUT_MS);
+      for (const item of batch) item.confirm();
+    } catch (error) {
+      this.failBatch(batch, error as Error);
     } finally {
       this.proposalsInFlight.delete(inFlight);
       if (this.queue.length) this.flushQueue();
     }
   }
 
+  /**
+   * Proposes through the current engine. A proposal cut off by the end of an era (a mode switch or a new pbft replica
+   * set), or by an era catch-up that stopped the engine and is copying records, is proposed again to the engine
+   * that follows, within `timeoutMs` in all; re-proposing a committed command is harmless (a verdict's nonce and JWS
+   * hash make it a duplicate, an admin change counts each approval once).
+   */
+  private async proposeAcrossEngines(bytes: Uint8Array, timeoutMs: number): Promise<void> {
+    const started = performance.now();
+    for (;;) {
+      try {
+        await this.engine.propose(bytes, Math.max(1, timeoutMs - (performance.now() - started)));
+        return;
+      } catch (error) {
+        const code = (error as { code?: string }).code ?? '';
+        if (!ENGINE_CHANGE_CODES.has(code) || this.stopped || performance.now() - started >= timeoutMs) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
+  }
+
   private failBatch(batch: QueuedVerdict[], error: Error): void {
-    {
-        this.options.metrics.proposals.inc({ swarm: this.id, outcome: 'failed' });
-        for (const item of batch) {
-          item.reject(error);
-          // Let a later resubmission try again from scratch.
-          this.waiters.delete(jwsHashOf(item.jws));
-        }
+    this.options.metrics.proposals.inc({ swarm: this.id, outcome: 'failed' });
+    for (const item of batch) {
+      item.reject(error);
+      // Let a later resubmission try again from scratch.
+      this.waiters.delete(jwsHashOf(item.jws));
     }
   }
 
@@ -975,7 +1019,7 @@ export class VerdictSwarm implements SwarmService {
     const timeout = new Promise<never>((_, reject) =>
       setTimeout(() => reject(new SwarmError(504, 'COMMIT_TIMEOUT', `admin change ${command.id} was not committed within ${timeoutMs} ms`)), timeoutMs).unref(),
     );
-    await this.engine.propose(encodeCommand(admitted), timeoutMs);
+    await this.proposeAcrossEngines(encodeCommand(admitted), timeoutMs);
     return Promise.race([answer, timeout]);
   }
 

@@ -8,7 +8,7 @@ import { Agent, request } from 'undici';
 import { parse, stringify } from 'yaml';
 import { writeLocalFederation, type LocalOrg, type SwarmSpec } from '../../src/config/local-federation.ts';
 import { createLogger } from '../../src/log/logger.ts';
-import { ConclaveNode } from '../../src/node/node.ts';
+import { ConclaveNode, type NodeOptions } from '../../src/node/node.ts';
 import { signVerdict, type AgentPrivateJwk } from '../../src/verdict/agent.ts';
 import { adminCommand } from '../../src/verdict/admin.ts';
 import { PeerClientPool } from '../../src/transport/client.ts';
@@ -22,7 +22,8 @@ export interface MembershipFixture {
   dir: string;
   orgs: Map<string, LocalOrg>;
   nodes: Map<string, ConclaveNode>;
-  start(org: string): Promise<ConclaveNode>;
+  /** `nodeOptions`: test-only node options (e.g. a slow era start). */
+  start(org: string, nodeOptions?: Partial<NodeOptions>): Promise<ConclaveNode>;
   stop(org: string): Promise<void>;
   api(org: string, method: string, path: string, body?: unknown): Promise<{ status: number; json: any }>;
   sign(org: string, subject: string, verdict: string): Promise<string>;
@@ -61,8 +62,15 @@ export async function membershipFixture(options: {
     dir,
     orgs,
     nodes,
-    async start(org) {
-      const node = new ConclaveNode({ configPath: orgs.get(org)!.configPath, logger: logger.child({ org }), tickMs: options.tickMs ?? 20, snapshotEvery: options.snapshotEvery ?? 40, ...(options.snapshotBytes ? { snapshotBytes: options.snapshotBytes } : {}) });
+    async start(org, nodeOptions = {}) {
+      const node = new ConclaveNode({
+        configPath: orgs.get(org)!.configPath,
+        logger: logger.child({ org }),
+        tickMs: options.tickMs ?? 20,
+        snapshotEvery: options.snapshotEvery ?? 40,
+        ...(options.snapshotBytes ? { snapshotBytes: options.snapshotBytes } : {}),
+        ...nodeOptions,
+      });
       nodes.set(org, node);
       await node.start();
       return node;
