@@ -152,6 +152,8 @@ export class ConclaveNode implements NodeService {
         onMembership: () => setImmediate(() => this.applyTransportMembers()),
         ...(byzantine ? { byzantine } : {}),
         ...(options.eraStartDelayMs ? { eraStartDelayMs: options.eraStartDelayMs } : {}),
+        peerLevel: (org) => this.liveness?.levelOf(org) ?? null,
+        peerLevelWaitMs: LIVENESS_LAPSE_INTERVALS * LIVENESS_INTERVAL_TICKS * (options.tickMs ?? 100),
       });
       this.swarms.set(swarmConfig.id, swarm);
     }
@@ -210,7 +212,7 @@ export class ConclaveNode implements NodeService {
       lapseMs: LIVENESS_LAPSE_INTERVALS * livenessMs,
     });
     this.liveness = liveness;
-    this.peerServer.onMessages(LIVENESS_CHANNEL, (fromOrg) => liveness.heard(fromOrg));
+    this.peerServer.onMessages(LIVENESS_CHANNEL, (fromOrg, _swarm, messages) => liveness.announced(fromOrg, messages));
     this.peerServer.onPeerBatch((fromOrg) => liveness.heard(fromOrg));
     // Before the swarms: starting 1,000 swarms takes a while, and this node is alive (its peers must not think otherwise).
     liveness.start();
@@ -381,7 +383,10 @@ export class ConclaveNode implements NodeService {
 
   peerHealth(): unknown[] {
     const live = new Map((this.liveness?.status() ?? []).map((peer) => [peer.org, peer]));
-    const health = (this.pool?.health() ?? []).map((peer) => ({ ...peer, nodeUp: live.get(peer.org)?.up ?? null, silentMs: live.get(peer.org)?.silentMs ?? null }));
+    const health = (this.pool?.health() ?? []).map((peer) => {
+      const liveness = live.get(peer.org);
+      return { ...peer, nodeUp: liveness?.up ?? null, silentMs: liveness?.silentMs ?? null, protocolLevel: this.liveness?.levelOf(peer.org) ?? null };
+    });
     for (const peer of health as { org: string; state: string }[]) this.metrics.peerUp.set({ peer: peer.org }, peer.state === 'closed' ? 1 : 0);
     return health;
   }

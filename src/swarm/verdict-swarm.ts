@@ -67,6 +67,13 @@ export interface VerdictSwarmOptions {
   onMembership?: (swarm: string, membership: MembershipState) => void;
   /** TEST ONLY: a Byzantine behaviour of this node's PBFT replica (see PbftSwarmOptions.byzantine). */
   byzantine?: 'equivocate';
+  /**
+   * The protocol level `org`'s node announced (transport/liveness.ts), null when none arrived since this node started.
+   * Without it (in-process tools) no admin change is held back for it.
+   */
+  peerLevel?: (org: string) => number | null;
+  /** How long an admin submission waits for levels not yet announced (a node just started). Default 0. */
+  peerLevelWaitMs?: number;
   /** TEST ONLY: the engine of a new era starts this much later (a slow node at an era change). */
   eraStartDelayMs?: number;
 }
@@ -135,6 +142,8 @@ const PROPOSAL_TIMEOUT_MS = 30_000;
  * Errors of an engine that stopped serving while the swarm goes on: its era ended (MODE_SWITCHED), an era catch-up
  * replaced it (CATCHING_UP), or the catch-up stopped it (NODE_STOPPING while the swarm itself runs).
  */
+/** The protocol level (transport/liveness.ts) every member's node needs before an admin change is proposed. */
+const ADMIN_PROTOCOL_LEVEL = 2;
 const ENGINE_CHANGE_CODES = new Set(['MODE_SWITCHED', 'CATCHING_UP', 'NODE_STOPPING']);
 /** An empty node asks its peers where the swarm stands after 1–2 of these (unless its log filled meanwhile). */
 const FRESH_PROBE_MS = 3000;
@@ -994,6 +1003,7 @@ export class VerdictSwarm implements SwarmService {
       throw new SwarmError(422, 'PBFT_TOO_FEW_MEMBERS', `pbft needs at least 4 members (n = 3f+1, f >= 1); swarm ${this.id} has ${config.members.length}: ${config.members.join(', ')}`);
     }
     if (command.action.kind === 'add-member' || command.action.kind === 'remove-member') this.checkMemberAction(command.action);
+    await this.checkMembersUpgraded(command.action);
     if (command.action.kind === 'set-policy') {
       try {
         validatePolicy(command.action.policy, config.members.length);
@@ -1021,6 +1031,37 @@ export class VerdictSwarm implements SwarmService {
     );
     await this.proposeAcrossEngines(encodeCommand(admitted), timeoutMs);
     return Promise.race([answer, timeout]);
+  }
+
+  /**
+   * An admin command carries its approvers (protocol level 2), which nodes of earlier versions refuse when they apply
+   * it while the others apply the change: their replicas would differ. So it is proposed only while every other node
+   * that applies this swarm's entries (voters and learners) announced level 2 or later since this node started
+   * (transport/liveness.ts). An org being removed is exempt: what its node applies from then on concerns no one —
+   * that is also how a member whose node is gone for good leaves.
+   */
+  private async checkMembersUpgraded(action: AdminCommand['action']): Promise<void> {
+    const levelOf = this.options.peerLevel;
+    if (!levelOf) return;
+    const others = this.state.peers().filter((org) => org !== this.options.self && !(action.kind === 'remove-member' && action.org === org));
+    // A node that started a moment ago has not heard every peer's announcement yet: wait up to one liveness lapse.
+    const deadline = performance.now() + (this.options.peerLevelWaitMs ?? 0);
+    while (others.some((org) => levelOf(org) === null) && performance.now() < deadline && !this.stopped) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const behind: string[] = [];
+    for (const org of others) {
+      const level = levelOf(org);
+      if (level === null) behind.push(`${org}'s node has not been heard from since this node started`);
+      else if (level < ADMIN_PROTOCOL_LEVEL) behind.push(`${org}'s node announces level ${level} (an earlier version)`);
+    }
+    if (behind.length) {
+      throw new SwarmError(
+        409,
+        'MEMBERS_NOT_UPGRADED',
+        `admin changes of swarm ${this.id} need protocol level ${ADMIN_PROTOCOL_LEVEL} on every member's node: ${behind.join('; ')}. Finish the upgrade (or remove an org whose node is gone) and retry`,
+      );
+    }
   }
 
   /** Refusals that need no consensus: a membership change this node could never carry out. */

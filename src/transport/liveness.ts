@@ -9,8 +9,30 @@
 export const LIVENESS_CHANNEL = 'liveness';
 /** The peer batch format addresses every message group to a swarm; node-level messages use this id (never a swarm's). */
 export const LIVENESS_SWARM = 'node-liveness';
-/** Version byte of the liveness message; the message carries nothing else (its arrival is the news). */
-const LIVENESS_MESSAGE = new Uint8Array([1]);
+/**
+ * The protocol level this node speaks: what its log entries may carry that an older node would apply differently.
+ * 1: every version before levels were announced. 2: admin commands name their approvers; set-policy changes.
+ * A node proposes what needs a level only while every member's node announced at least that level (see
+ * VerdictSwarm.submitAdmin) — during a rolling upgrade an older node would refuse such an entry that the others
+ * apply, and the swarm's replicas would differ.
+ */
+export const PROTOCOL_LEVEL = 2;
+/** The protocol level of a node that sends the first liveness format (a single byte 1): every earlier version. */
+export const LEGACY_PROTOCOL_LEVEL = 1;
+/**
+ * The liveness message: its arrival is the news; its bytes announce the sender's protocol level. Format 1: [1] (no
+ * level: level 1). Format 2: [2, level]. Earlier versions read none of it, so the longer message reaches them safely.
+ */
+function livenessMessage(level: number): Uint8Array {
+  return new Uint8Array([2, level]);
+}
+
+/** The protocol level a liveness message announces, or null when it is not one this node understands. */
+export function announcedLevel(message: Uint8Array): number | null {
+  if (message.length === 1 && message[0] === 1) return LEGACY_PROTOCOL_LEVEL;
+  if (message.length === 2 && message[0] === 2 && message[1]! >= 1) return message[1]!;
+  return null;
+}
 
 export interface NodeLivenessOptions {
   /** The peer orgs to heartbeat and watch (asked every round: membership changes come and go). */
@@ -27,6 +49,8 @@ export interface NodeLivenessOptions {
   lapseMs: number;
   /** Milliseconds clock (tests inject one). Default performance.now. */
   now?: () => number;
+  /** The protocol level this node announces. Default PROTOCOL_LEVEL. */
+  level?: number;
 }
 
 export interface PeerLiveness {
@@ -34,6 +58,8 @@ export interface PeerLiveness {
   up: boolean;
   /** Milliseconds since the peer's node was last heard (since start when never heard). */
   silentMs: number;
+  /** The protocol level its node last announced; null until a liveness message of it arrived. */
+  level: number | null;
 }
 
 interface Watched {
@@ -46,12 +72,16 @@ export class NodeLiveness {
   private timer: NodeJS.Timeout | null = null;
   private readonly now: () => number;
   private lastRoundAt: number | null = null;
+  /** Per peer org: the protocol level its node announced last (kept while the peer is watched or not). */
+  private readonly levels = new Map<string, number>();
+  private readonly message: Uint8Array;
 
   constructor(private readonly options: NodeLivenessOptions) {
     if (!(options.intervalMs > 0) || !(options.lapseMs > options.intervalMs)) {
       throw new Error(`node liveness: need 0 < intervalMs (${options.intervalMs}) < lapseMs (${options.lapseMs})`);
     }
     this.now = options.now ?? (() => performance.now());
+    this.message = livenessMessage(options.level ?? PROTOCOL_LEVEL);
   }
 
   start(): void {
@@ -77,9 +107,23 @@ export class NodeLiveness {
     }
   }
 
+  /** Liveness messages from `org`'s node: it is alive, and announces its protocol level (the last one counts). */
+  announced(org: string, messages: readonly Uint8Array[]): void {
+    for (const message of messages) {
+      const level = announcedLevel(message);
+      if (level !== null) this.levels.set(org, level);
+    }
+    this.heard(org);
+  }
+
+  /** The protocol level `org`'s node announced last, or null when none arrived since this node started. */
+  levelOf(org: string): number | null {
+    return this.levels.get(org) ?? null;
+  }
+
   status(): PeerLiveness[] {
     const now = this.now();
-    return [...this.watched].map(([org, peer]) => ({ org, up: peer.up, silentMs: Math.round(now - peer.heardAt) }));
+    return [...this.watched].map(([org, peer]) => ({ org, up: peer.up, silentMs: Math.round(now - peer.heardAt), level: this.levelOf(org) }));
   }
 
   /** One interval: heartbeat every peer, then report the peers silent for too long. Public for tests. */
@@ -95,7 +139,7 @@ export class NodeLiveness {
     for (const org of peers) {
       // A peer seen for the first time gets a full lapse of grace: it may be starting.
       if (!this.watched.has(org)) this.watched.set(org, { heardAt: now, up: true });
-      this.options.send(org, LIVENESS_SWARM, LIVENESS_CHANNEL, [LIVENESS_MESSAGE]);
+      this.options.send(org, LIVENESS_SWARM, LIVENESS_CHANNEL, [this.message]);
     }
     for (const [org, peer] of this.watched) {
       if (stalled) peer.heardAt = Math.max(peer.heardAt, now);

@@ -1,7 +1,7 @@
 // Node liveness: one message per peer per round, a peer silent for the lapse reported down exactly once per outage,
 // reported up when heard again; peers come and go with the membership. Driven round by round with an injected clock.
 import { describe, expect, it } from 'vitest';
-import { LIVENESS_CHANNEL, LIVENESS_SWARM, NodeLiveness } from '../../src/transport/liveness.ts';
+import { announcedLevel, LIVENESS_CHANNEL, LIVENESS_SWARM, NodeLiveness, PROTOCOL_LEVEL } from '../../src/transport/liveness.ts';
 
 function setup(initialPeers: string[]) {
   let now = 0;
@@ -12,6 +12,7 @@ function setup(initialPeers: string[]) {
     peers: () => peers,
     send: (org, swarm, channel, messages) => {
       expect([swarm, channel, messages.length]).toEqual([LIVENESS_SWARM, LIVENESS_CHANNEL, 1]);
+      expect(announcedLevel(messages[0]!)).toBe(PROTOCOL_LEVEL);
       sent.push(org);
     },
     onPeerDown: (org) => events.push(`down ${org}`),
@@ -104,6 +105,25 @@ describe('node liveness', () => {
     expect(s.events).toEqual([]); // 3 s of real silence after the stall: not yet beyond the lapse
     s.interval([]);
     expect(s.events).toEqual(['down globex']);
+  });
+
+  it('keeps the protocol level each peer announced last; the one-byte message of earlier versions is level 1', () => {
+    const s = setup(['globex', 'initech']);
+    s.liveness.round();
+    expect(s.liveness.levelOf('globex')).toBeNull(); // not heard yet
+    s.liveness.announced('globex', [new Uint8Array([1])]);
+    s.liveness.announced('initech', [new Uint8Array([2, 2])]);
+    expect([s.liveness.levelOf('globex'), s.liveness.levelOf('initech')]).toEqual([1, 2]);
+    // globex's node was upgraded and restarted: its new announcement replaces the old one.
+    s.liveness.announced('globex', [new Uint8Array([2, 3])]);
+    expect(s.liveness.levelOf('globex')).toBe(3);
+    // What this version cannot read changes nothing, but the peer was heard.
+    s.liveness.announced('initech', [new Uint8Array([]), new Uint8Array([2, 0]), new Uint8Array([9, 9, 9]), new Uint8Array([3])]);
+    expect(s.liveness.levelOf('initech')).toBe(2);
+    expect(s.liveness.status().map((p) => [p.org, p.level])).toEqual([
+      ['globex', 3],
+      ['initech', 2],
+    ]);
   });
 
   it('refuses a lapse that is not longer than the interval', () => {
