@@ -1,14 +1,24 @@
 // Owns the chaos tool's nemesis: a seeded schedule of faults on real node processes and on the ProxyMesh —
 // SIGKILL + restart (a random node or the leader), SIGSTOP / SIGCONT pauses, partitions (isolate a node, bridge,
 // one-way in or out, black-holed links) and link delays — one fault at a time touching at most `maxFaulty` nodes
-// (a minority for raft, f for pbft), each healed after a few seconds, all within the run's duration.
-import { currentLeader, killNode, restartNode, isNodeRunning, readCluster, findNode, logTail } from '../devcluster/cluster.ts';
+// (a minority for raft, f for pbft), each healed after a few seconds, all within the run's duration. Opt-in, a live
+// mode switch (raft ↔ pbft, approved by every org's admin) between the faults, so that the next faults hit the other
+// protocol and nodes killed or cut off in one era come back in the next.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { importPrivateJwk, type PrivateJwk } from '../crypto/ed25519.ts';
+import { currentLeader, killNode, restartNode, isNodeRunning, readCluster, findNode, logTail, apiFetch, apiJson } from '../devcluster/cluster.ts';
 import { Prng } from '../sim/prng.ts';
+import { signAdminApproval } from '../verdict/admin.ts';
+import type { AdminAction } from '../verdict/proposal.ts';
 import type { ProxyMesh } from './proxy.ts';
 
-export type FaultKind = 'kill' | 'kill-leader' | 'pause' | 'isolate' | 'blackhole' | 'bridge' | 'one-way-out' | 'one-way-in' | 'delay';
+export type FaultKind = 'kill' | 'kill-leader' | 'pause' | 'isolate' | 'blackhole' | 'bridge' | 'one-way-out' | 'one-way-in' | 'delay' | 'switch-mode';
 
+/** The faults a run injects by default. */
 export const FAULT_KINDS: readonly FaultKind[] = ['kill', 'kill-leader', 'pause', 'isolate', 'blackhole', 'bridge', 'one-way-out', 'one-way-in', 'delay'];
+/** Every kind `--faults` accepts: the defaults and the opt-in live mode switch (needs at least 4 orgs). */
+export const ALL_FAULT_KINDS: readonly FaultKind[] = [...FAULT_KINDS, 'switch-mode'];
 
 export interface FaultRecord {
   kind: FaultKind;
@@ -181,6 +191,9 @@ export class Nemesis {
           for (const link of links) link.heal();
         };
       }
+      case 'switch-mode':
+        await this.switchMode(record);
+        return async () => undefined;
       case 'delay': {
         const nodes = this.pickNodes(count);
         record.nodes = nodes;
@@ -194,6 +207,37 @@ export class Nemesis {
         };
       }
     }
+  }
+
+  /**
+   * Proposes switching the swarm to the other protocol through a random running node, approved by every org's admin
+   * in one command, and waits for the answer. A switch that is refused or times out is recorded (`error`), not
+   * retried: the run is judged by what happened to the verdicts.
+   */
+  private async switchMode(record: FaultRecord): Promise<void> {
+    const info = readCluster(this.options.dir);
+    const running = info.nodes.filter((node) => isNodeRunning(node) && !this.paused.has(node.org));
+    if (running.length === 0) throw new Error('no running node to propose the switch through');
+    const via = running[this.prng.int(running.length)]!;
+    record.nodes = [via.org];
+    const status = await apiJson<{ mode: string; members: string[] }>(via, `/v1/swarms/${info.swarm}/status`, { timeoutMs: 10_000 });
+    const mode = status.mode === 'raft' ? 'pbft' : 'raft';
+    const id = `chaos-switch-${this.options.seed}-${this.faults.length}`;
+    const action: AdminAction = { kind: 'set-mode', mode };
+    const approvals = info.nodes.map((node) => {
+      const key = importPrivateJwk(JSON.parse(readFileSync(join(node.orgDir, 'admin.jwk'), 'utf8')) as PrivateJwk);
+      return signAdminApproval(key, { v: 1, swarm: info.swarm, id, action });
+    });
+    const command = { v: 1, type: 'admin', swarm: info.swarm, id, action, approvals };
+    const response = await apiFetch(via, `/v1/swarms/${info.swarm}/admin`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(command),
+      timeoutMs: 60_000,
+    });
+    const answer = (await response.json().catch(() => null)) as { status?: string; index?: number; code?: string; message?: string } | null;
+    record.detail = `${status.mode} → ${mode}: ${response.status === 200 ? `${answer?.status} at index ${answer?.index}` : `${response.status} ${answer?.code ?? ''}`}`;
+    if (response.status !== 200 || answer?.status !== 'applied') record.error = `${record.detail} ${answer?.message ?? ''}`.trim();
   }
 
   /** Heals everything: every link, every paused node resumed, every dead node restarted. */

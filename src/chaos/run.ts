@@ -57,7 +57,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
   const log = options.log ?? (() => undefined);
   const seed = options.seed ?? randomInt(1, 2 ** 31);
   const orgs = options.orgs ?? (options.mode === 'pbft' ? 4 : 3);
-  const maxFaulty = options.mode === 'pbft' ? Math.floor((orgs - 1) / 3) : Math.floor((orgs - 1) / 2);
+  // With live mode switches the swarm may run pbft at any time: at most f faulty then.
+  const pbftAtSomePoint = options.mode === 'pbft' || (options.kinds ?? []).includes('switch-mode');
+  const maxFaulty = pbftAtSomePoint ? Math.floor((orgs - 1) / 3) : Math.floor((orgs - 1) / 2);
+  if (pbftAtSomePoint && orgs < 4) throw new Error(`pbft needs at least 4 orgs (switch-mode switches to it); got ${orgs}`);
   const ownDir = options.dir === undefined;
   const dir = resolve(options.dir ?? join(mkdtempSync(join(tmpdir(), 'conclave-chaos-')), 'cluster'));
   const started = performance.now();

@@ -1,5 +1,5 @@
-// Owns the CI-sized chaos runs: `node bin/conclave.js chaos --duration 20` as a real process, for raft (3 orgs) and
-// pbft (4 orgs), asserting exit 0, the final line with lost/duplicated/divergent 0 and acked > 0, a non-empty fault
+// Owns the CI-sized chaos runs: `node bin/conclave.js chaos --duration 20` as a real process, for raft (3 orgs),
+// pbft (4 orgs) and 4 orgs switching live between raft and pbft between the faults, asserting exit 0, the final line with lost/duplicated/divergent 0 and acked > 0, a non-empty fault
 // summary, a well-formed JSON Lines history, and that no node process outlives the run. Also the proxy on its own.
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
@@ -12,10 +12,11 @@ import { processesMentioning, runConclave } from '../support/processes.ts';
 const work = mkdtempSync(join(tmpdir(), 'conclave-chaos-test-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
-async function chaosRun(mode: 'raft' | 'pbft', seed: number): Promise<void> {
-  const dir = join(work, mode);
-  const historyFile = join(work, `${mode}-history.jsonl`);
-  const { code, stdout, stderr } = await runConclave(['chaos', '--duration', '20', '--mode', mode, '--seed', String(seed), '--dir', dir, '--history', historyFile], 240_000);
+async function chaosRun(mode: 'raft' | 'pbft', seed: number, extra: { name?: string; args?: string[] } = {}): Promise<string> {
+  const name = extra.name ?? mode;
+  const dir = join(work, name);
+  const historyFile = join(work, `${name}-history.jsonl`);
+  const { code, stdout, stderr } = await runConclave(['chaos', '--duration', '20', '--mode', mode, '--seed', String(seed), '--dir', dir, '--history', historyFile, ...(extra.args ?? [])], 240_000);
   const transcript = `exit ${code}\n--- stdout\n${stdout}\n--- stderr\n${stderr}`;
   const lines = stdout.trimEnd().split('\n');
   const last = lines[lines.length - 1]!;
@@ -56,6 +57,7 @@ async function chaosRun(mode: 'raft' | 'pbft', seed: number): Promise<void> {
   expect(`acked: ${oks},`).toBe(last.slice(0, last.indexOf(',') + 1));
   // No node outlives the run.
   expect(processesMentioning(dir)).toEqual([]);
+  return stdout;
 }
 
 describe('conclave chaos (real processes, fault-injecting proxies)', () => {
@@ -65,6 +67,14 @@ describe('conclave chaos (real processes, fault-injecting proxies)', () => {
 
   it('pbft, 4 orgs, 20 s of faults: nothing lost, duplicated or divergent, and the audit verifies', async () => {
     await chaosRun('pbft', 11);
+  }, 300_000);
+
+  it('4 orgs switching live raft → pbft → raft between faults: nothing lost, duplicated or divergent; the audit follows the eras', async () => {
+    const stdout = await chaosRun('raft', 5, { name: 'switch', args: ['--orgs', '4', '--faults', 'switch-mode,kill,pause,isolate,bridge'] });
+    // The schedule of seed 5 switches more than once; each switch was applied (both directions), with faults between.
+    expect(stdout).toMatch(/switch-mode +\S+ +raft → pbft: applied at index \d+/);
+    expect(stdout).toMatch(/switch-mode +\S+ +pbft → raft: applied at index \d+/);
+    expect(stdout).not.toMatch(/fault switch-mode failed/);
   }, 300_000);
 });
 

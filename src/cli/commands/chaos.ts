@@ -37,7 +37,7 @@ export function register(program: Command): void {
     .option('--history <file>', 'write the operation history (invoke/ok/fail/info) as JSON Lines')
     .option('--clients <n>', 'concurrent clients per org', positiveInt, 2)
     .option('--max-ops <n>', 'upper bound on the verdicts one client submits', positiveInt, 5000)
-    .option('--faults <kinds>', 'comma-separated fault kinds (default: all): kill,kill-leader,pause,isolate,blackhole,bridge,one-way-out,one-way-in,delay')
+    .option('--faults <kinds>', 'comma-separated fault kinds (default: all but switch-mode): kill,kill-leader,pause,isolate,blackhole,bridge,one-way-out,one-way-in,delay; switch-mode: a live raft ↔ pbft switch approved by every admin (needs --orgs 4 or more)')
     .option('--keep-dir', 'keep the working folder even when the run passes')
     .addHelpText(
       'after',
@@ -53,21 +53,26 @@ converged, no node died on its own, and \`conclave audit\` verifies the export; 
 
 async function runChaosCli(options: ChaosCliOptions): Promise<number> {
   const { runChaos } = await import('../../chaos/run.ts');
-  const { FAULT_KINDS } = await import('../../chaos/nemesis.ts');
+  const { ALL_FAULT_KINDS } = await import('../../chaos/nemesis.ts');
   const { stopAll } = await import('../../devcluster/cluster.ts');
   if (options.mode !== 'raft' && options.mode !== 'pbft') {
     console.error(`conclave chaos: --mode must be raft or pbft, got ${options.mode}`);
     return 2;
   }
-  let kinds: (typeof FAULT_KINDS)[number][] | undefined;
+  let kinds: (typeof ALL_FAULT_KINDS)[number][] | undefined;
   if (options.faults) {
     const names = options.faults.split(',').map((k) => k.trim()).filter(Boolean);
-    const unknown = names.filter((k) => !(FAULT_KINDS as readonly string[]).includes(k));
+    const unknown = names.filter((k) => !(ALL_FAULT_KINDS as readonly string[]).includes(k));
     if (unknown.length || names.length === 0) {
-      console.error(`conclave chaos: unknown fault kind(s) ${unknown.join(', ')}; known: ${FAULT_KINDS.join(', ')}`);
+      console.error(`conclave chaos: unknown fault kind(s) ${unknown.join(', ')}; known: ${ALL_FAULT_KINDS.join(', ')}`);
       return 2;
     }
-    kinds = names as (typeof FAULT_KINDS)[number][];
+    kinds = names as (typeof ALL_FAULT_KINDS)[number][];
+    const orgs = options.orgs ?? (options.mode === 'pbft' ? 4 : 3);
+    if (kinds.includes('switch-mode') && orgs < 4) {
+      console.error(`conclave chaos: switch-mode switches to pbft, which needs at least 4 orgs: add --orgs 4`);
+      return 2;
+    }
   }
   const onSignal = () => {
     stopAll();
