@@ -191,9 +191,22 @@ export class Nemesis {
           for (const link of links) link.heal();
         };
       }
-      case 'switch-mode':
-        await this.switchMode(record);
-        return async () => undefined;
+      case 'switch-mode': {
+        // Half of the switches happen while one other node is down: it comes back into the next era and must catch
+        // up with it (copying the records it missed, then starting that era's engine).
+        const down = this.prng.int(2) === 1 ? this.pickNodes(1) : [];
+        for (const org of down) {
+          await killNode(dir, org, 'SIGKILL');
+          this.killed.add(org);
+        }
+        await this.switchMode(record, down);
+        return async () => {
+          for (const org of down) {
+            await restartNode(dir, org, { timeoutMs: 120_000 });
+            this.killed.delete(org);
+          }
+        };
+      }
       case 'delay': {
         const nodes = this.pickNodes(count);
         record.nodes = nodes;
@@ -210,16 +223,16 @@ export class Nemesis {
   }
 
   /**
-   * Proposes switching the swarm to the other protocol through a random running node, approved by every org's admin
-   * in one command, and waits for the answer. A switch that is refused or times out is recorded (`error`), not
+   * Proposes switching the swarm to the other protocol through a random running node (not one of `down`, the nodes
+   * killed for the switch), approved by every org's admin in one command, and waits for the answer. A switch that is refused or times out is recorded (`error`), not
    * retried: the run is judged by what happened to the verdicts.
    */
-  private async switchMode(record: FaultRecord): Promise<void> {
+  private async switchMode(record: FaultRecord, down: string[]): Promise<void> {
     const info = readCluster(this.options.dir);
-    const running = info.nodes.filter((node) => isNodeRunning(node) && !this.paused.has(node.org));
+    const running = info.nodes.filter((node) => !down.includes(node.org) && isNodeRunning(node) && !this.paused.has(node.org));
     if (running.length === 0) throw new Error('no running node to propose the switch through');
     const via = running[this.prng.int(running.length)]!;
-    record.nodes = [via.org];
+    record.nodes = [via.org, ...down];
     const status = await apiJson<{ mode: string; members: string[] }>(via, `/v1/swarms/${info.swarm}/status`, { timeoutMs: 10_000 });
     const mode = status.mode === 'raft' ? 'pbft' : 'raft';
     const id = `chaos-switch-${this.options.seed}-${this.faults.length}`;
@@ -236,7 +249,7 @@ export class Nemesis {
       timeoutMs: 60_000,
     });
     const answer = (await response.json().catch(() => null)) as { status?: string; index?: number; code?: string; message?: string } | null;
-    record.detail = `${status.mode} → ${mode}: ${response.status === 200 ? `${answer?.status} at index ${answer?.index}` : `${response.status} ${answer?.code ?? ''}`}`;
+    record.detail = `${status.mode} → ${mode}${down.length ? ` with ${down.join(',')} down` : ''}: ${response.status === 200 ? `${answer?.status} at index ${answer?.index}` : `${response.status} ${answer?.code ?? ''}`}`;
     if (response.status !== 200 || answer?.status !== 'applied') record.error = `${record.detail} ${answer?.message ?? ''}`.trim();
   }
 
