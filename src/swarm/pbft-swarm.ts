@@ -110,6 +110,12 @@ export class PbftSwarm implements ConsensusEngine {
   private scheduled = false;
   private running = false;
   private stopped = false;
+  /**
+   * Ids of the requests state transfers applied since the last installState: kept across failed attempts and
+   * transfers (the next one continues from the new head), and all handed to the core when one completes — a copied
+   * request the core does not count as executed would run again here if a later batch carries it.
+   */
+  private copiedIds: string[] = [];
   private haltedAt: number | null = null;
   private loopError: Error | null = null;
   private readonly tallies = new Map<string, ReplyTally>();
@@ -456,6 +462,11 @@ export class PbftSwarm implements ConsensusEngine {
     const replies: Uint8Array[] = [];
     const executedIds: string[] = [];
     for (const committed of ready.committed) {
+      if (committed.seq <= this.exec.lastExecuted) {
+        // Never applied twice: this replica's state already holds that sequence number (a state transfer copied it).
+        this.options.logger.error({ seq: committed.seq, lastExecuted: this.exec.lastExecuted }, 'pbft: the core released a sequence number this replica already executed; skipped');
+        continue;
+      }
       for (const request of committed.requests) {
         if (this.haltedAt !== null) break;
         const index = this.options.applier.size + 1;
@@ -522,8 +533,6 @@ export class PbftSwarm implements ConsensusEngine {
     const signers = from.filter((p) => p !== this.options.self);
     const call = async (peer: string, request: unknown): Promise<unknown> =>
       JSON.parse(fromUtf8(await this.options.link.call(peer, this.options.swarm, this.callChannel, utf8(JSON.stringify(request)), 10_000)));
-    // Ids of every request copied in, across attempts (a failed attempt keeps what it verified and applied).
-    const transferredIds: string[] = [];
     const chunkIds: string[] = [];
     try {
       for (const peer of signers) {
@@ -545,7 +554,7 @@ export class PbftSwarm implements ConsensusEngine {
               const data = fromBase64Url(record.data);
               this.options.applier.apply({ index: record.index, epoch: record.view ?? record.term ?? 0, kind: 'command', data });
               const id = toHex(sha256(data));
-              transferredIds.push(id);
+              this.copiedIds.push(id);
               chunkIds.push(id);
             }
             // Each chunk is stored with the execution point unchanged: a crash mid-transfer restarts with a
@@ -556,12 +565,13 @@ export class PbftSwarm implements ConsensusEngine {
           await this.options.applier.flush(this.execOps([]));
           // The copied requests count as executed here too, or a retransmitted one would run again on this replica
           // only (at-most-once is decided per replica from its executed set).
-          this.core.installState(seq, digest, transferredIds);
+          this.core.installState(seq, digest, this.copiedIds);
+          this.copiedIds = [];
           this.schedule();
           return;
         } catch (error) {
           // Verified records applied before a later chunk failed stay: the next attempt continues from the new head.
-          this.options.logger.warn({ err: error, peer, seq, applied: transferredIds.length }, 'state transfer via this peer failed; trying the next');
+          this.options.logger.warn({ err: error, peer, seq, applied: this.copiedIds.length }, 'state transfer via this peer failed; trying the next');
         }
       }
     } finally {

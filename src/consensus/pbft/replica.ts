@@ -207,18 +207,29 @@ export class PbftCore {
     this.sendOwn({ type: 'checkpoint', to: 'all', seq, digest: stateDigest });
   }
 
-  /** The app installed a snapshot at the stable checkpoint (after a stateTransfer). */
+  /**
+   * The app installed a snapshot at a stable checkpoint (after a stateTransfer); `executedIds`: every request it
+   * copied in. The checkpoint may be older than the current stable one: a newer one became stable while the records
+   * were copied (the app checked them against the digest this replica asked for, certified by 2f+1 then). The copied
+   * state then counts — its requests are executed here, or one a later batch carries again would run twice on this
+   * replica only — and the transfer goes on to the newer checkpoint.
+   */
   installState(seq: number, stateDigest: Uint8Array, executedIds: Iterable<string>): void {
-    if (!this.stable || seq !== this.stable.seq || !bytesEqual(stateDigest, this.stable.digest)) {
+    if (!this.stable || seq > this.stable.seq || (seq === this.stable.seq && !bytesEqual(stateDigest, this.stable.digest))) {
       throw new Error(`pbft: installState(${seq}) does not match the stable checkpoint ${this.stable?.seq ?? 0}`);
     }
+    for (const id of executedIds) this.forget(id);
     if (seq <= this.lastExecuted) return;
     this.lastExecuted = seq;
+    this.timer = 0;
+    if (seq < this.stable.seq) {
+      this.requestTransfer(this.stable);
+      this.flush(false);
+      return;
+    }
     this.ownCheckpoints.set(seq, stateDigest);
-    for (const id of executedIds) this.forget(id);
     this.transfer = null;
     this.outTransfer = null;
-    this.timer = 0;
     this.execute();
     this.flush(false);
   }

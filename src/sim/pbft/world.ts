@@ -89,6 +89,11 @@ interface SimNode {
   durable: PbftDurableState;
   app: App;
   transfer: PbftStateTransfer | null;
+  /**
+   * A state transfer being copied, as the driver runs it: its Ready loop waits (the core still takes messages, and
+   * may move to a newer stable checkpoint meanwhile), and at `doneAt` the snapshot it asked for is installed.
+   */
+  copying: { t: PbftStateTransfer; doneAt: number } | null;
   downUntil: number;
 }
 
@@ -195,7 +200,7 @@ export class PbftWorld implements Signer {
         byz = new ByzantineReplica(id, bs, this.rng, this.collusion, this);
       }
       const app: App = { lastExecuted: 0, ids: [], idSet: new Set(), digest: new Uint8Array(32), snapshots: new Map() };
-      const node: SimNode = { id, byz, core: null, durable: emptyPbftState(), app, transfer: null, downUntil: -1 };
+      const node: SimNode = { id, byz, core: null, durable: emptyPbftState(), app, transfer: null, copying: null, downUntil: -1 };
       this.nodes.set(id, node);
       this.start(node);
     }
@@ -249,6 +254,7 @@ export class PbftWorld implements Signer {
     }
     node.core = null;
     node.transfer = null;
+    node.copying = null;
     node.downUntil = until;
   }
 
@@ -277,7 +283,7 @@ export class PbftWorld implements Signer {
 
   /** Handles every Ready of a node: persist, send (loopback included), execute, checkpoints, state transfer. */
   private drain(node: SimNode): void {
-    for (let guard = 0; node.core && node.core.hasReady(); guard++) {
+    for (let guard = 0; node.core && !node.copying && node.core.hasReady(); guard++) {
       if (guard > 10_000) throw new Error(`${node.id}: Ready loop does not converge`);
       const core = node.core;
       const rd: PbftReady = core.ready();
@@ -289,7 +295,10 @@ export class PbftWorld implements Signer {
       for (const m of rd.messages) this.emit(node, m, loopback);
       for (const c of rd.committed) this.apply(node, c.seq, c.digest, c.requests.map((r) => r.id));
       if (rd.stableCheckpoint) {
-        for (const s of [...node.app.snapshots.keys()]) if (s < rd.stableCheckpoint.seq) node.app.snapshots.delete(s);
+        // Older states stay available a while (the real store keeps every record): a peer still copying up to an
+        // older stable checkpoint finishes that copy.
+        const keepFrom = rd.stableCheckpoint.seq - 4 * this.config.checkpointInterval;
+        for (const s of [...node.app.snapshots.keys()]) if (s < keepFrom) node.app.snapshots.delete(s);
       }
       if (rd.stateTransfer) node.transfer = rd.stateTransfer;
       core.advance(rd);
@@ -338,26 +347,39 @@ export class PbftWorld implements Signer {
     if (this.opts.powerLoss) this.lastSynced.set(node.id, { durable: cloneDurable(node.durable), app: cloneApp(node.app) });
   }
 
-  /** The app fetches a snapshot with the wanted digest from any replica that has it, then installs it. */
+  /**
+   * State transfer as the driver runs it: the copy of the snapshot the core asked for takes a few ticks, during which
+   * the node's Ready loop waits while its core keeps taking messages (it may make a newer checkpoint stable); then
+   * the copied snapshot — of the sequence number asked for, possibly older than the stable one by now — is installed
+   * from any replica that has it. A copy that finds none is given up; the core's latest request is tried next.
+   */
   private tryTransfer(node: SimNode): void {
+    if (!node.core) return;
+    if (node.copying) {
+      if (this.tick < node.copying.doneAt) return;
+      const { t } = node.copying;
+      node.copying = null;
+      if (node.app.lastExecuted < t.seq) {
+        for (const from of t.from) {
+          const peer = this.nodes.get(from)!;
+          if (peer === node || !peer.core) continue;
+          const snap = peer.app.snapshots.get(t.seq);
+          if (!snap || !bytesEqual(snap.digest, t.digest)) continue;
+          node.app = { lastExecuted: t.seq, ids: [...snap.ids], idSet: new Set(snap.ids), digest: snap.digest, snapshots: new Map([[t.seq, snap]]) };
+          this.markSynced(node); // the driver writes a state transfer synced
+          this.stats.stateTransfers++;
+          this.guard(node, (core) => core.installState(t.seq, t.digest, snap.ids));
+          break;
+        }
+      }
+      this.guard(node, () => undefined); // the Ready loop goes on (a newer transfer it asks for starts below)
+      if (node.copying) return;
+    }
     const t = node.transfer;
-    if (!t || !node.core) return;
-    if (node.app.lastExecuted >= t.seq) {
-      node.transfer = null;
-      return;
-    }
-    for (const from of t.from) {
-      const peer = this.nodes.get(from)!;
-      if (peer === node || !peer.core) continue;
-      const snap = peer.app.snapshots.get(t.seq);
-      if (!snap || !bytesEqual(snap.digest, t.digest)) continue;
-      node.app = { lastExecuted: t.seq, ids: [...snap.ids], idSet: new Set(snap.ids), digest: snap.digest, snapshots: new Map([[t.seq, snap]]) };
-      this.markSynced(node); // the driver writes a state transfer synced
-      node.transfer = null;
-      this.stats.stateTransfers++;
-      node.core.installState(t.seq, t.digest, snap.ids);
-      return;
-    }
+    if (!t) return;
+    node.transfer = null;
+    if (node.app.lastExecuted >= t.seq) return;
+    node.copying = { t, doneAt: this.tick + 1 + this.rng.int(3 * this.maxDelay) };
   }
 
   // ------------------------------------------------------------ network
