@@ -82,6 +82,8 @@ interface ReplyTally {
 const STATE_KEY = 'state';
 /** At-most-once window (see PbftConfig.executedWindow): ~30 s of requests at 3,000/s, a proposal's lifetime. */
 const EXECUTED_WINDOW = 100_000;
+/** A state transfer that no signer served is tried again after this long. */
+const TRANSFER_RETRY_MS = 1000;
 const LOG_PREFIX = 'log/';
 
 function sha256(bytes: Uint8Array): Uint8Array {
@@ -124,6 +126,9 @@ export class PbftSwarm implements ConsensusEngine {
   private readonly digestsAt = new Map<number, { digest: Uint8Array; size: number; hash: string }>();
   private readonly checkpointInterval: number;
   private transferring = false;
+  /** A state transfer every signer failed to serve, retried after TRANSFER_RETRY_MS while the core still wants it. */
+  private failedTransfer: { seq: number; digest: Uint8Array; from: string[]; at: number } | null = null;
+  private retryTransferDue = false;
   /** Last known head per replica, for status. */
   private readonly f: number;
 
@@ -173,6 +178,8 @@ export class PbftSwarm implements ConsensusEngine {
     this.stopTicking = onTick(this.options.tickMs ?? 50, () => {
       this.core.tick();
       this.schedule();
+      // A run loop that finds nothing else to do still retries a failed state transfer once it is due.
+      if (this.failedTransfer && performance.now() - this.failedTransfer.at >= TRANSFER_RETRY_MS) this.schedule(true);
     });
     this.schedule();
   }
@@ -348,7 +355,8 @@ export class PbftSwarm implements ConsensusEngine {
     return utf8(JSON.stringify({ records, size: this.options.applier.size }));
   }
 
-  private schedule(): void {
+  private schedule(retryTransfer = false): void {
+    if (retryTransfer) this.retryTransferDue = true;
     if (this.scheduled || this.stopped) return;
     this.scheduled = true;
     setImmediate(() => {
@@ -361,6 +369,13 @@ export class PbftSwarm implements ConsensusEngine {
     if (this.running || this.loopError) return;
     this.running = true;
     try {
+      const retry = this.retryTransferDue ? this.failedTransfer : null;
+      this.retryTransferDue = false;
+      if (retry && !this.transferring) {
+        this.failedTransfer = null;
+        // Only while the core still waits for that checkpoint (a newer one it asks for comes in its Ready).
+        if (this.core.status().stateTransferPending === retry.seq) await this.transferState(retry.seq, retry.digest, retry.from);
+      }
       while (!this.stopped && this.core.hasReady()) {
         const ready = this.core.ready();
         if (ready.persist) await this.persist(ready);
@@ -574,6 +589,9 @@ export class PbftSwarm implements ConsensusEngine {
           this.options.logger.warn({ err: error, peer, seq, applied: this.copiedIds.length }, 'state transfer via this peer failed; trying the next');
         }
       }
+      // No signer could serve it now (unreachable, or cut off): try again shortly rather than wait for the next
+      // stable checkpoint, which an idle swarm may not reach for a long time.
+      this.failedTransfer = { seq, digest, from, at: performance.now() };
     } finally {
       this.transferring = false;
     }
