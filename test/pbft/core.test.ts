@@ -329,16 +329,27 @@ describe('Byzantine primary and messages', () => {
   });
 });
 
+/** org0 proposes requests r<from>..r<to - 1>, one at a time, each delivered everywhere. */
+function proposeRange(c: Cluster, from: number, to: number): void {
+  for (let i = from; i < to; i++) {
+    c.propose('org0', `r${i}`);
+    c.deliverAll();
+  }
+}
+
+/** A cluster (K = 4) in which org3 was down for 12 requests, restarted, and learnt it must transfer state to 12. */
+function org3BehindTwelve(): Cluster {
+  const c = new Cluster(4, { checkpointInterval: 4, watermarkWindow: 8 });
+  c.crash('org3');
+  proposeRange(c, 0, 12);
+  c.start('org3');
+  c.tick(6);
+  return c;
+}
+
 describe('recovery', () => {
   it('a replica that missed checkpoints is told to transfer state, installs it and keeps executing', () => {
-    const c = new Cluster(4, { checkpointInterval: 4, watermarkWindow: 8 });
-    c.crash('org3');
-    for (let i = 0; i < 12; i++) {
-      c.propose('org0', `r${i}`);
-      c.deliverAll();
-    }
-    c.start('org3');
-    c.tick(6);
+    const c = org3BehindTwelve();
     const t = c.node('org3').transfer;
     expect(t?.seq).toBe(12);
     expect(c.core('org3').status().stateTransferPending).toBe(12);
@@ -351,21 +362,11 @@ describe('recovery', () => {
   });
 
   it('a transfer that completes after a newer checkpoint became stable counts, and goes on to the newer one', () => {
-    const c = new Cluster(4, { checkpointInterval: 4, watermarkWindow: 8 });
-    c.crash('org3');
-    for (let i = 0; i < 12; i++) {
-      c.propose('org0', `r${i}`);
-      c.deliverAll();
-    }
-    c.start('org3');
-    c.tick(6);
+    const c = org3BehindTwelve();
     const first = c.node('org3').transfer!;
     expect(first.seq).toBe(12);
     // While org3 copies the records up to 12, the others move on and a newer checkpoint becomes stable at org3 too.
-    for (let i = 12; i < 20; i++) {
-      c.propose('org0', `r${i}`);
-      c.deliverAll();
-    }
+    proposeRange(c, 12, 20);
     c.tick(6);
     expect(c.core('org3').status().stableCheckpoint).toBe(20);
     // The copy up to 12 completes: it counts (before, installState threw, and the requests it copied were not counted
