@@ -138,12 +138,12 @@ const CHANNEL_ERA = /\.e(\d+)(?:\.|$)/;
 const CATCH_UP_INTERVAL_MS = 2000;
 /** How long one proposal may wait for its commit, across the engines it meets. */
 const PROPOSAL_TIMEOUT_MS = 30_000;
+/** The protocol level (transport/liveness.ts) every member's node needs before an admin change is proposed. */
+const ADMIN_PROTOCOL_LEVEL = 2;
 /**
  * Errors of an engine that stopped serving while the swarm goes on: its era ended (MODE_SWITCHED), an era catch-up
  * replaced it (CATCHING_UP), or the catch-up stopped it (NODE_STOPPING while the swarm itself runs).
  */
-/** The protocol level (transport/liveness.ts) every member's node needs before an admin change is proposed. */
-const ADMIN_PROTOCOL_LEVEL = 2;
 const ENGINE_CHANGE_CODES = new Set(['MODE_SWITCHED', 'CATCHING_UP', 'NODE_STOPPING']);
 /** An empty node asks its peers where the swarm stands after 1–2 of these (unless its log filled meanwhile). */
 const FRESH_PROBE_MS = 3000;
