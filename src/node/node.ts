@@ -56,7 +56,7 @@ export interface NodeOptions {
   /** How long one awaiting proposal holds back this node's next one (see VerdictSwarmOptions.proposalHoldMs). */
   proposalHoldMs?: number;
   /**
-   * Default true. False: this node neither relays its agents' verdicts to the Raft leader nor takes relayed ones
+   * Default true. False: this node neither relays its agents' verdicts to the Raft leader or PBFT primary nor takes relayed ones
    * (the relay channel is not served, as in versions before it) — for a rolling upgrade from such a version: nodes
    * run with it off until every node of the federation takes relayed verdicts.
    */
@@ -179,7 +179,7 @@ export class ConclaveNode implements NodeService {
       }
     };
     // Consensus channels carry their era ("raft.e0", "pbft.e1", ...): each swarm routes them to the engine of that era;
-    // "verdicts.relay" (a Raft follower hands admitted verdicts to the leader) belongs to the swarm, not to an era.
+    // "verdicts.relay" (a follower or backup hands admitted verdicts to the leader or primary) belongs to the swarm, not to an era.
     const families = ['raft', 'pbft', 'pbft-call', ...(options.relayVerdicts === false ? [] : ['verdicts'])];
     for (const family of families) {
       this.peerServer.onMessages(`${family}.*`, (fromOrg, swarmId, messages, _peer, channel) => {

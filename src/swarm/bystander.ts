@@ -52,4 +52,8 @@ export class BystanderEngine implements ConsensusEngine {
   serving(): boolean {
     return false;
   }
+
+  leader(): string | null {
+    return null;
+  }
 }

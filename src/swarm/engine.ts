@@ -77,6 +77,8 @@ export interface ConsensusEngine {
   status(): EngineStatus;
   /** True when the engine knows a leader / primary and is not halted. */
   serving(): boolean;
+  /** Who orders proposals now — the Raft leader, the PBFT primary — or null while unknown or changing. */
+  leader(): string | null;
   /** The peer channels this engine uses. */
   readonly channels: { messages: string[]; calls: string[] };
 }

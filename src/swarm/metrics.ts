@@ -42,7 +42,7 @@ export class NodeMetrics {
     });
     this.relayedVerdicts = new Counter({
       name: 'conclave_relayed_verdicts_total',
-      help: 'Raft: verdicts a follower relayed to the leader (sent, expired: proposed by the follower itself after all) or the leader took from followers (received, refused)',
+      help: 'Verdicts a Raft follower or PBFT backup relayed to the leader or primary (sent, expired: proposed by itself after all) or the leader or primary took from others (received, refused)',
       labelNames: ['swarm', 'event'],
       registers,
     });

@@ -221,6 +221,12 @@ export class PbftSwarm implements ConsensusEngine {
     return this.haltedAt === null && this.loopError === null && !this.core.status().inViewChange;
   }
 
+  leader(): string | null {
+    if (!this.core || this.haltedAt !== null) return null;
+    const status = this.core.status();
+    return status.inViewChange ? null : status.primary;
+  }
+
   /** Signs a message as this node: the signature covers swarm, sender and body (codec.signingBytes). */
   private sign(message: PbftMessage): SignedPbftMessage {
     const withFrom = { ...message, from: this.options.self } as PbftMessage & { from: string };

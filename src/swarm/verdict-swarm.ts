@@ -59,7 +59,7 @@ export interface VerdictSwarmOptions {
   maxProposalsInFlight?: number;
   /** A proposal older than this no longer holds the next one back (a lost forward must not stall admission). Default 500 ms. */
   proposalHoldMs?: number;
-  /** Default true: a Raft follower under load relays admitted verdicts to the leader (see RELAY_CHANNEL). */
+  /** Default true: a Raft follower (PBFT backup) under load relays admitted verdicts to the leader (primary): RELAY_CHANNEL. */
   relayVerdicts?: boolean;
   /** A relayed verdict not seen applied within this time is proposed by this node itself. Default 5000 ms. */
   relayRetryMs?: number;
@@ -81,7 +81,7 @@ export interface VerdictSwarmOptions {
 interface QueuedVerdict {
   jws: string;
   jwsHash: string;
-  /** Admitted from an agent of this node (not relayed to it): a Raft follower may hand it to the leader. */
+  /** Admitted from an agent of this node (not relayed to it): a follower or backup may hand it to the leader or primary. */
   relay: boolean;
   reject: (error: Error) => void;
   confirm: () => void;
@@ -95,12 +95,15 @@ interface Waiter {
 
 const CHECKPOINT_CHANNEL = 'checkpoint';
 /**
- * Raft: a follower relays the verdicts it admitted to the leader on this channel, and the leader proposes them in
- * its own batches — under load one proposer, so fewer and bigger log entries (each entry costs a proposal
- * signature, replication and an audit record on every node). Measured (bench:ab, raft-3, together with keys
- * judged before commit): -33 % node CPU per verdict at 16 in flight, -19 % at 64; docs/verdicts.md §3.1.
+ * A Raft follower (a PBFT backup) relays the verdicts it admitted to the leader (the primary) on this channel, and
+ * that node proposes them in its own batches — under load one proposer, so fewer and bigger log entries or requests
+ * (each costs a proposal signature and its verification, replication or three-phase messages and an audit record on
+ * every node). Measured (bench:ab, raft-3, together with keys judged before commit): -33 % node CPU per verdict at
+ * 16 in flight, -19 % at 64; pbft: see docs/verdicts.md §3.1.
  */
 export const RELAY_CHANNEL = 'verdicts.relay';
+/** The protocol level (transport/liveness.ts) from which a PBFT primary takes relayed verdicts. */
+const PBFT_RELAY_PROTOCOL_LEVEL = 3;
 /** A relayed verdict not applied here within this time is proposed by this node itself (leader lost, or refused it). */
 const DEFAULT_RELAY_RETRY_MS = 5000;
 
@@ -185,8 +188,13 @@ export class VerdictSwarm implements SwarmService {
   /** Per change id: answers that return true once they took the change (their approvals are counted). */
   private readonly adminWaiters = new Map<string, ((change: AdminChangeView) => boolean)[]>();
   private queue: QueuedVerdict[] = [];
-  /** Verdicts this follower relayed to the Raft leader and has not yet seen applied, by JWS hash. */
+  /** Verdicts this node relayed to the leader or primary and has not yet seen applied, by JWS hash. */
   private readonly relayed = new Map<string, QueuedVerdict>();
+  /**
+   * A leader or primary that let verdicts relayed to it expire (it refused them, lost them or censors them): in this
+   * era nothing more is relayed to it, so it delays at most one round of relayed verdicts by relayRetryMs.
+   */
+  private relayDistrusted: { org: string; era: number } | null = null;
   private flushScheduled = false;
   /** This node's proposals still awaiting commit, each with its start time (performance.now()). */
   private readonly proposalsInFlight = new Set<{ started: number }>();
@@ -668,8 +676,7 @@ export class VerdictSwarm implements SwarmService {
       return;
     }
     if (channel === RELAY_CHANNEL) {
-      if (this.era.mode === 'raft') this.receiveRelayed(messages);
-      else this.options.metrics.droppedMessages.inc({ swarm: this.id, reason: 'relay-not-raft' }, messages.length);
+      this.receiveRelayed(messages);
       return;
     }
     for (const engine of [this.engine, ...this.draining]) {
@@ -756,9 +763,10 @@ export class VerdictSwarm implements SwarmService {
   }
 
   /**
-   * The Raft leader: verdicts a follower admitted and relayed. Each is admitted again here (this node signs the
-   * proposal that carries it, so it answers for it) and proposed with this node's own; a refused one is dropped —
-   * the follower proposes it itself when it does not see it applied (relayRetryMs).
+   * The Raft leader or PBFT primary: verdicts another node admitted and relayed. Each is admitted again here (this
+   * node signs the proposal that carries it, so it answers for it) and proposed with this node's own; a refused one is
+   * dropped — the relaying node proposes it itself when it does not see it applied (relayRetryMs). In pbft mode every
+   * replica still verifies every verdict before it prepares the batch (§3.1 of docs/verdicts.md).
    */
   private receiveRelayed(messages: Uint8Array[]): void {
     let refused = 0;
@@ -801,11 +809,12 @@ export class VerdictSwarm implements SwarmService {
     if (this.queue.length) this.relayToLeader(maxBatch);
   }
 
-  /** A Raft follower hands the verdicts its agents submitted to the leader it knows (see RELAY_CHANNEL). */
+  /** A follower or backup hands the verdicts its agents submitted to the node that orders proposals (RELAY_CHANNEL). */
   private relayToLeader(maxBatch: number): void {
-    if (this.options.relayVerdicts === false) return;
-    const leader = this.engine instanceof RaftSwarm && this.engine.serving() ? this.engine.leader() : null;
-    if (leader === null || leader === this.options.self || !this.queue.some((item) => item.relay)) return;
+    if (this.options.relayVerdicts === false || !this.queue.some((item) => item.relay)) return;
+    const leader = this.relayTarget();
+    if (leader === null) return;
+    const era = this.era.n;
     const relaying = this.queue.filter((item) => item.relay);
     this.queue = this.queue.filter((item) => !item.relay);
     for (const item of relaying) this.relayed.set(item.jwsHash, item);
@@ -813,14 +822,31 @@ export class VerdictSwarm implements SwarmService {
       this.options.link.send(leader, this.id, RELAY_CHANNEL, relaying.slice(i, i + maxBatch).map((item) => Buffer.from(item.jws)));
     }
     this.options.metrics.relayedVerdicts.inc({ swarm: this.id, event: 'sent' }, relaying.length);
-    setTimeout(() => this.relayExpired(relaying), this.options.relayRetryMs ?? DEFAULT_RELAY_RETRY_MS).unref();
+    setTimeout(() => this.relayExpired(relaying, leader, era), this.options.relayRetryMs ?? DEFAULT_RELAY_RETRY_MS).unref();
+  }
+
+  /** The Raft leader or PBFT primary, when relaying to it is worth it; null when this node proposes itself. */
+  private relayTarget(): string | null {
+    const engine = this.engine;
+    if (!engine?.serving()) return null;
+    const leader = engine.leader();
+    if (leader === null || leader === this.options.self) return null;
+    if (this.relayDistrusted?.org === leader && this.relayDistrusted.era === this.era.n) return null;
+    // A primary of an earlier version drops relayed verdicts: each would wait out relayRetryMs first.
+    const levelOf = this.options.peerLevel;
+    if (engine.mode === 'pbft' && levelOf && (levelOf(leader) ?? 0) < PBFT_RELAY_PROTOCOL_LEVEL) return null;
+    return leader;
   }
 
   /** Relayed verdicts not applied here in time: this node proposes them itself (a repeat is harmless: one applies). */
-  private relayExpired(items: QueuedVerdict[]): void {
+  private relayExpired(items: QueuedVerdict[], to: string, era: number): void {
     if (this.stopped) return;
     const back = items.filter((item) => this.relayed.get(item.jwsHash) === item);
     if (!back.length) return;
+    if (this.relayDistrusted?.org !== to || this.relayDistrusted.era !== era) {
+      this.relayDistrusted = { org: to, era };
+      this.options.logger.warn({ swarm: this.id, to, era, verdicts: back.length }, 'verdicts relayed to the leader or primary were not applied in time: this node proposes its verdicts itself for the rest of this era');
+    }
     for (const item of back) {
       this.relayed.delete(item.jwsHash);
       item.relay = false;

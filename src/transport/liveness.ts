@@ -12,11 +12,12 @@ export const LIVENESS_SWARM = 'node-liveness';
 /**
  * The protocol level this node speaks: what its log entries may carry that an older node would apply differently.
  * 1: every version before levels were announced. 2: admin commands name their approvers; set-policy changes.
+ * 3: a PBFT primary takes the verdicts backups relay to it (swarm/verdict-swarm.ts RELAY_CHANNEL).
  * A node proposes what needs a level only while every member's node announced at least that level (see
  * VerdictSwarm.submitAdmin) — during a rolling upgrade an older node would refuse such an entry that the others
  * apply, and the swarm's replicas would differ.
  */
-export const PROTOCOL_LEVEL = 2;
+export const PROTOCOL_LEVEL = 3;
 /** The protocol level of a node that sends the first liveness format (a single byte 1): every earlier version. */
 export const LEGACY_PROTOCOL_LEVEL = 1;
 /**

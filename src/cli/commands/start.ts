@@ -29,7 +29,7 @@ export function register(program: Command): void {
     .requiredOption('-c, --config <file>', 'the federation file (federation.yaml)')
     .option('--pretty', 'human-readable logs instead of JSON lines')
     .option('--tick-ms <ms>', 'milliseconds per Raft tick (election timeout is 10-20 ticks)', (v) => Number.parseInt(v, 10))
-    .option('--no-relay', "neither relay verdicts to the Raft leader nor take relayed ones (rolling upgrade from a version without relaying)")
+    .option('--no-relay', "neither relay verdicts to the Raft leader or PBFT primary nor take relayed ones (rolling upgrade from a version without relaying)")
     .option(
       '--heap-growing-percent <n>',
       "V8 old-generation growth before a full GC, in % of the live heap (0 = V8's adaptive default; lower = smaller RSS)",
