@@ -63,6 +63,8 @@ export interface NodeOptions {
   relayVerdicts?: boolean;
   /** TEST ONLY: each swarm starts the engine of a new era this much later (see VerdictSwarmOptions.eraStartDelayMs). */
   eraStartDelayMs?: number;
+  /** TEST ONLY: the protocol level this node announces (default PROTOCOL_LEVEL), to play a node of an earlier version. */
+  announcedLevel?: number;
 }
 
 export class ConclaveNode implements NodeService {
@@ -210,6 +212,7 @@ export class ConclaveNode implements NodeService {
       onPeerUp: (org) => logger.info({ peer: org }, 'peer node heard again'),
       intervalMs: livenessMs,
       lapseMs: LIVENESS_LAPSE_INTERVALS * livenessMs,
+      ...(options.announcedLevel ? { level: options.announcedLevel } : {}),
     });
     this.liveness = liveness;
     this.peerServer.onMessages(LIVENESS_CHANNEL, (fromOrg, _swarm, messages) => liveness.announced(fromOrg, messages));

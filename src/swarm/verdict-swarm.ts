@@ -102,6 +102,8 @@ const CHECKPOINT_CHANNEL = 'checkpoint';
  * 16 in flight, -19 % at 64; pbft: see docs/verdicts.md §3.1.
  */
 export const RELAY_CHANNEL = 'verdicts.relay';
+/** How long a leader or primary that let relayed verdicts expire is not relayed to (see relayDistrusted). */
+const RELAY_DISTRUST_MS = 60_000;
 /** The protocol level (transport/liveness.ts) from which a PBFT primary takes relayed verdicts. */
 const PBFT_RELAY_PROTOCOL_LEVEL = 3;
 /** A relayed verdict not applied here within this time is proposed by this node itself (leader lost, or refused it). */
@@ -191,10 +193,11 @@ export class VerdictSwarm implements SwarmService {
   /** Verdicts this node relayed to the leader or primary and has not yet seen applied, by JWS hash. */
   private readonly relayed = new Map<string, QueuedVerdict>();
   /**
-   * A leader or primary that let verdicts relayed to it expire (it refused them, lost them or censors them): in this
-   * era nothing more is relayed to it, so it delays at most one round of relayed verdicts by relayRetryMs.
+   * A leader or primary that let verdicts relayed to it expire (it refused them, lost them or censors them): nothing
+   * more is relayed to it in this era for RELAY_DISTRUST_MS, so it delays relayed verdicts by relayRetryMs at most
+   * once in that time, and a node that was only slow for a moment is relayed to again after it.
    */
-  private relayDistrusted: { org: string; era: number } | null = null;
+  private relayDistrusted: { org: string; era: number; until: number } | null = null;
   private flushScheduled = false;
   /** This node's proposals still awaiting commit, each with its start time (performance.now()). */
   private readonly proposalsInFlight = new Set<{ started: number }>();
@@ -831,7 +834,8 @@ export class VerdictSwarm implements SwarmService {
     if (!engine?.serving()) return null;
     const leader = engine.leader();
     if (leader === null || leader === this.options.self) return null;
-    if (this.relayDistrusted?.org === leader && this.relayDistrusted.era === this.era.n) return null;
+    const distrusted = this.relayDistrusted;
+    if (distrusted?.org === leader && distrusted.era === this.era.n && performance.now() < distrusted.until) return null;
     // A primary of an earlier version drops relayed verdicts: each would wait out relayRetryMs first.
     const levelOf = this.options.peerLevel;
     if (engine.mode === 'pbft' && levelOf && (levelOf(leader) ?? 0) < PBFT_RELAY_PROTOCOL_LEVEL) return null;
@@ -843,9 +847,10 @@ export class VerdictSwarm implements SwarmService {
     if (this.stopped) return;
     const back = items.filter((item) => this.relayed.get(item.jwsHash) === item);
     if (!back.length) return;
-    if (this.relayDistrusted?.org !== to || this.relayDistrusted.era !== era) {
-      this.relayDistrusted = { org: to, era };
-      this.options.logger.warn({ swarm: this.id, to, era, verdicts: back.length }, 'verdicts relayed to the leader or primary were not applied in time: this node proposes its verdicts itself for the rest of this era');
+    const distrusted = this.relayDistrusted;
+    if (distrusted?.org !== to || distrusted.era !== era || performance.now() >= distrusted.until) {
+      this.relayDistrusted = { org: to, era, until: performance.now() + RELAY_DISTRUST_MS };
+      this.options.logger.warn({ swarm: this.id, to, era, verdicts: back.length, forMs: RELAY_DISTRUST_MS }, 'verdicts relayed to the leader or primary were not applied in time: this node proposes its verdicts itself for a while');
     }
     for (const item of back) {
       this.relayed.delete(item.jwsHash);

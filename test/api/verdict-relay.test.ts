@@ -1,14 +1,16 @@
-// A Raft follower under load relays the verdicts its agents submit to the leader, which proposes them in its own
-// batches (one proposer: fewer, bigger entries). Real nodes in one process (TLS, HTTP/2, RocksDB, the peer
-// transport): verdicts submitted to a follower while its own proposal awaits commit land in entries the leader signed,
-// each committed once and answered on the follower; junk on the relay channel is refused and changes nothing; and
-// beside a leader that does not take relayed verdicts (a version before relaying, in a rolling upgrade) the follower
-// proposes them itself once the relay window passed — relaying never loses an admitted verdict.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+// A Raft follower (a PBFT backup) under load relays the verdicts its agents submit to the leader (the primary), which
+// proposes them in its own batches (one proposer: fewer, bigger entries). Real nodes in one process (TLS, HTTP/2,
+// RocksDB, the peer transport): verdicts submitted to a follower or backup while its own proposal awaits commit land
+// in entries the leader or primary signed, each committed once and answered where submitted; junk on the relay
+// channel is refused and changes nothing; beside a leader that does not take relayed verdicts (a version before
+// relaying, in a rolling upgrade) the follower proposes them itself once the relay window passed — relaying never
+// loses an admitted verdict; a primary that lets relayed verdicts expire (it censors them) is not relayed to for a
+// minute; and a primary announcing a protocol level before 3 is never relayed to.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log/logger.ts';
 import { ConclaveNode } from '../../src/node/node.ts';
 import { RELAY_CHANNEL } from '../../src/swarm/verdict-swarm.ts';
-import { appliedOnceEverywhere, metricOf, peerClientAs, startRaftTrio, type InProcessFederation } from '../support/inproc-federation.ts';
+import { appliedOnceEverywhere, metricOf, peerClientAs, startPbftFour, startRaftTrio, type InProcessFederation } from '../support/inproc-federation.ts';
 
 const SWARM = 'relay';
 let fed: InProcessFederation;
@@ -148,4 +150,75 @@ describe('relaying beside nodes that do not take relayed verdicts (a rolling upg
     expect(await relayed(oldLeader, 'received', old)).toBe(0);
     await appliedOnceEverywhere(old, SWARM, subjects);
   }, 300_000);
+});
+
+describe('a PBFT backup relays verdicts to the primary', () => {
+  let pbft: InProcessFederation | undefined;
+  afterEach(async () => {
+    await pbft?.close();
+    pbft = undefined;
+  });
+
+  type Placed = { subject: string; proposer: string | null };
+  /** Bursts from `org` (see burst) until `done`, at most `rounds`; returns each subject with its proposer. */
+  async function burstsFrom(of: InProcessFederation, org: string, prefix: string, rounds: number, done: (placed: Placed[]) => Promise<boolean>): Promise<Placed[]> {
+    const placed: Placed[] = [];
+    for (let round = 0; round < rounds && !(await done(placed)); round++) {
+      for (const { subject, index } of await burst(of, org, `${prefix}/${round}`, 24)) placed.push({ subject, proposer: await proposerAt(of, org, index) });
+    }
+    return placed;
+  }
+
+  it('verdicts admitted while its request awaits execution go into the primary’s requests, each executed once everywhere', async () => {
+    const started = await startPbftFour(SWARM);
+    pbft = started.fed;
+    const { primary, backup } = started;
+    const placed = await burstsFrom(pbft, backup, 'pbft', 30, async (sofar) => {
+      const proposers = new Set(sofar.map((p) => p.proposer));
+      return proposers.has(primary) && proposers.has(backup);
+    });
+    for (const { subject, proposer } of placed) expect([primary, backup], `the proposer of ${subject}`).toContain(proposer);
+    const byPrimary = placed.filter((p) => p.proposer === primary).length;
+    expect(byPrimary, 'verdicts held behind the backup’s request went to the primary').toBeGreaterThan(0);
+    expect(placed.length - byPrimary, 'the first verdicts of a burst leave in the backup’s own request').toBeGreaterThan(0);
+    expect(await relayed(backup, 'sent', pbft)).toBeGreaterThanOrEqual(byPrimary);
+    expect(await relayed(primary, 'received', pbft)).toBeGreaterThanOrEqual(byPrimary);
+    expect(await relayed(backup, 'expired', pbft)).toBe(0);
+    await appliedOnceEverywhere(pbft, SWARM, placed.map((p) => p.subject));
+  }, 240_000);
+
+  it('a primary that lets relayed verdicts expire delays them once: the backup proposes them itself and relays no more to it', async () => {
+    // Only umbrella's node relays; the others take no relayed verdicts (their relay channel is not served): to
+    // umbrella the primary looks like one that censors them, while it orders every request sent to it the PBFT way.
+    const backup = 'umbrella';
+    const started = await startPbftFour(SWARM, (org) => (org === backup ? {} : { relayVerdicts: false }));
+    pbft = started.fed;
+    const { primary } = started;
+    expect(primary, 'view 0 (or a view soon after) has another primary').not.toBe(backup);
+    const first = await burstsFrom(pbft, backup, 'censored', 30, async () => (await relayed(backup, 'expired', pbft)) > 0);
+    expect(await relayed(backup, 'expired', pbft), 'relayed verdicts the primary dropped came back').toBeGreaterThan(0);
+    const sentBefore = await relayed(backup, 'sent', pbft);
+    const after = await burstsFrom(pbft, backup, 'after', 3, async () => false);
+    expect(await relayed(backup, 'sent', pbft), 'nothing more relayed to that primary for a while').toBe(sentBefore);
+    for (const { subject, proposer } of [...first, ...after]) expect(proposer, `the proposer of ${subject}`).toBe(backup);
+    expect(await relayed(primary, 'received', pbft)).toBe(0);
+    await appliedOnceEverywhere(pbft, SWARM, [...first, ...after].map((p) => p.subject));
+  }, 300_000);
+
+  it('a primary of an earlier protocol level is never relayed to', async () => {
+    // umbrella's node runs this version; the others play an earlier one (level 2, no relay channel).
+    const backup = 'umbrella';
+    const started = await startPbftFour(SWARM, (org) => (org === backup ? {} : { announcedLevel: 2, relayVerdicts: false }));
+    pbft = started.fed;
+    const { primary } = started;
+    expect(primary, 'view 0 (or a view soon after) has another primary').not.toBe(backup);
+    await pbft.waitFor(`${backup} to hear ${primary} announce level 2`, async () =>
+      ((await pbft!.api(backup, 'GET', '/v1/status')).json.peers as { org: string; protocolLevel: number | null }[]).find((p) => p.org === primary)?.protocolLevel === 2,
+    );
+    const placed = await burstsFrom(pbft, backup, 'level', 3, async () => false);
+    for (const { subject, proposer } of placed) expect(proposer, `the proposer of ${subject}`).toBe(backup);
+    expect(await relayed(backup, 'sent', pbft)).toBe(0);
+    expect(await relayed(backup, 'expired', pbft)).toBe(0);
+    await appliedOnceEverywhere(pbft, SWARM, placed.map((p) => p.subject));
+  }, 240_000);
 });

@@ -9,7 +9,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { adminCommand, newChangeId } from '../../src/verdict/admin.ts';
 import type { AdminAction } from '../../src/verdict/proposal.ts';
-import { adminKeyOf, rollOutAgentKey, rollOutKey, startInProcessFederation, type InProcessFederation } from '../support/inproc-federation.ts';
+import { adminKeyOf, rollOutAgentKey, rollOutKey, startPbftFour as startFour, type InProcessFederation } from '../support/inproc-federation.ts';
 
 const SWARM = 'skew';
 const orgs = ['acme', 'globex', 'initech', 'umbrella'];
@@ -21,18 +21,7 @@ afterEach(async () => {
 });
 
 async function startPbftFour(): Promise<InProcessFederation> {
-  const started = await startInProcessFederation({
-    orgs,
-    swarms: [{ id: SWARM, mode: 'pbft', policy: { values: ['approve', 'reject'], quorum: 1, rule: 'majority' } }],
-  });
-  await started.waitFor('every node ready with a primary', async () => {
-    for (const org of orgs) {
-      if ((await started.api(org, 'GET', '/readyz')).status !== 200) return false;
-      if (!(await started.api(org, 'GET', `/v1/swarms/${SWARM}/status`)).json?.leader) return false;
-    }
-    return true;
-  });
-  return started;
+  return (await startFour(SWARM)).fed;
 }
 
 async function submitAll(federation: InProcessFederation, org: string, jwses: string[]): Promise<void> {

@@ -163,6 +163,25 @@ export async function startRaftTrio(swarm: string, nodeOptions?: (org: string) =
 }
 
 /**
+ * Four orgs running `swarm` in pbft mode (f = 1; one vote decides a subject), once every node is ready and names a
+ * primary; `backup` is the first org that is not the primary.
+ */
+export async function startPbftFour(swarm: string, nodeOptions?: (org: string) => Partial<NodeOptions>): Promise<{ fed: InProcessFederation; primary: string; backup: string }> {
+  const orgs = ['acme', 'globex', 'initech', 'umbrella'];
+  const policy = { values: ['approve', 'reject'], quorum: 1, rule: 'majority' as const };
+  const fed = await startInProcessFederation({ orgs, swarms: [{ id: swarm, mode: 'pbft', policy }], ...(nodeOptions ? { nodeOptions } : {}) });
+  await fed.waitFor('every node ready with a primary', async () => {
+    for (const org of orgs) {
+      if ((await fed.api(org, 'GET', '/readyz')).status !== 200) return false;
+      if (!(await fed.api(org, 'GET', `/v1/swarms/${swarm}/status`)).json?.leader) return false;
+    }
+    return true;
+  });
+  const primary = await agreedLeader(fed, swarm);
+  return { fed, primary, backup: orgs.find((org) => org !== primary)! };
+}
+
+/**
  * A new key of `keyOrg` (an agent or admin key) added to the federation files of `holders` only, each reloaded
  * live: a key rolled out one node at a time.
  */
