@@ -5,7 +5,7 @@
 // checks. Every result is one JSON line on stdout and in <out>/results.jsonl; <out>/chart.svg is drawn beside it.
 //   npm run bench [-- --quick] [--with-etcd] [--duration S] [--concurrency 1,16,64,256] [--out DIR]
 //                 [--rounds N] [--only micro,raft,pbft,scale] [--idle-swarms N] [--memory-seconds S]
-//                 [--warmup S] [--micro-seconds S] [--audit-entries N] [--tree head|working] [--profile [--perf] [--profile-concurrency N] [--profile-mode raft|pbft]]
+//                 [--warmup S] [--prime S] [--micro-seconds S] [--audit-entries N] [--tree head|working] [--profile [--perf] [--profile-concurrency N] [--profile-mode raft|pbft]]
 //                 [--only memory --verdicts N]   (memory per node sampled at every tenth of N verdicts)
 import { appendFileSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -29,6 +29,7 @@ const { values: args } = parseArgs({
     'with-etcd': { type: 'boolean', default: false },
     duration: { type: 'string' },
     warmup: { type: 'string' },
+    prime: { type: 'string' },
     concurrency: { type: 'string' },
     out: { type: 'string' },
     rounds: { type: 'string' },
@@ -54,6 +55,11 @@ const duration = Number(args.duration ?? (quick ? 3 : 10));
 // (the same for etcd). With 3 s a fresh raft-3 cluster at 64 in flight measured 689-821 verdicts/s, after 30 s
 // 835-947 (same machine, alternating): V8 was still optimizing the hot paths.
 const warmup = Number(args.warmup ?? (quick ? 1 : 10));
+// Each cluster is first loaded at 64 in flight for this long, unmeasured (Conclave and etcd alike): the first measured
+// run is at 1 in flight, whose 10 s warm-up sends ~1,000 requests — not enough for V8 to optimize the nodes' hot paths.
+// Measured without it (9da3648, 2 rounds): Conclave raft-3 at 1 in flight 62.7 verdicts/s (p50 13.5 ms) in round 1 on
+// the fresh cluster, 111.4 (7.6 ms) in round 2; etcd 234.9 and 236.7.
+const primeSeconds = Number(args.prime ?? (quick ? 0 : 15));
 const concurrencies = (args.concurrency ?? (quick ? '1,16' : '1,16,64,256')).split(',').map(Number).filter((n) => n > 0);
 const rounds = Number(args.rounds ?? (withEtcd ? 2 : 1));
 /** In flight during the --profile run (default 64). */
@@ -227,6 +233,29 @@ async function loadRun(
   return line as unknown as LoadRun;
 }
 
+/** Loads a fresh cluster at 64 in flight for primeSeconds, unmeasured (see primeSeconds); emits what it did. */
+async function prime(scenario: string, system: 'conclave' | 'etcd', targets: LoadTarget[], swarm?: string): Promise<void> {
+  if (primeSeconds <= 0) return;
+  const config: LoadConfig = {
+    kind: system,
+    targets,
+    ...(swarm ? { swarm } : {}),
+    concurrency: 64,
+    warmupSeconds: 0,
+    durationSeconds: primeSeconds,
+    tailSeconds: 0,
+    valueBytes: 512,
+    subjects: 'unique',
+    runId: `prime-${process.pid}-${scenario}`,
+  };
+  const file = join(workDir, `load-prime-${scenario}.json`);
+  writeFileSync(file, JSON.stringify(config));
+  progress(`${scenario}: priming at 64 in flight for ${primeSeconds} s (not measured)`);
+  const result = await runScript('bench/loadgen.ts', [file], { timeoutMs: (primeSeconds + 120) * 1000 });
+  const gen = result.lines[0] as { committedPerSec?: number; errors?: number } | undefined;
+  emit({ scenario, system, prime: { seconds: primeSeconds, concurrency: 64, committedPerSec: gen?.committedPerSec ?? null, errors: gen?.errors ?? null, ...(result.code !== 0 ? { exit: result.code } : {}) } });
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   if (s.length === 0) return 0;
@@ -263,6 +292,9 @@ async function endToEnd(): Promise<void> {
       emit({ scenario: 'etcd-3', info: 'etcd started', version: etcd.version, members: etcd.members.map((m) => m.clientUrl) });
     }
     const etcdProcs: Proc[] = etcd ? etcd.members.map((m) => ({ name: m.name, pid: m.pid })) : [];
+    if (raft) await prime('raft-3', 'conclave', raft.targets, raft.info.swarm);
+    if (etcd) await prime('etcd-3', 'etcd', etcd.targets);
+    if (bft) await prime('pbft-4', 'conclave', bft.targets, bft.info.swarm);
     for (let round = 1; round <= rounds; round++) {
       for (const c of concurrencies) {
         if (raft) {
@@ -399,6 +431,7 @@ async function pbft(): Promise<void> {
   try {
     progress('starting Conclave pbft-4 cluster');
     cluster = await startConclave(join(workDir, 'pbft-4'), 4, 'pbft', progress);
+    await prime('pbft-4', 'conclave', cluster.targets, cluster.info.swarm);
     for (const c of concurrencies) {
       const r = await loadRun('pbft-4', 'conclave', conclaveProcs(cluster), cluster.targets, c, 'unique', 1, cluster.info.swarm, undefined, cluster);
       if (r) runs.push(r);

@@ -199,7 +199,10 @@ describe('a PBFT backup relays verdicts to the primary', () => {
     expect(await relayed(backup, 'expired', pbft), 'relayed verdicts the primary dropped came back').toBeGreaterThan(0);
     const sentBefore = await relayed(backup, 'sent', pbft);
     const after = await burstsFrom(pbft, backup, 'after', 3, async () => false);
-    expect(await relayed(backup, 'sent', pbft), 'nothing more relayed to that primary for a while').toBe(sentBefore);
+    // (A view change meanwhile — a request timer expiring on a loaded machine — makes another node the primary, one
+    // this backup may relay to: then the count may grow, and the proposers below still hold.)
+    const primaryNow = (await pbft.api(backup, 'GET', `/v1/swarms/${SWARM}/status`)).json.leader;
+    if (primaryNow === primary) expect(await relayed(backup, 'sent', pbft), 'nothing more relayed to that primary for a while').toBe(sentBefore);
     for (const { subject, proposer } of [...first, ...after]) expect(proposer, `the proposer of ${subject}`).toBe(backup);
     expect(await relayed(primary, 'received', pbft)).toBe(0);
     await appliedOnceEverywhere(pbft, SWARM, [...first, ...after].map((p) => p.subject));
