@@ -147,6 +147,16 @@ describe('relaying beside nodes that do not take relayed verdicts (a rolling upg
     }
     expect(await relayed(upgraded, 'sent', old)).toBeGreaterThan(0);
     expect(await relayed(upgraded, 'expired', old), 'relayed verdicts dropped by the old leader were proposed by the follower').toBeGreaterThan(0);
+    // Having seen them expire, the follower relays nothing more to that leader for a while (no more 5 s waits).
+    const sentBefore = await relayed(upgraded, 'sent', old);
+    for (let round = 0; round < 2; round++) {
+      for (const { subject, index } of await burst(old, upgraded, `after/${round}`, 24)) {
+        expect(await proposerAt(old, upgraded, index)).toBe(upgraded);
+        subjects.push(subject);
+      }
+    }
+    const leaderNow = (await old.api(upgraded, 'GET', `/v1/swarms/${SWARM}/status`)).json.leader;
+    if (leaderNow === oldLeader) expect(await relayed(upgraded, 'sent', old), 'nothing more relayed to that leader').toBe(sentBefore);
     expect(await relayed(oldLeader, 'received', old)).toBe(0);
     await appliedOnceEverywhere(old, SWARM, subjects);
   }, 300_000);
