@@ -11,7 +11,7 @@ import { NodeStore } from '../storage/node-store.ts';
 import { PeerClientPool } from '../transport/client.ts';
 import { PeerServer } from '../transport/server.ts';
 import { NODE_IDENTITY_CHANNEL, proveNodeIdentity } from '../pki/doctor.ts';
-import { LIVENESS_CHANNEL, NodeLiveness } from '../transport/liveness.ts';
+import { LIVENESS_CHANNEL, NodeLiveness, PROTOCOL_LEVEL, RELAY_LESS_PROTOCOL_LEVEL } from '../transport/liveness.ts';
 import { Keyring } from '../verdict/keyring.ts';
 import { createApiServer } from '../api/server.ts';
 import { NodeMetrics } from '../swarm/metrics.ts';
@@ -212,7 +212,8 @@ export class ConclaveNode implements NodeService {
       onPeerUp: (org) => logger.info({ peer: org }, 'peer node heard again'),
       intervalMs: livenessMs,
       lapseMs: LIVENESS_LAPSE_INTERVALS * livenessMs,
-      ...(options.announcedLevel ? { level: options.announcedLevel } : {}),
+      // Level 3 means "a pbft primary takes relayed verdicts": a node that serves no relay channel announces 2.
+      level: options.announcedLevel ?? (options.relayVerdicts === false ? RELAY_LESS_PROTOCOL_LEVEL : PROTOCOL_LEVEL),
     });
     this.liveness = liveness;
     this.peerServer.onMessages(LIVENESS_CHANNEL, (fromOrg, _swarm, messages) => liveness.announced(fromOrg, messages));

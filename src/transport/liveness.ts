@@ -10,14 +10,17 @@ export const LIVENESS_CHANNEL = 'liveness';
 /** The peer batch format addresses every message group to a swarm; node-level messages use this id (never a swarm's). */
 export const LIVENESS_SWARM = 'node-liveness';
 /**
- * The protocol level this node speaks: what its log entries may carry that an older node would apply differently.
- * 1: every version before levels were announced. 2: admin commands name their approvers; set-policy changes.
- * 3: a PBFT primary takes the verdicts backups relay to it (swarm/verdict-swarm.ts RELAY_CHANNEL).
+ * The protocol level this node speaks: what its log entries may carry that an older node would apply differently,
+ * and what its peers may ask of it. 1: every version before levels were announced. 2: admin commands name their
+ * approvers; set-policy changes. 3: as a PBFT primary it takes the verdicts backups relay to it
+ * (swarm/verdict-swarm.ts RELAY_CHANNEL) — a node started with --no-relay announces RELAY_LESS_PROTOCOL_LEVEL.
  * A node proposes what needs a level only while every member's node announced at least that level (see
  * VerdictSwarm.submitAdmin) — during a rolling upgrade an older node would refuse such an entry that the others
  * apply, and the swarm's replicas would differ.
  */
 export const PROTOCOL_LEVEL = 3;
+/** What a node of this version that serves no relay channel (`--no-relay`) announces: all of level 2, not 3. */
+export const RELAY_LESS_PROTOCOL_LEVEL = 2;
 /** The protocol level of a node that sends the first liveness format (a single byte 1): every earlier version. */
 export const LEGACY_PROTOCOL_LEVEL = 1;
 /**

@@ -5,11 +5,12 @@
 // channel is refused and changes nothing; beside a leader that does not take relayed verdicts (a version before
 // relaying, in a rolling upgrade) the follower proposes them itself once the relay window passed — relaying never
 // loses an admitted verdict; a primary that lets relayed verdicts expire (it censors them) is not relayed to for a
-// minute; and a primary announcing a protocol level before 3 is never relayed to.
+// minute; and a primary announcing a protocol level before 3 (an earlier version, or --no-relay) is never relayed to.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log/logger.ts';
 import { ConclaveNode } from '../../src/node/node.ts';
 import { RELAY_CHANNEL } from '../../src/swarm/verdict-swarm.ts';
+import { PROTOCOL_LEVEL } from '../../src/transport/liveness.ts';
 import { appliedOnceEverywhere, metricOf, peerClientAs, startPbftFour, startRaftTrio, type InProcessFederation } from '../support/inproc-federation.ts';
 
 const SWARM = 'relay';
@@ -198,10 +199,11 @@ describe('a PBFT backup relays verdicts to the primary', () => {
   }, 240_000);
 
   it('a primary that lets relayed verdicts expire delays them once: the backup proposes them itself and relays no more to it', async () => {
-    // Only umbrella's node relays; the others take no relayed verdicts (their relay channel is not served): to
-    // umbrella the primary looks like one that censors them, while it orders every request sent to it the PBFT way.
+    // Only umbrella's node relays; the others take no relayed verdicts (their relay channel is not served) yet claim
+    // the level that promises it (TEST ONLY: announcedLevel): to umbrella the primary looks like one that censors
+    // them, while it orders every request sent to it the PBFT way.
     const backup = 'umbrella';
-    const started = await startPbftFour(SWARM, (org) => (org === backup ? {} : { relayVerdicts: false }));
+    const started = await startPbftFour(SWARM, (org) => (org === backup ? {} : { relayVerdicts: false, announcedLevel: PROTOCOL_LEVEL }));
     pbft = started.fed;
     const { primary } = started;
     expect(primary, 'view 0 (or a view soon after) has another primary').not.toBe(backup);
@@ -218,10 +220,11 @@ describe('a PBFT backup relays verdicts to the primary', () => {
     await appliedOnceEverywhere(pbft, SWARM, [...first, ...after].map((p) => p.subject));
   }, 300_000);
 
-  it('a primary of an earlier protocol level is never relayed to', async () => {
-    // umbrella's node runs this version; the others play an earlier one (level 2, no relay channel).
+  it('a primary of an earlier protocol level, or started with --no-relay, is never relayed to', async () => {
+    // umbrella's node relays; the others run with relaying off, so they announce level 2 — as a version before
+    // level 3 does — and serve no relay channel.
     const backup = 'umbrella';
-    const started = await startPbftFour(SWARM, (org) => (org === backup ? {} : { announcedLevel: 2, relayVerdicts: false }));
+    const started = await startPbftFour(SWARM, (org) => (org === backup ? {} : { relayVerdicts: false }));
     pbft = started.fed;
     const { primary } = started;
     expect(primary, 'view 0 (or a view soon after) has another primary').not.toBe(backup);
