@@ -233,25 +233,30 @@ async function loadRun(
   return line as unknown as LoadRun;
 }
 
-/** Loads a fresh cluster at 64 in flight for primeSeconds, unmeasured (see primeSeconds); emits what it did. */
-async function prime(scenario: string, system: 'conclave' | 'etcd', targets: LoadTarget[], swarm?: string): Promise<void> {
-  if (primeSeconds <= 0) return;
+/** 64 in flight for `seconds` with no warm-up and no tail (priming, the memory run): the load generator's result. */
+function steadyLoad(name: string, system: 'conclave' | 'etcd', targets: LoadTarget[], swarm: string | undefined, seconds: number): ReturnType<typeof runScript> {
   const config: LoadConfig = {
     kind: system,
     targets,
     ...(swarm ? { swarm } : {}),
     concurrency: 64,
     warmupSeconds: 0,
-    durationSeconds: primeSeconds,
+    durationSeconds: seconds,
     tailSeconds: 0,
     valueBytes: 512,
     subjects: 'unique',
-    runId: `prime-${process.pid}-${scenario}`,
+    runId: `${name}-${process.pid}`,
   };
-  const file = join(workDir, `load-prime-${scenario}.json`);
+  const file = join(workDir, `load-${name}.json`);
   writeFileSync(file, JSON.stringify(config));
+  return runScript('bench/loadgen.ts', [file], { timeoutMs: (seconds + 120) * 1000 });
+}
+
+/** Loads a fresh cluster at 64 in flight for primeSeconds, unmeasured (see primeSeconds); emits what it did. */
+async function prime(scenario: string, system: 'conclave' | 'etcd', targets: LoadTarget[], swarm?: string): Promise<void> {
+  if (primeSeconds <= 0) return;
   progress(`${scenario}: priming at 64 in flight for ${primeSeconds} s (not measured)`);
-  const result = await runScript('bench/loadgen.ts', [file], { timeoutMs: (primeSeconds + 120) * 1000 });
+  const result = await steadyLoad(`prime-${scenario}`, system, targets, swarm, primeSeconds);
   const gen = result.lines[0] as { committedPerSec?: number; errors?: number } | undefined;
   emit({ scenario, system, prime: { seconds: primeSeconds, concurrency: 64, committedPerSec: gen?.committedPerSec ?? null, errors: gen?.errors ?? null, ...(result.code !== 0 ? { exit: result.code } : {}) } });
 }
@@ -346,22 +351,8 @@ async function memoryRun(raft: ConclaveCluster): Promise<void> {
       samples.push({ seconds: Math.round((performance.now() - t0) / 1000), committedEntries: c ?? -1, rssMb: raft.info.nodes.map((n) => rssMb(n.pid)) });
     });
   }, Math.max(2000, (memorySeconds * 1000) / 10));
-  const config: LoadConfig = {
-    kind: 'conclave',
-    targets: raft.targets,
-    swarm,
-    concurrency: 64,
-    warmupSeconds: 0,
-    durationSeconds: memorySeconds,
-    tailSeconds: 0,
-    valueBytes: 512,
-    subjects: 'unique',
-    runId: `mem-${process.pid}`,
-  };
-  const file = join(workDir, 'load-memory.json');
-  writeFileSync(file, JSON.stringify(config));
   progress(`memory: 64 in flight for ${memorySeconds} s`);
-  const result = await runScript('bench/loadgen.ts', [file], { timeoutMs: (memorySeconds + 120) * 1000 });
+  const result = await steadyLoad('memory', 'conclave', raft.targets, swarm, memorySeconds);
   clearInterval(sampler);
   const endIndex = Math.max(0, ...(await Promise.all(raft.info.nodes.map((n) => commitIndex(n, swarm)))).map((c) => c ?? 0));
   emit({
