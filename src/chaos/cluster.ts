@@ -28,7 +28,7 @@ export interface ChaosCluster {
 const HOST = '127.0.0.1';
 
 /** In `file` (org `self`'s federation file), points every other member's peerUrl at self's proxy to it. */
-function rewritePeerUrls(file: string, self: string, mesh: ProxyMesh): void {
+export function rewritePeerUrls(file: string, self: string, mesh: ProxyMesh): void {
   const doc = parseDocument(readFileSync(file, 'utf8'));
   const members = doc.get('members') as { items: { get(key: string): unknown; set(key: string, value: unknown): void }[] };
   for (const member of members.items) {

@@ -121,7 +121,6 @@ export class PbftSwarm implements ConsensusEngine {
   private haltedAt: number | null = null;
   private loopError: Error | null = null;
   private readonly tallies = new Map<string, ReplyTally>();
-  /** State digests right after each recent checkpoint sequence number. */
   /** The state right after each recent checkpoint sequence number: its digest and the chain head it digests. */
   private readonly digestsAt = new Map<number, { digest: Uint8Array; size: number; hash: string }>();
   private readonly checkpointInterval: number;
@@ -129,7 +128,8 @@ export class PbftSwarm implements ConsensusEngine {
   /** A state transfer every signer failed to serve, retried after TRANSFER_RETRY_MS while the core still wants it. */
   private failedTransfer: { seq: number; digest: Uint8Array; from: string[]; at: number } | null = null;
   private retryTransferDue = false;
-  /** Last known head per replica, for status. */
+  /** State transfers since start, for status: completed, and attempts that no signer could serve. */
+  private readonly transfers = { completed: 0, failedAttempts: 0 };
   private readonly f: number;
 
   constructor(private readonly options: PbftSwarmOptions) {
@@ -212,6 +212,7 @@ export class PbftSwarm implements ConsensusEngine {
         stableCheckpoint: status.stableCheckpoint,
         pendingRequests: status.pendingRequests,
         dropped: status.dropped,
+        stateTransfer: { pending: status.stateTransferPending, ...this.transfers },
         f: this.f,
       },
     };
@@ -588,6 +589,7 @@ export class PbftSwarm implements ConsensusEngine {
           // only (at-most-once is decided per replica from its executed set).
           this.core.installState(seq, digest, this.copiedIds);
           this.copiedIds = [];
+          this.transfers.completed++;
           this.schedule();
           return;
         } catch (error) {
@@ -598,6 +600,7 @@ export class PbftSwarm implements ConsensusEngine {
       // No signer could serve it now (unreachable, or cut off): try again shortly rather than wait for the next
       // stable checkpoint, which an idle swarm may not reach for a long time.
       this.failedTransfer = { seq, digest, from, at: performance.now() };
+      this.transfers.failedAttempts++;
     } finally {
       this.transferring = false;
     }

@@ -5,6 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { parse, stringify } from 'yaml';
+import { rewritePeerUrls } from '../../src/chaos/cluster.ts';
+import { ProxyMesh } from '../../src/chaos/proxy.ts';
 import { exportPrivateJwk, generateSigningKey, importPrivateJwk, type PrivateJwk, type SigningKey } from '../../src/crypto/ed25519.ts';
 import { writeLocalFederation, type LocalOrg, type SwarmSpec } from '../../src/config/local-federation.ts';
 import { createLogger } from '../../src/log/logger.ts';
@@ -18,6 +20,8 @@ export interface InProcessFederation {
   dir: string;
   orgs: LocalOrg[];
   nodes: Map<string, ConclaveNode>;
+  /** With `mesh: true`: the TCP proxies every peer connection goes through (`mesh.link(a, b)` carries a's to b). */
+  mesh: ProxyMesh | null;
   /** HTTPS to an org's public API, trusting that org's CA. */
   api(org: string, method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; json: any; text: string }>;
   agentKey(org: string): AgentPrivateJwk;
@@ -33,9 +37,16 @@ export async function startInProcessFederation(options: {
   proposalHoldMs?: number;
   /** More node options, per org. */
   nodeOptions?: (org: string) => Partial<NodeOptions>;
+  /** Route every peer connection through a ProxyMesh (the chaos tool's), so a test can cut links one way. */
+  mesh?: boolean;
 }): Promise<InProcessFederation> {
   const dir = mkdtempSync(join(tmpdir(), 'conclave-fed-'));
   const federation = await writeLocalFederation({ dir, orgs: options.orgs, swarms: options.swarms });
+  let mesh: ProxyMesh | null = null;
+  if (options.mesh) {
+    mesh = await ProxyMesh.start(options.orgs, Object.fromEntries(federation.orgs.map((org) => [org.org, org.peerPort])));
+    for (const org of federation.orgs) rewritePeerUrls(org.configPath, org.org, mesh);
+  }
   const nodes = new Map<string, ConclaveNode>();
   const agents = new Map<string, Agent>();
   const logger = createLogger({ level: (process.env.TEST_LOG_LEVEL as 'warn' | undefined) ?? 'silent' });
@@ -61,6 +72,7 @@ export async function startInProcessFederation(options: {
     dir,
     orgs: federation.orgs,
     nodes,
+    mesh,
     async api(org, method, path, body, headers = {}) {
       const local = byOrg.get(org)!;
       const url = `https://127.0.0.1:${local.apiPort}${path}`;
@@ -102,6 +114,7 @@ export async function startInProcessFederation(options: {
     async close() {
       await Promise.all([...nodes.values()].map((node) => node.stop().catch(() => undefined)));
       await Promise.all([...agents.values()].map((agent) => agent.close()));
+      await mesh?.close();
       rmSync(dir, { recursive: true, force: true });
     },
   };
@@ -166,10 +179,14 @@ export async function startRaftTrio(swarm: string, nodeOptions?: (org: string) =
  * Four orgs running `swarm` in pbft mode (f = 1; one vote decides a subject), once every node is ready and names a
  * primary; `backup` is the first org that is not the primary.
  */
-export async function startPbftFour(swarm: string, nodeOptions?: (org: string) => Partial<NodeOptions>): Promise<{ fed: InProcessFederation; primary: string; backup: string }> {
+export async function startPbftFour(
+  swarm: string,
+  nodeOptions?: (org: string) => Partial<NodeOptions>,
+  federationOptions: { mesh?: boolean } = {},
+): Promise<{ fed: InProcessFederation; primary: string; backup: string }> {
   const orgs = ['acme', 'globex', 'initech', 'umbrella'];
   const policy = { values: ['approve', 'reject'], quorum: 1, rule: 'majority' as const };
-  const fed = await startInProcessFederation({ orgs, swarms: [{ id: swarm, mode: 'pbft', policy }], ...(nodeOptions ? { nodeOptions } : {}) });
+  const fed = await startInProcessFederation({ orgs, swarms: [{ id: swarm, mode: 'pbft', policy }], ...(nodeOptions ? { nodeOptions } : {}), ...federationOptions });
   await fed.waitFor('every node ready with a primary', async () => {
     for (const org of orgs) {
       if ((await fed.api(org, 'GET', '/readyz')).status !== 200) return false;
