@@ -237,6 +237,10 @@ export async function createApiServer(options: ApiServerOptions): Promise<Fastif
     {
       schema: {
         summary: 'RFC 6962 inclusion proof of one entry in the tree of a given size (default: latest checkpoint)',
+        description:
+          'Without `size`: under the latest signed checkpoint, so the answer (record, proof, checkpoint) is a bundle that ' +
+          '`conclave audit --inclusion` verifies offline; 409 NOT_YET_CHECKPOINTED for an entry newer than it (retry after ' +
+          'the next checkpoint). With `size`: the proof in that tree, and `checkpoint` only if one was signed at that size.',
         tags: ['audit'],
         params: swarmParams,
         querystring: { type: 'object', properties: { index: { type: 'integer', minimum: 1 }, size: { type: 'integer', minimum: 1 } }, required: ['index'] },

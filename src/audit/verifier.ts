@@ -9,10 +9,10 @@ import type { FederationConfig, SwarmConfig } from '../config/types.ts';
 import { fromHex, toHex } from '../crypto/encoding.ts';
 import { Keyring } from '../verdict/keyring.ts';
 import { parseVerdictJws, VerdictError } from '../verdict/format.ts';
-import { checkVerdictSignature } from '../verdict/verify.ts';
-import { checkAdminApprovals, decodeCommand, verifyProposal, type LogCommand } from '../verdict/proposal.ts';
+import { checkVerdictSignature, jwsHashOf } from '../verdict/verify.ts';
+import { checkAdminApprovals, decodeCommand, verifyProposal, type LogCommand, type VerdictsCommand } from '../verdict/proposal.ts';
 import { DecisionMachine, type ApplyOutcome } from '../verdict/machine.ts';
-import { ChainChecker, recordData, recordLeafHash, recordHash, type AuditRecord } from './chain.ts';
+import { ChainChecker, recordData, recordLeafHash, recordHash, recordShapeProblem, type AuditRecord } from './chain.ts';
 import { checkpointShapeProblem, verifyCheckpoint, type Checkpoint, type CheckpointTrust, type CheckpointVerification } from './checkpoint.ts';
 import { readExport, type ExportHeader, type ExportLine, type ReadLine } from './export.ts';
 import { checkConsistency, inclusionProof, MerkleFrontier, rootFromInclusionProof, type SubtreeHasher } from './merkle.ts';
@@ -50,6 +50,7 @@ export const AUDIT_ERROR_CODES = [
   'INCONSISTENT_CHECKPOINTS',
   'MALFORMED_PROOF',
   'DECISION_MISMATCH',
+  'MALFORMED_BUNDLE',
 ] as const;
 
 export type AuditErrorCode = (typeof AUDIT_ERROR_CODES)[number];
@@ -111,6 +112,30 @@ interface SeenCheckpoint {
 
 function compare(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/**
+ * What is wrong with a committed verdicts command, judged with the federation file's keys: the swarm it names, every
+ * agent JWS (its key, the key's org, the signature) and the proposing node's signature. `message` starts with ", "
+ * or ":" so that the caller can put where it is in front.
+ */
+export function verdictsCommandProblem(cmd: VerdictsCommand, swarmId: string, keyring: Keyring): { code: AuditErrorCode; message: string } | null {
+  if (cmd.swarm !== swarmId) return { code: 'WRONG_SWARM', message: `: the proposal names swarm ${cmd.swarm}` };
+  for (const [position, jws] of cmd.batch.entries()) {
+    try {
+      checkVerdictSignature(parseVerdictJws(jws), keyring);
+    } catch (error) {
+      if (!(error instanceof VerdictError)) throw error;
+      const code: AuditErrorCode =
+        error.code === 'UNKNOWN_KID' ? 'UNKNOWN_KEY' : error.code === 'KEY_ORG_MISMATCH' ? 'WRONG_ORG_KEY' : error.code === 'BAD_SIGNATURE' ? 'BAD_AGENT_SIGNATURE' : 'MALFORMED_VERDICT';
+      return { code, message: `, verdict ${position}: ${error.message}` };
+    }
+  }
+  if (keyring.keysOf(cmd.proposer, 'node').length === 0) {
+    return { code: 'UNKNOWN_KEY', message: `: proposer ${JSON.stringify(cmd.proposer)} has no node key in the federation file` };
+  }
+  if (!verifyProposal(cmd, keyring)) return { code: 'BAD_PROPOSAL_SIGNATURE', message: `: the proposal signature does not verify with a node key of ${cmd.proposer}` };
+  return null;
 }
 
 /**
@@ -338,32 +363,9 @@ export class AuditVerifier {
     }
     const swarm = this.swarmConfig!;
     if (cmd.type === 'verdicts') {
-      if (cmd.swarm !== swarm.id) return this.fail('WRONG_SWARM', index, lineNumber, `${at}: the proposal names swarm ${cmd.swarm}`);
       this.counts.verdicts += cmd.batch.length;
-      for (const [position, jws] of cmd.batch.entries()) {
-        const where = `${at}, verdict ${position}`;
-        try {
-          const parsed = parseVerdictJws(jws);
-          checkVerdictSignature(parsed, this.keyring);
-        } catch (error) {
-          if (!(error instanceof VerdictError)) throw error;
-          const code: AuditErrorCode =
-            error.code === 'UNKNOWN_KID'
-              ? 'UNKNOWN_KEY'
-              : error.code === 'KEY_ORG_MISMATCH'
-                ? 'WRONG_ORG_KEY'
-                : error.code === 'BAD_SIGNATURE'
-                  ? 'BAD_AGENT_SIGNATURE'
-                  : 'MALFORMED_VERDICT';
-          return this.fail(code, index, lineNumber, `${where}: ${error.message}`);
-        }
-      }
-      if (this.keyring.keysOf(cmd.proposer, 'node').length === 0) {
-        return this.fail('UNKNOWN_KEY', index, lineNumber, `${at}: proposer ${JSON.stringify(cmd.proposer)} has no node key in the federation file`);
-      }
-      if (!verifyProposal(cmd, this.keyring)) {
-        return this.fail('BAD_PROPOSAL_SIGNATURE', index, lineNumber, `${at}: the proposal signature does not verify with a node key of ${cmd.proposer}`);
-      }
+      const problem = verdictsCommandProblem(cmd, swarm.id, this.keyring);
+      if (problem) return this.fail(problem.code, index, lineNumber, `${at}${problem.message}`);
     } else if (cmd.type === 'admin') {
       if (cmd.swarm !== swarm.id) return this.fail('WRONG_SWARM', index, lineNumber, `${at}: the admin command names swarm ${cmd.swarm}`);
       // Approvals of one change id accumulate across entries (one per org); every approval carried must verify,
@@ -585,19 +587,114 @@ export function makeInclusionBundle(record: AuditRecord, checkpoint: Checkpoint,
   return { record, checkpoint, proof: inclusionProof(record.index - 1, checkpoint.size, hasher).map(toHex) };
 }
 
-/** Checks a bundle offline: the checkpoint's signatures, then the record's inclusion under its root. */
-export function verifyInclusionBundle(bundle: InclusionBundle, federation: FederationConfig): AuditFailure | null {
-  const keyring = Keyring.fromMembers(federation.members);
-  const swarm = federation.swarms.find((s) => s.id === bundle.checkpoint.swarm);
-  const verification = verifyCheckpoint(bundle.checkpoint, swarm ? { keyring, members: swarm.members } : { keyring });
-  const first = verification.problems[0];
-  if (first) return { code: first.code, index: bundle.checkpoint.size, line: null, message: first.message };
-  if (verification.validOrgs.length === 0) return { code: 'CHECKPOINT_UNSIGNED', index: bundle.checkpoint.size, line: null, message: 'no valid signature' };
-  try {
-    const root = rootFromInclusionProof(bundle.record.index - 1, bundle.checkpoint.size, recordLeafHash(bundle.record), bundle.proof.map(fromHex));
-    if (toHex(root) !== bundle.checkpoint.root) throw new Error(`the proof leads to root ${toHex(root)}, not ${bundle.checkpoint.root}`);
-  } catch (error) {
-    return { code: 'ROOT_MISMATCH', index: bundle.record.index, line: null, message: `record ${bundle.record.index} (hash ${recordHash(bundle.record)}): ${(error as Error).message}` };
+/** One verdict of an entry, as an inclusion check reports it. */
+export interface IncludedVerdict {
+  /** SHA-256 of the compact JWS (lowercase hex): what the node answered when the verdict was submitted. */
+  jwsHash: string;
+  subject: string;
+  org: string;
+  agent: string;
+  verdict: string;
+}
+
+/** The outcome of checking an inclusion bundle, with what the entry holds. */
+export interface InclusionCheck {
+  ok: boolean;
+  failure: AuditFailure | null;
+  swarm: string | null;
+  index: number | null;
+  /** Tree size and root of the checkpoint the entry was proven under. */
+  size: number | null;
+  root: string | null;
+  /** Swarm members whose node signature on the checkpoint verifies. */
+  signers: string[];
+  /** pbft: the checkpoint carries a commit certificate (a PBFT quorum of the file's swarm members). */
+  certificate: boolean;
+  /** What the entry is: a batch of verdicts, an admin command, the protocol's no-op, or a Raft configuration change. */
+  entry: { kind: 'verdicts' | 'admin' | 'noop' | 'raft-configuration' | 'unknown'; proposer?: string; verdicts?: IncludedVerdict[]; action?: string } | null;
+}
+
+const HEX_HASH = /^[0-9a-f]{64}$/;
+
+/**
+ * Checks an inclusion bundle offline, against the federation file alone (e.g. the answer of a node's
+ * `GET /v1/swarms/{swarm}/proofs/inclusion?index=N`, which carries record, proof and checkpoint): its shape, that the
+ * checkpoint is of a swarm of this federation and signed by member nodes, that the record is under its root (RFC 9162
+ * §2.1.3.2), and that what the record carries verifies — every agent JWS and the proposer's node signature of a
+ * verdicts entry. Admin approvals are judged by a full audit, which knows the members and rules at that index.
+ */
+export function checkInclusionBundle(value: unknown, federation: FederationConfig): InclusionCheck {
+  const result: InclusionCheck = { ok: false, failure: null, swarm: null, index: null, size: null, root: null, signers: [], certificate: false, entry: null };
+  const fail = (code: AuditErrorCode, index: number | null, message: string): InclusionCheck => ({ ...result, failure: { code, index, line: null, message } });
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return fail('MALFORMED_BUNDLE', null, 'an inclusion bundle is a JSON object {record, proof, checkpoint}');
+  const bundle = value as Record<string, unknown>;
+  const recordProblem = recordShapeProblem(bundle.record);
+  if (recordProblem) return fail('MALFORMED_RECORD', null, `bundle.record: ${recordProblem}`);
+  const record = bundle.record as AuditRecord;
+  result.swarm = record.swarm;
+  result.index = record.index;
+  if (bundle.checkpoint === null || bundle.checkpoint === undefined) {
+    return fail('MALFORMED_BUNDLE', record.index, 'the bundle has no checkpoint: ask the node for a proof under a signed checkpoint (omit size: the latest one)');
   }
-  return null;
+  const checkpointProblem = checkpointShapeProblem(bundle.checkpoint);
+  if (checkpointProblem) return fail('CHECKPOINT_MALFORMED', null, `bundle.checkpoint: ${checkpointProblem}`);
+  const checkpoint = bundle.checkpoint as Checkpoint;
+  if (!Array.isArray(bundle.proof) || !bundle.proof.every((h) => typeof h === 'string' && HEX_HASH.test(h))) {
+    return fail('MALFORMED_BUNDLE', record.index, 'bundle.proof must be an array of 64 lowercase hex digits each');
+  }
+  const proof = bundle.proof as string[];
+  if (checkpoint.federation !== federation.federation || record.federation !== federation.federation) {
+    return fail('WRONG_FEDERATION', record.index, `the bundle is of federation ${JSON.stringify(checkpoint.federation)} (record: ${JSON.stringify(record.federation)}), the federation file describes ${JSON.stringify(federation.federation)}`);
+  }
+  if (record.swarm !== checkpoint.swarm) return fail('WRONG_SWARM', record.index, `a record of swarm ${record.swarm} under a checkpoint of swarm ${checkpoint.swarm}`);
+  const swarm = federation.swarms.find((s) => s.id === record.swarm);
+  if (!swarm) return fail('UNKNOWN_SWARM', record.index, `swarm ${JSON.stringify(record.swarm)} is not in the federation file`);
+  if (record.index > checkpoint.size) return fail('MALFORMED_BUNDLE', record.index, `record ${record.index} cannot be in a tree of size ${checkpoint.size}`);
+  result.size = checkpoint.size;
+  result.root = checkpoint.root;
+
+  const keyring = Keyring.fromMembers(federation.members);
+  const verification = verifyCheckpoint(checkpoint, { keyring, members: swarm.members });
+  const first = verification.problems[0];
+  if (first) return fail(first.code, checkpoint.size, first.message);
+  if (verification.validOrgs.length === 0) return fail('CHECKPOINT_UNSIGNED', checkpoint.size, 'no valid signature');
+  result.signers = verification.validOrgs;
+  result.certificate = verification.certificate;
+  try {
+    const root = rootFromInclusionProof(record.index - 1, checkpoint.size, recordLeafHash(record), proof.map(fromHex));
+    if (toHex(root) !== checkpoint.root) throw new Error(`the proof leads to root ${toHex(root)}, not ${checkpoint.root}`);
+  } catch (error) {
+    return fail('ROOT_MISMATCH', record.index, `record ${record.index} (hash ${recordHash(record)}): ${(error as Error).message}`);
+  }
+
+  const data = recordData(record);
+  if (data.length === 0) return { ...result, ok: true, entry: { kind: 'noop' } };
+  if (record.mode === 'raft' && data[0] === 1) {
+    try {
+      decodeConfChange(data);
+      return { ...result, ok: true, entry: { kind: 'raft-configuration' } };
+    } catch {
+      // not a configuration entry: a command, decoded below
+    }
+  }
+  let cmd: LogCommand;
+  try {
+    cmd = decodeCommand(data);
+  } catch (error) {
+    return fail('MALFORMED_ENTRY', record.index, `entry ${record.index}: ${(error as Error).message}`);
+  }
+  if (cmd.type === 'noop') return { ...result, ok: true, entry: { kind: 'noop' } };
+  if (cmd.type === 'admin') return { ...result, ok: true, entry: { kind: 'admin', action: cmd.action.kind } };
+  const problem = verdictsCommandProblem(cmd, swarm.id, keyring);
+  if (problem) return fail(problem.code, record.index, `entry ${record.index}${problem.message}`);
+  const verdicts = cmd.batch.map((jws): IncludedVerdict => {
+    const { payload } = parseVerdictJws(jws);
+    return { jwsHash: jwsHashOf(jws), subject: payload.subject, org: payload.org, agent: payload.agent, verdict: payload.verdict };
+  });
+  return { ...result, ok: true, entry: { kind: 'verdicts', proposer: cmd.proposer, verdicts } };
+}
+
+/** Checks a bundle offline (see checkInclusionBundle): null when it verifies, else the first failure. */
+export function verifyInclusionBundle(bundle: InclusionBundle, federation: FederationConfig): AuditFailure | null {
+  return checkInclusionBundle(bundle, federation).failure;
 }

@@ -55,6 +55,10 @@ export interface NodeOptions {
   snapshotBytes?: number;
   /** How long one awaiting proposal holds back this node's next one (see VerdictSwarmOptions.proposalHoldMs). */
   proposalHoldMs?: number;
+  /** While the log grows, the leader / primary signs a checkpoint this often (default 5 s). */
+  checkpointSeconds?: number;
+  /** Every node signs a checkpoint at every multiple of this many entries (default 1000; tests make it small). */
+  checkpointEvery?: number;
   /**
    * Default true. False: this node neither relays its agents' verdicts to the Raft leader or PBFT primary nor takes relayed ones
    * (the relay channel is not served, as in versions before it) — for a rolling upgrade from such a version: nodes
@@ -150,6 +154,8 @@ export class ConclaveNode implements NodeService {
         ...(options.snapshotEvery ? { snapshotEvery: options.snapshotEvery } : {}),
         ...(options.snapshotBytes ? { snapshotBytes: options.snapshotBytes } : {}),
         ...(options.proposalHoldMs ? { proposalHoldMs: options.proposalHoldMs } : {}),
+        ...(options.checkpointSeconds ? { checkpointSeconds: options.checkpointSeconds } : {}),
+        ...(options.checkpointEvery ? { checkpointEvery: options.checkpointEvery } : {}),
         ...(options.relayVerdicts === false ? { relayVerdicts: false } : {}),
         onMembership: () => setImmediate(() => this.applyTransportMembers()),
         ...(byzantine ? { byzantine } : {}),

@@ -1155,9 +1155,24 @@ export class VerdictSwarm implements SwarmService {
     return tree;
   }
 
+  /**
+   * The inclusion proof of entry `index` in the tree of `size` entries — by default the latest checkpoint's, so the
+   * answer is a bundle (record, proof, checkpoint) anyone can check offline against the federation file alone
+   * (`conclave audit --inclusion`). An entry newer than that checkpoint waits for the next one (every
+   * `checkpointSeconds` while the log grows): NOT_YET_CHECKPOINTED, retry.
+   */
   async inclusionProof(index: number, size: number | null): Promise<unknown> {
-    const latest = this.state.latestCheckpoint();
-    const treeSize = size ?? latest?.size ?? this.state.size;
+    if (size === null && index <= this.state.size) {
+      const latest = this.state.latestCheckpoint();
+      if (!latest || latest.size < index) {
+        throw new SwarmError(
+          409,
+          'NOT_YET_CHECKPOINTED',
+          `entry ${index} is newer than the latest signed checkpoint (${latest ? `size ${latest.size}` : 'none yet'}); checkpoints are signed every ${this.options.checkpointSeconds ?? 5} s while the log grows: retry then (or ask with size=${this.state.size} for a proof without a signed root)`,
+        );
+      }
+    }
+    const treeSize = size ?? this.state.latestCheckpoint()?.size ?? this.state.size;
     if (index > treeSize || treeSize > this.state.size) {
       throw new SwarmError(400, 'OUT_OF_RANGE', `index ${index} and size ${treeSize} must satisfy 1 <= index <= size <= ${this.state.size}`);
     }

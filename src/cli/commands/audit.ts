@@ -1,6 +1,8 @@
 // `conclave audit`: verifies an audit export (a file, stdin, or pulled from a node's API) against the federation
-// file alone, with progress on stderr, a summary on stdout, and exit 0 only when everything verifies.
+// file alone, with progress on stderr, a summary on stdout, and exit 0 only when everything verifies; or, with
+// --inclusion / --index, one entry's inclusion bundle (record, proof, signed checkpoint).
 import type { Command } from 'commander';
+import type { FederationConfig } from '../../config/types.ts';
 
 interface AuditCliOptions {
   federation: string;
@@ -10,6 +12,8 @@ interface AuditCliOptions {
   from?: string;
   to?: string;
   requireCertificates?: boolean;
+  inclusion?: string;
+  index?: string;
   json?: boolean;
   quiet?: boolean;
 }
@@ -31,6 +35,8 @@ export function register(program: Command): void {
     .option('--from <index>', 'with --url: first index to export (default 1; decisions are recomputed only from 1)')
     .option('--to <index>', 'with --url: last index to export (default: the latest)')
     .option('--require-certificates', 'pbft checkpoints must carry a PBFT quorum of member signatures (a commit certificate)')
+    .option('--inclusion <file>', 'verify one entry\'s inclusion bundle instead of an export: the JSON a node answers to GET /v1/swarms/<swarm>/proofs/inclusion?index=N ("-" reads stdin)')
+    .option('--index <n>', 'with --url and --swarm: fetch the inclusion bundle of entry n from the node and verify it')
     .option('--json', 'print the summary as one JSON object')
     .option('--quiet', 'no progress on stderr')
     .addHelpText(
@@ -40,9 +46,14 @@ Exit status: 0 when everything verifies, 1 when the export does not (the first b
 printed, e.g. CHAIN_BROKEN, BAD_AGENT_SIGNATURE, ROOT_MISMATCH, INCONSISTENT_CHECKPOINTS), 2 when the audit could
 not run.
 
+With --inclusion or --index it checks that one entry is in the log: the checkpoint's node signatures (members of
+the swarm), the record under the checkpoint's Merkle root, and every agent JWS and the proposer's signature in it;
+it prints the verdicts the entry carries. Same exit status.
+
 Examples:
   conclave audit --federation federation.yaml reviews.jsonl
-  conclave audit --federation federation.yaml --url https://node.acme.example:7002 --ca certs/acme/ca.crt --swarm reviews`,
+  conclave audit --federation federation.yaml --url https://node.acme.example:7002 --ca certs/acme/ca.crt --swarm reviews
+  conclave audit --federation federation.yaml --url https://node.acme.example:7002 --ca certs/acme/ca.crt --swarm reviews --index 42`,
     )
     .action(async (exportPath: string | undefined, options: AuditCliOptions) => {
       process.exitCode = await runAudit(exportPath, options);
@@ -52,8 +63,10 @@ Examples:
 async function runAudit(exportPath: string | undefined, options: AuditCliOptions): Promise<number> {
   const { loadFederation } = await import('../../config/load.ts');
   const { verifyExport } = await import('../../audit/verifier.ts');
-  if ((exportPath === undefined) === (options.url === undefined)) {
-    console.error('conclave audit: give either an export file or --url (with --swarm), not both');
+  const inclusion = options.inclusion !== undefined || options.index !== undefined;
+  const sources = [exportPath !== undefined, options.url !== undefined, options.inclusion !== undefined].filter(Boolean).length;
+  if (sources !== 1 || (options.index !== undefined && options.url === undefined)) {
+    console.error('conclave audit: give one of an export file, --url (with --swarm; with --index for one entry) or --inclusion FILE');
     return AUDIT_EXIT.error;
   }
   let federation;
@@ -63,6 +76,7 @@ async function runAudit(exportPath: string | undefined, options: AuditCliOptions
     console.error(`conclave audit: ${(error as Error).message}`);
     return AUDIT_EXIT.error;
   }
+  if (inclusion) return auditInclusion(federation, options);
 
   let source: AsyncIterable<Uint8Array | string>;
   let label: string;
@@ -131,22 +145,82 @@ async function runAudit(exportPath: string | undefined, options: AuditCliOptions
   return summary.ok ? AUDIT_EXIT.ok : AUDIT_EXIT.failed;
 }
 
-async function pullExport(options: AuditCliOptions): Promise<{ source: AsyncIterable<Uint8Array>; label: string }> {
+/** GET `path` (with `query`) of the swarm on the node at --url, trusting --ca; anything but a 200 is an error. */
+async function fromNode(options: AuditCliOptions, path: string, query: Record<string, string>, accept: string): Promise<{ body: AsyncIterable<Uint8Array> & { text(): Promise<string> }; label: string }> {
   if (!options.swarm) throw new Error('--url needs --swarm');
   const { Agent, request } = await import('undici');
   const { readFile } = await import('node:fs/promises');
   const base = new URL(options.url!);
-  const url = new URL(`${base.pathname.replace(/\/$/, '')}/v1/swarms/${encodeURIComponent(options.swarm)}/export`, base);
-  if (options.from !== undefined) url.searchParams.set('from', String(parseIndex(options.from, '--from')));
-  if (options.to !== undefined) url.searchParams.set('to', String(parseIndex(options.to, '--to')));
+  const url = new URL(`${base.pathname.replace(/\/$/, '')}/v1/swarms/${encodeURIComponent(options.swarm)}/${path}`, base);
+  for (const [key, value] of Object.entries(query)) url.searchParams.set(key, value);
   const ca = options.ca !== undefined ? await readFile(options.ca, 'utf8') : undefined;
   const dispatcher = new Agent({ connect: ca !== undefined ? { ca } : {}, bodyTimeout: 0 });
-  const response = await request(url, { dispatcher, headers: { accept: 'application/x-ndjson' } });
+  const response = await request(url, { dispatcher, headers: { accept } });
   if (response.statusCode !== 200) {
     const text = (await response.body.text()).slice(0, 500);
     throw new Error(`GET ${url.href} answered ${response.statusCode}: ${text}`);
   }
-  return { source: response.body, label: url.href };
+  return { body: response.body, label: url.href };
+}
+
+async function pullExport(options: AuditCliOptions): Promise<{ source: AsyncIterable<Uint8Array>; label: string }> {
+  const query: Record<string, string> = {};
+  if (options.from !== undefined) query.from = String(parseIndex(options.from, '--from'));
+  if (options.to !== undefined) query.to = String(parseIndex(options.to, '--to'));
+  const { body, label } = await fromNode(options, 'export', query, 'application/x-ndjson');
+  return { source: body, label };
+}
+
+/** --inclusion FILE or --url/--swarm/--index: one entry's inclusion bundle, checked and described. */
+async function auditInclusion(federation: FederationConfig, options: AuditCliOptions): Promise<number> {
+  const { checkInclusionBundle } = await import('../../audit/verifier.ts');
+  let text: string;
+  let label: string;
+  try {
+    if (options.index !== undefined) {
+      const { body, label: url } = await fromNode(options, 'proofs/inclusion', { index: String(parseIndex(options.index, '--index')) }, 'application/json');
+      text = await body.text();
+      label = url;
+    } else if (options.inclusion === '-') {
+      const { text: readAll } = await import('node:stream/consumers');
+      text = await readAll(process.stdin);
+      label = 'stdin';
+    } else {
+      const { readFile } = await import('node:fs/promises');
+      text = await readFile(options.inclusion!, 'utf8');
+      label = options.inclusion!;
+    }
+  } catch (error) {
+    console.error(`conclave audit: ${(error as Error).message}`);
+    return AUDIT_EXIT.error;
+  }
+  let bundle: unknown;
+  try {
+    bundle = JSON.parse(text);
+  } catch (error) {
+    bundle = undefined;
+    console.error(`conclave audit: ${label} is not JSON: ${(error as Error).message}`);
+  }
+  const check = checkInclusionBundle(bundle, federation); // not JSON: MALFORMED_BUNDLE
+  if (options.json) {
+    console.log(JSON.stringify({ ...check, source: label }));
+  } else {
+    console.log(`inclusion of ${check.index !== null ? `entry ${check.index}` : 'an entry'} of swarm ${check.swarm ?? '?'} (${label})`);
+    if (check.size !== null) console.log(`  tree                 size ${check.size}, root ${check.root}`);
+    if (check.signers.length) console.log(`  checkpoint signed by ${check.signers.join(', ')}${check.certificate ? ' (a pbft commit certificate)' : ''}`);
+    const entry = check.entry;
+    if (entry?.kind === 'verdicts') {
+      console.log(`  entry                ${entry.verdicts!.length} verdict(s) proposed by ${entry.proposer}:`);
+      for (const v of entry.verdicts!) console.log(`    ${v.verdict} ${v.subject} by ${v.org}/${v.agent} (jwsHash ${v.jwsHash})`);
+    } else if (entry?.kind === 'admin') {
+      console.log(`  entry                admin command ${entry.action} (its approvals are judged by a full audit)`);
+    } else if (entry) {
+      console.log(`  entry                ${entry.kind}`);
+    }
+    if (check.failure) console.log(`FAILED: ${check.failure.code}: ${check.failure.message}`);
+    else console.log('OK: the entry is in the log under a checkpoint signed by member nodes');
+  }
+  return check.ok ? AUDIT_EXIT.ok : AUDIT_EXIT.failed;
 }
 
 function parseIndex(text: string, flag: string): number {

@@ -1,0 +1,188 @@
+// The audit proofs a node serves on its public API, checked the way an auditor or an agent would: an entry's
+// inclusion bundle (record, RFC 9162 proof, the latest signed checkpoint) verifies offline against the federation
+// file alone — in this process and with `conclave audit --index` / `--inclusion` as a process — and a consistency
+// proof links a signed checkpoint to the current tree, whose root is recomputed here from the exported records. An
+// entry newer than the latest checkpoint is refused with a stable code until one covers it; bad requests get a
+// stable code and change nothing. Real nodes in one process (TLS, HTTP/2, RocksDB); checkpoints every 8 entries and
+// no timed ones after the first, so their sizes are known.
+import { execFile } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { recordLeafHash, type AuditRecord } from '../../src/audit/chain.ts';
+import type { Checkpoint } from '../../src/audit/checkpoint.ts';
+import { rootFromLeafHashes, verifyConsistency } from '../../src/audit/merkle.ts';
+import { checkInclusionBundle } from '../../src/audit/verifier.ts';
+import { loadFederation } from '../../src/config/load.ts';
+import { fromHex, toHex } from '../../src/crypto/encoding.ts';
+import { jwsHashOf } from '../../src/verdict/verify.ts';
+import { startRaftTrio, type InProcessFederation } from '../support/inproc-federation.ts';
+import { REPO_ROOT } from '../support/processes.ts';
+
+const SWARM = 'proofs';
+const EVERY = 8;
+let fed: InProcessFederation;
+let leader: string;
+let follower: string;
+/** Index → JWS of every verdict submitted, and the subject it named. */
+const submitted = new Map<number, { jws: string; subject: string }>();
+
+function runAudit(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((done) => {
+    execFile(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli', 'main.ts'), 'audit', ...args], { cwd: REPO_ROOT, timeout: 120_000 }, (error, stdout, stderr) => {
+      done({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+async function logSize(org: string): Promise<number> {
+  return (await fed.api(org, 'GET', `/v1/swarms/${SWARM}/status`)).json.commitIndex as number;
+}
+
+beforeAll(async () => {
+  ({ fed, leader, follower } = await startRaftTrio(SWARM, () => ({ checkpointEvery: EVERY, checkpointSeconds: 3600 })));
+  // The first timed checkpoint (of the leader's first entry) comes before any verdict: there is no other for an hour.
+  await fed.waitFor('the first timed checkpoint', async () => (await fed.api(leader, 'GET', `/v1/swarms/${SWARM}/checkpoints`)).json.checkpoints.length > 0);
+  // One verdict at a time (each its own entry) until the log is two entries past the checkpoint at 8.
+  let last = 0;
+  for (let i = 0; last < EVERY + 2; i++) {
+    const org = i % 2 === 0 ? leader : follower;
+    const subject = `github.com/acme/widget/pull/${i}@9f1c2e`;
+    const jws = await fed.sign(org, { swarm: SWARM, subject, verdict: 'approve' });
+    const answer = await fed.api(org, 'POST', `/v1/swarms/${SWARM}/verdicts`, { jws });
+    expect(answer.status, answer.text).toBe(200);
+    last = answer.json.index as number;
+    submitted.set(last, { jws, subject });
+  }
+  // Every node signs the checkpoint at 8; the gossip brings each node the others' signatures.
+  await fed.waitFor('the checkpoint at 8 signed by all three nodes, on the leader', async () => {
+    const answer = await fed.api(leader, 'GET', `/v1/swarms/${SWARM}/checkpoints?from=${EVERY}&limit=1`);
+    const checkpoint = answer.json.checkpoints[0] as Checkpoint | undefined;
+    return checkpoint?.size === EVERY && checkpoint.signatures.length === 3;
+  });
+}, 180_000);
+
+afterAll(async () => {
+  await fed?.close();
+});
+
+describe('inclusion proofs', () => {
+  it('an entry under the latest checkpoint: the bundle verifies offline and names the verdict it carries', async () => {
+    const index = [...submitted.keys()].find((i) => i <= EVERY && i > 1)!;
+    const answer = await fed.api(follower, 'GET', `/v1/swarms/${SWARM}/proofs/inclusion?index=${index}`);
+    expect(answer.status, answer.text).toBe(200);
+    expect(answer.json).toMatchObject({ swarm: SWARM, index, size: EVERY });
+    expect(answer.json.checkpoint.size).toBe(EVERY);
+    const federation = loadFederation(fed.orgs[0]!.configPath);
+    const check = checkInclusionBundle(answer.json, federation);
+    expect(check.failure).toBeNull();
+    expect(check.ok).toBe(true);
+    expect(check.signers.length).toBeGreaterThanOrEqual(1);
+    expect(check.root).toBe(answer.json.checkpoint.root);
+    const { jws, subject } = submitted.get(index)!;
+    expect(check.entry?.kind).toBe('verdicts');
+    expect(check.entry?.verdicts).toEqual([expect.objectContaining({ jwsHash: jwsHashOf(jws), subject, verdict: 'approve' })]);
+
+    // Tampered or foreign bundles do not verify, each with its code.
+    const otherRecord = (await fed.api(follower, 'GET', `/v1/swarms/${SWARM}/proofs/inclusion?index=${index + 1}`)).json.record as AuditRecord;
+    expect(checkInclusionBundle({ ...answer.json, record: otherRecord }, federation).failure?.code).toBe('ROOT_MISMATCH');
+    const flipped = [...answer.json.proof] as string[];
+    flipped[0] = flipped[0]!.replace(/^./, (c) => (c === '0' ? '1' : '0'));
+    expect(checkInclusionBundle({ ...answer.json, proof: flipped }, federation).failure?.code).toBe('ROOT_MISMATCH');
+    const checkpoint = answer.json.checkpoint as Checkpoint;
+    const forged = { ...checkpoint, root: toHex(new Uint8Array(32)) };
+    expect(checkInclusionBundle({ ...answer.json, checkpoint: forged }, federation).failure?.code).toBe('CHECKPOINT_BAD_SIGNATURE');
+    expect(checkInclusionBundle({ ...answer.json, checkpoint: { ...checkpoint, signatures: [] } }, federation).failure?.code).toBe('CHECKPOINT_UNSIGNED');
+    expect(checkInclusionBundle(answer.json, { ...federation, federation: 'another' }).failure?.code).toBe('WRONG_FEDERATION');
+    expect(checkInclusionBundle({ ...answer.json, proof: 'nope' }, federation).failure?.code).toBe('MALFORMED_BUNDLE');
+    expect(checkInclusionBundle('not a bundle', federation).failure?.code).toBe('MALFORMED_BUNDLE');
+  });
+
+  it('an entry newer than the latest checkpoint: NOT_YET_CHECKPOINTED; at an unsigned size the bundle has no checkpoint and does not verify', async () => {
+    const newest = Math.max(...submitted.keys());
+    expect(newest).toBeGreaterThan(EVERY);
+    const refused = await fed.api(leader, 'GET', `/v1/swarms/${SWARM}/proofs/inclusion?index=${newest}`);
+    expect(refused.status, refused.text).toBe(409);
+    expect(refused.json.code).toBe('NOT_YET_CHECKPOINTED');
+    expect(refused.json.message).toContain(`size ${EVERY}`);
+    const unsigned = await fed.api(leader, 'GET', `/v1/swarms/${SWARM}/proofs/inclusion?index=${newest}&size=${newest}`);
+    expect(unsigned.status, unsigned.text).toBe(200);
+    expect(unsigned.json.checkpoint).toBeNull();
+    expect(checkInclusionBundle(unsigned.json, loadFederation(fed.orgs[0]!.configPath)).failure?.code).toBe('MALFORMED_BUNDLE');
+  });
+
+  it('conclave audit --index fetches and verifies a bundle; --inclusion verifies a file; exit 1 on a tampered one, 2 when the node refuses', async () => {
+    const org = fed.orgs.find((o) => o.org === follower)!;
+    const common = ['--federation', org.configPath, '--url', `https://127.0.0.1:${org.apiPort}`, '--ca', join(org.certDir, 'ca.crt'), '--swarm', SWARM];
+    const index = [...submitted.keys()].find((i) => i <= EVERY && i > 1)!;
+    const fetched = await runAudit([...common, '--index', String(index)]);
+    expect(fetched.code, fetched.stdout + fetched.stderr).toBe(0);
+    expect(fetched.stdout).toContain(`approve ${submitted.get(index)!.subject}`);
+    expect(fetched.stdout).toContain('OK: the entry is in the log');
+
+    const bundle = (await fed.api(follower, 'GET', `/v1/swarms/${SWARM}/proofs/inclusion?index=${index}`)).json;
+    const file = join(fed.dir, 'bundle.json');
+    writeFileSync(file, JSON.stringify(bundle));
+    const fromFile = await runAudit(['--federation', org.configPath, '--inclusion', file, '--json']);
+    expect(fromFile.code, fromFile.stdout + fromFile.stderr).toBe(0);
+    expect(JSON.parse(fromFile.stdout)).toMatchObject({ ok: true, index, size: EVERY, entry: { kind: 'verdicts' } });
+
+    const other = (await fed.api(follower, 'GET', `/v1/swarms/${SWARM}/proofs/inclusion?index=${index + 1}`)).json.record;
+    writeFileSync(file, JSON.stringify({ ...bundle, record: other }));
+    const tampered = await runAudit(['--federation', org.configPath, '--inclusion', file]);
+    expect(tampered.code).toBe(1);
+    expect(tampered.stdout).toContain('FAILED: ROOT_MISMATCH');
+
+    const tooNew = await runAudit([...common, '--index', String(Math.max(...submitted.keys()))]);
+    expect(tooNew.code).toBe(2);
+    expect(tooNew.stderr).toContain('NOT_YET_CHECKPOINTED');
+    expect(readFileSync(file, 'utf8')).toContain('"record"'); // the file is read, never written, by the audit
+  }, 180_000);
+});
+
+describe('consistency proofs', () => {
+  it('link the signed checkpoint at 8 to the current tree, whose root is recomputed from the exported records', async () => {
+    const size = await logSize(leader);
+    const checkpoint = (await fed.api(leader, 'GET', `/v1/swarms/${SWARM}/checkpoints?from=${EVERY}&limit=1`)).json.checkpoints[0] as Checkpoint;
+    const answer = await fed.api(leader, 'GET', `/v1/swarms/${SWARM}/proofs/consistency?from=${EVERY}&to=${size}`);
+    expect(answer.status, answer.text).toBe(200);
+    expect(answer.json.root1).toBe(checkpoint.root);
+    const exported = (await fed.api(leader, 'GET', `/v1/swarms/${SWARM}/export?to=${size}`)).text.trim().split('\n').map((line) => JSON.parse(line) as { type: string });
+    const records = exported.filter((line) => line.type === 'record') as unknown as AuditRecord[];
+    expect(records.length).toBe(size);
+    const root = rootFromLeafHashes(records.map((record) => recordLeafHash(record))); // the leaf takes the record members only
+    expect(answer.json.root2).toBe(toHex(root));
+    const proof = (answer.json.proof as string[]).map(fromHex);
+    expect(verifyConsistency(EVERY, size, fromHex(checkpoint.root), root, proof)).toBe(true);
+    expect(verifyConsistency(EVERY, size, fromHex(checkpoint.root), new Uint8Array(32), proof)).toBe(false);
+  });
+});
+
+describe('bad proof requests', () => {
+  it('get a stable code, change nothing, and the node keeps committing', async () => {
+    const before = await logSize(leader);
+    const cases: [string, number, string][] = [
+      [`/v1/swarms/${SWARM}/proofs/inclusion?index=${before + 1}`, 400, 'OUT_OF_RANGE'],
+      [`/v1/swarms/${SWARM}/proofs/inclusion?index=1&size=${before + 5}`, 400, 'OUT_OF_RANGE'],
+      [`/v1/swarms/${SWARM}/proofs/inclusion?index=0`, 400, 'INVALID_REQUEST'],
+      [`/v1/swarms/${SWARM}/proofs/inclusion?index=abc`, 400, 'INVALID_REQUEST'],
+      [`/v1/swarms/${SWARM}/proofs/inclusion`, 400, 'INVALID_REQUEST'],
+      [`/v1/swarms/${SWARM}/proofs/consistency?from=${EVERY}&to=2`, 400, 'OUT_OF_RANGE'],
+      [`/v1/swarms/${SWARM}/proofs/consistency?from=1&to=${before + 1}`, 400, 'OUT_OF_RANGE'],
+      [`/v1/swarms/${SWARM}/proofs/consistency?from=-1&to=2`, 400, 'INVALID_REQUEST'],
+      ['/v1/swarms/nope/proofs/inclusion?index=1', 404, 'UNKNOWN_SWARM'],
+      ['/v1/swarms/nope/proofs/consistency?from=1&to=2', 404, 'UNKNOWN_SWARM'],
+    ];
+    for (const [path, status, code] of cases) {
+      const answer = await fed.api(leader, 'GET', path);
+      expect(answer.status, `${path}: ${answer.text}`).toBe(status);
+      expect(answer.json?.code, path).toBe(code);
+      expect(typeof answer.json?.message, path).toBe('string');
+    }
+    expect(await logSize(leader)).toBe(before);
+    const jws = await fed.sign(leader, { swarm: SWARM, subject: 'github.com/acme/widget/pull/after@9f1c2e', verdict: 'approve' });
+    const after = await fed.api(leader, 'POST', `/v1/swarms/${SWARM}/verdicts`, { jws });
+    expect(after.status, after.text).toBe(200);
+    expect(after.json.index).toBe(before + 1);
+  });
+});
