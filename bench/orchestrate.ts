@@ -1,5 +1,5 @@
 // Owns the benchmark orchestrator, started by bench/run.ts inside a source snapshot. Runs the micro-benchmarks
-// (bench/micro/*, bench/storage.ts, bench/audit.ts) as child processes, then real clusters (Conclave raft-3, pbft-4 when wired, etcd-3 with
+// (bench/micro/*, bench/storage.ts, bench/audit.ts, bench/proofs.ts) as child processes, then real clusters (Conclave raft-3, pbft-4 when wired, etcd-3 with
 // --with-etcd) driven by bench/loadgen.ts in its own process, alternating Conclave and etcd (raft, etcd, pbft at each
 // concurrency, round after round), then the scale
 // checks. Every result is one JSON line on stdout and in <out>/results.jsonl; <out>/chart.svg is drawn beside it.
@@ -104,6 +104,7 @@ async function micro(): Promise<void> {
     { name: 'transport', script: 'bench/micro/transport.ts', args: [String(s)], timeoutS: 90 + s * 10 },
     { name: 'storage', script: 'bench/storage.ts', args: [String(given !== null ? given / 2 : quick ? 0.2 : 2)], timeoutS: 120 },
     { name: 'audit', script: 'bench/audit.ts', args: [], env: { AUDIT_BENCH_ENTRIES: auditEntries }, timeoutS: 300 },
+    { name: 'proofs', script: 'bench/proofs.ts', args: [], env: { PROOF_BENCH_ENTRIES: quick ? '3000' : '200000' }, timeoutS: 300 },
   ];
   for (const piece of pieces) {
     progress(`micro: ${piece.name}`);

@@ -1,6 +1,7 @@
 // AppliedStateStore: what a swarm's state machine has made durable — the applied index, the small state written
 // with every commit (audit head, membership, counters: `meta`), audit records keyed by index and signed checkpoints
-// keyed by tree size — on a KvStore; the decision state itself lives in the same space (storage/decision-store.ts).
+// keyed by tree size — on a KvStore; the decision state itself lives in the same space (storage/decision-store.ts),
+// and so does the Merkle block-hash cache that proofs use (audit/stored-tree.ts; derived from the records).
 // One commit() is one atomic synced batch, so the applied index never runs ahead of the records and state it covers.
 import type { KvOp, KvStore } from './kv-store.ts';
 import { indexKey } from './kv-store.ts';
@@ -12,6 +13,8 @@ const SM_SNAPSHOT = 'sm-snapshot';
 const META = 'meta';
 const AUDIT = 'audit/';
 const CHECKPOINT = 'ckpt/';
+/** RFC 6962 hashes of complete 256-leaf blocks of the audit records, by block number (derived; see stored-tree.ts). */
+const MERKLE_BLOCK = 'mblock256/';
 
 export interface AppliedCommit {
   /** the index now applied (never decreases) */
@@ -24,6 +27,8 @@ export interface AppliedCommit {
   audit?: Array<{ index: number; record: Uint8Array }>;
   /** checkpoints to add, keyed by tree size */
   checkpoints?: Array<{ size: number; checkpoint: Uint8Array }>;
+  /** Merkle block hashes of blocks these records completed (see audit/stored-tree.ts) */
+  merkleBlocks?: Map<number, Uint8Array>;
   /** other keys of this space written in the same batch (e.g. the swarm's consensus era), value null deletes */
   extra?: KvOp[];
 }
@@ -62,6 +67,7 @@ export class AppliedStateStore {
     else if (c.snapshot) ops.push({ key: SM_SNAPSHOT, value: Buffer.concat([u64(c.appliedIndex), c.snapshot]) });
     for (const a of c.audit ?? []) ops.push({ key: indexKey(AUDIT, a.index), value: a.record });
     for (const cp of c.checkpoints ?? []) ops.push({ key: indexKey(CHECKPOINT, cp.size), value: cp.checkpoint });
+    for (const [block, hash] of c.merkleBlocks ?? []) ops.push({ key: indexKey(MERKLE_BLOCK, block), value: hash });
     for (const op of c.extra ?? []) ops.push(op);
     return options.lazy ? this.kv.putLazy(ops) : this.kv.putSynced(ops);
   }
@@ -93,5 +99,30 @@ export class AppliedStateStore {
   async latestCheckpoint(): Promise<{ size: number; checkpoint: Uint8Array } | null> {
     const [row] = await this.kv.scan(CHECKPOINT, { reverse: true, limit: 1 });
     return row ? { size: readU64(row.key, CHECKPOINT.length), checkpoint: row.value } : null;
+  }
+
+  /** Stored Merkle block hashes of blocks [from, from + limit) (those present). */
+  async merkleBlocks(from: number, limit: number): Promise<Map<number, Uint8Array>> {
+    const rows = await this.kv.scan(MERKLE_BLOCK, { from: indexKey(MERKLE_BLOCK, from), limit });
+    const blocks = new Map<number, Uint8Array>();
+    for (const row of rows) {
+      const block = readU64(row.key, MERKLE_BLOCK.length);
+      if (block < from + limit) blocks.set(block, row.value);
+    }
+    return blocks;
+  }
+
+  /** Keeps Merkle block hashes derived from the records: durable with the next synced write (a cache). */
+  putMerkleBlocks(blocks: Map<number, Uint8Array>): Promise<void> {
+    return this.kv.putLazy([...blocks].map(([block, hash]) => ({ key: indexKey(MERKLE_BLOCK, block), value: hash })));
+  }
+
+  /** Deletes every stored Merkle block hash. */
+  async dropMerkleBlocks(): Promise<void> {
+    for (;;) {
+      const rows = await this.kv.scan(MERKLE_BLOCK, { limit: 4096 });
+      if (rows.length === 0) return;
+      await this.kv.putLazy(rows.map((row) => ({ key: row.key, value: null })));
+    }
   }
 }

@@ -9,6 +9,7 @@ import { fromBase64Url, fromUtf8, toHex } from '../crypto/encoding.ts';
 import type { SigningKey } from '../crypto/ed25519.ts';
 import { AuditLog, GENESIS_PREV, type AuditRecord, type AuditState } from '../audit/chain.ts';
 import { nextCheckpoint, signCheckpoint, verifyCheckpoint, type Checkpoint } from '../audit/checkpoint.ts';
+import { BlockHasher } from '../audit/stored-tree.ts';
 import { DecisionMachine, type ApplyOutcome, type MachineCounters } from '../verdict/machine.ts';
 import { StoredDecisions } from '../storage/decision-store.ts';
 import type { Keyring } from '../verdict/keyring.ts';
@@ -145,6 +146,9 @@ export class SwarmState {
   private pendingRecords: { index: number; record: Uint8Array }[] = [];
   /** Checkpoints to store with the next flush, by size (a newer version of one size replaces the older). */
   private pendingCheckpoints = new Map<number, Checkpoint>();
+  /** Merkle blocks completed by the records waiting in pendingRecords, and the hasher that completes them. */
+  private pendingBlocks = new Map<number, Uint8Array>();
+  private readonly blockHasher = new BlockHasher();
   private readonly rootsAt = new Map<number, string>();
   /** The newest RECENT_CHECKPOINTS checkpoints by size (stored or waiting in pendingCheckpoints). */
   private readonly recentCheckpoints = new Map<number, Checkpoint>();
@@ -320,6 +324,8 @@ export class SwarmState {
     this.eraEnded = false;
     if (this.replaying) return endsEra ? 'halt' : 'continue';
     this.pendingRecords.push({ index: entry.index, record: appended.bytes });
+    const block = this.blockHasher.append(entry.index - 1, appended.leafHash);
+    if (block) this.pendingBlocks.set(block[0], block[1]);
     if (this.installing) return 'continue';
     if (outcomes.length) this.options.onOutcomes(outcomes, { index: entry.index, hash });
     if (admin) this.options.onAdmin?.(admin);
@@ -415,6 +421,11 @@ export class SwarmState {
     this.lastHashes.delete(size - MAX_REMEMBERED_ROOTS);
   }
 
+  /** Merkle root (hex) of the first `size` records, when `size` is recent enough to be remembered. */
+  rootAt(size: number): string | null {
+    return this.rootsAt.get(size) ?? null;
+  }
+
   /** Record hash of the entry at `index`, when it is recent enough to be remembered. */
   entryHash(index: number): string | null {
     return this.lastHashes.get(index) ?? null;
@@ -503,10 +514,12 @@ export class SwarmState {
     if (this.pendingRecords.length === 0 && this.pendingCheckpoints.size === 0 && extra.length === 0 && decisions.ops.length === 0 && !this.metaDue) return;
     const audit = this.pendingRecords;
     const checkpoints = [...this.pendingCheckpoints.values()].map((checkpoint) => ({ size: checkpoint.size, checkpoint: Buffer.from(JSON.stringify(checkpoint)) }));
+    const merkleBlocks = this.pendingBlocks;
     this.pendingRecords = [];
     this.pendingCheckpoints = new Map();
+    this.pendingBlocks = new Map();
     this.metaDue = false;
-    await this.options.applied.commit({ appliedIndex: this.audit.size, audit, checkpoints, extra: [...extra, ...decisions.ops], meta: canonicalBytes(this.meta()) }, options);
+    await this.options.applied.commit({ appliedIndex: this.audit.size, audit, checkpoints, merkleBlocks, extra: [...extra, ...decisions.ops], meta: canonicalBytes(this.meta()) }, options);
     // Only once durable may reads fall through to the disk for these keys (a failed batch stops the swarm).
     decisions.settle();
   }

@@ -8,7 +8,8 @@ import { fromBase64Url, fromUtf8, toHex } from '../crypto/encoding.ts';
 import type { Logger } from 'pino';
 import { recordHash, recordLeafHash, type AuditRecord } from '../audit/chain.ts';
 import { exportLines } from '../audit/export.ts';
-import { MerkleFrontier, MerkleTree } from '../audit/merkle.ts';
+import { consistencyProof, inclusionProof, MerkleFrontier, type SubtreeHasher } from '../audit/merkle.ts';
+import { StoredMerkleTree, TreeMismatch } from '../audit/stored-tree.ts';
 import type { Checkpoint } from '../audit/checkpoint.ts';
 import { VerdictError } from '../verdict/format.ts';
 import type { Keyring } from '../verdict/keyring.ts';
@@ -177,6 +178,9 @@ function parseEraAnswer(value: unknown, fileRules: SwarmRules): EraAnswer | null
   };
 }
 
+/** This node lacks audit records a proof needs (its log was installed from a snapshot). */
+class RecordsUnavailable extends Error {}
+
 export class VerdictSwarm implements SwarmService {
   readonly id: string;
   readonly state: SwarmState;
@@ -207,6 +211,8 @@ export class VerdictSwarm implements SwarmService {
   /** Size of the newest checkpoint seen by the timed-checkpoint clock (it skips the swarm until the log grows past it). */
   private checkpointedSize = 0;
   private readonly applied: AppliedStateStore;
+  /** Proofs over the stored records (block hashes derived once; see audit/stored-tree.ts). */
+  private readonly tree: StoredMerkleTree;
   private catchingUp = false;
   /** Set while an era catch-up has stopped the engines and replays records (see catchUp). */
   private catchUpTookOver = false;
@@ -222,6 +228,18 @@ export class VerdictSwarm implements SwarmService {
     this.knownOrgs = options.federation.members.map((m) => m.org);
     this.id = options.swarm.id;
     this.applied = new AppliedStateStore(options.store.kv(options.swarm.id, 'applied'));
+    this.tree = new StoredMerkleTree({
+      leafHashes: async (from, limit) => {
+        const records = await this.state.records(from, limit);
+        if (records.length < limit || records[0]!.index !== from || records.at(-1)!.index !== from + limit - 1) {
+          throw new RecordsUnavailable(`this node does not hold every audit record of ${from}..${from + limit - 1} (it was installed from a snapshot); ask another member`);
+        }
+        return records.map(recordLeafHash);
+      },
+      blockHashes: (from, limit) => this.applied.merkleBlocks(from, limit),
+      storeBlockHashes: (hashes) => this.applied.putMerkleBlocks(hashes),
+      dropBlockHashes: () => this.applied.dropMerkleBlocks(),
+    });
     this.state = new SwarmState({
       federation: options.federation,
       swarm: options.swarm,
@@ -1140,19 +1158,27 @@ export class VerdictSwarm implements SwarmService {
     }
   }
 
-  /** Leaf hashes of records 1..size, read from storage (proofs over the stored log). */
-  private async treeOf(size: number): Promise<MerkleTree> {
-    const tree = new MerkleTree();
-    let next = 1;
-    while (next <= size) {
-      const records = await this.state.records(next, Math.min(4096, size - next + 1));
-      if (records.length === 0 || records[0]!.index !== next) {
-        throw new SwarmError(404, 'RECORDS_UNAVAILABLE', `this node does not hold audit record ${next} (it was installed from a snapshot); ask another member`);
+  /**
+   * Runs `use` over the Merkle tree of the first `size` stored records (StoredMerkleTree: block hashes derived once,
+   * so a proof does not read the whole log), checked against the root this node knows for that size — the signed
+   * checkpoint's, else one remembered from applying: a damaged block-hash cache is derived again from the records;
+   * records that disagree with the known root refuse the proof (TREE_MISMATCH).
+   */
+  private async proveOver<T>(size: number, use: (hasher: SubtreeHasher) => T): Promise<T> {
+    const expected = (await this.state.checkpointAt(size))?.root ?? this.state.rootAt(size);
+    const repairs = this.tree.cacheRepairs;
+    try {
+      return await this.tree.prove(size, use, expected);
+    } catch (error) {
+      if (error instanceof RecordsUnavailable) throw new SwarmError(404, 'RECORDS_UNAVAILABLE', error.message);
+      if (error instanceof TreeMismatch) {
+        this.options.logger.error({ err: error, swarm: this.id }, 'stored audit records disagree with the known Merkle root');
+        throw new SwarmError(500, 'TREE_MISMATCH', `${error.message}: this node's storage is damaged; ask another member`);
       }
-      for (const record of records) tree.appendLeafHash(recordLeafHash(record));
-      next += records.length;
+      throw error;
+    } finally {
+      if (this.tree.cacheRepairs > repairs) this.options.logger.warn({ swarm: this.id, size }, 'the Merkle block-hash cache disagreed with the known root; derived it again from the records');
     }
-    return tree;
   }
 
   /**
@@ -1176,15 +1202,19 @@ export class VerdictSwarm implements SwarmService {
     if (index > treeSize || treeSize > this.state.size) {
       throw new SwarmError(400, 'OUT_OF_RANGE', `index ${index} and size ${treeSize} must satisfy 1 <= index <= size <= ${this.state.size}`);
     }
-    const tree = await this.treeOf(treeSize);
+    const proved = await this.proveOver(treeSize, (hasher) => ({
+      root: hasher.subtreeHash(0, treeSize),
+      leafHash: hasher.subtreeHash(index - 1, index),
+      proof: inclusionProof(index - 1, treeSize, hasher),
+    }));
     const [record] = await this.state.records(index, 1);
     return {
       swarm: this.id,
       index,
       size: treeSize,
-      leafHash: toHex(tree.leafHash(index - 1)),
-      root: toHex(tree.root(treeSize)),
-      proof: tree.inclusionProof(index - 1, treeSize).map(toHex),
+      leafHash: toHex(proved.leafHash),
+      root: toHex(proved.root),
+      proof: proved.proof.map(toHex),
       record,
       checkpoint: await this.state.checkpointAt(treeSize),
     };
@@ -1194,14 +1224,18 @@ export class VerdictSwarm implements SwarmService {
     if (size1 > size2 || size2 > this.state.size) {
       throw new SwarmError(400, 'OUT_OF_RANGE', `sizes must satisfy 0 <= from <= to <= ${this.state.size}`);
     }
-    const tree = await this.treeOf(size2);
+    const proved = await this.proveOver(size2, (hasher) => ({
+      root: hasher.subtreeHash(0, size2),
+      root1: hasher.subtreeHash(0, size1),
+      proof: consistencyProof(size1, size2, hasher),
+    }));
     return {
       swarm: this.id,
       size1,
       size2,
-      root1: toHex(tree.root(size1)),
-      root2: toHex(tree.root(size2)),
-      proof: tree.consistencyProof(size1, size2).map(toHex),
+      root1: toHex(proved.root1),
+      root2: toHex(proved.root),
+      proof: proved.proof.map(toHex),
     };
   }
 

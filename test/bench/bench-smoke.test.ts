@@ -27,7 +27,7 @@ describe('npm run bench (smoke)', () => {
     expect(parsed.at(-1)).toMatchObject({ bench: 'end' });
     const micro = parsed.filter((p) => p.group === 'micro');
     expect(micro.filter((p) => 'error' in p), JSON.stringify(micro.filter((p) => 'error' in p))).toEqual([]);
-    expect(new Set(micro.map((p) => p.bench))).toEqual(new Set(['raft-core', 'pbft-core', 'ed25519', 'transport', 'storage', 'audit']));
+    expect(new Set(micro.map((p) => p.bench))).toEqual(new Set(['raft-core', 'pbft-core', 'ed25519', 'transport', 'storage', 'audit', 'proofs']));
     const saved = readFileSync(join(out, 'results.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as unknown);
     expect(saved).toHaveLength(parsed.length);
   }, 180_000);
