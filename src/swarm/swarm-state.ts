@@ -144,6 +144,8 @@ export class SwarmState {
   private audit: AuditLog;
   private mode: ConsensusMode;
   private pendingRecords: { index: number; record: Uint8Array }[] = [];
+  /** Records applied and not yet readable from storage: in pendingRecords or in a batch being written. */
+  private unstoredRecords = 0;
   /** Checkpoints to store with the next flush, by size (a newer version of one size replaces the older). */
   private pendingCheckpoints = new Map<number, Checkpoint>();
   /** Merkle blocks completed by the records waiting in pendingRecords, and the hasher that completes them. */
@@ -246,6 +248,15 @@ export class SwarmState {
     return this.audit.size;
   }
 
+  /**
+   * The size up to which the audit records can be read from storage: `size` less the records applied but not yet
+   * written (those of the current ready cycle, before or during its flush). Proofs and exports read records, so they
+   * go up to here — not beyond, or a request between applying and writing would find records missing.
+   */
+  get storedSize(): number {
+    return this.audit.size - this.unstoredRecords;
+  }
+
   head(): { size: number; hash: string } {
     return { size: this.audit.size, hash: this.audit.head.hash };
   }
@@ -266,6 +277,14 @@ export class SwarmState {
   /** The checkpoint of the largest tree size, or null. */
   latestCheckpoint(): Checkpoint | null {
     return this.newestCheckpoint;
+  }
+
+  /** The newest checkpoint of a tree size up to `size` that this node holds in memory (the recent ones), or null. */
+  latestCheckpointUpTo(size: number): Checkpoint | null {
+    if (this.newestCheckpoint && this.newestCheckpoint.size <= size) return this.newestCheckpoint;
+    let best: Checkpoint | null = null;
+    for (const checkpoint of this.recentCheckpoints.values()) if (checkpoint.size <= size && (!best || checkpoint.size > best.size)) best = checkpoint;
+    return best;
   }
 
   /** The checkpoint of one tree size, or null. */
@@ -324,6 +343,7 @@ export class SwarmState {
     this.eraEnded = false;
     if (this.replaying) return endsEra ? 'halt' : 'continue';
     this.pendingRecords.push({ index: entry.index, record: appended.bytes });
+    this.unstoredRecords++;
     const block = this.blockHasher.append(entry.index - 1, appended.leafHash);
     if (block) this.pendingBlocks.set(block[0], block[1]);
     if (this.installing) return 'continue';
@@ -520,6 +540,7 @@ export class SwarmState {
     this.pendingBlocks = new Map();
     this.metaDue = false;
     await this.options.applied.commit({ appliedIndex: this.audit.size, audit, checkpoints, merkleBlocks, extra: [...extra, ...decisions.ops], meta: canonicalBytes(this.meta()) }, options);
+    this.unstoredRecords -= audit.length;
     // Only once durable may reads fall through to the disk for these keys (a failed batch stops the swarm).
     decisions.settle();
   }

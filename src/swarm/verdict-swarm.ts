@@ -8,7 +8,7 @@ import { fromBase64Url, fromUtf8, toHex } from '../crypto/encoding.ts';
 import type { Logger } from 'pino';
 import { recordHash, recordLeafHash, type AuditRecord } from '../audit/chain.ts';
 import { exportLines } from '../audit/export.ts';
-import { consistencyProof, inclusionProof, MerkleFrontier, type SubtreeHasher } from '../audit/merkle.ts';
+import { consistencyProof, inclusionProof, type FrontierState, type SubtreeHasher } from '../audit/merkle.ts';
 import { StoredMerkleTree, TreeMismatch } from '../audit/stored-tree.ts';
 import type { Checkpoint } from '../audit/checkpoint.ts';
 import { VerdictError } from '../verdict/format.ts';
@@ -1188,19 +1188,21 @@ export class VerdictSwarm implements SwarmService {
    * `checkpointSeconds` while the log grows): NOT_YET_CHECKPOINTED, retry.
    */
   async inclusionProof(index: number, size: number | null): Promise<unknown> {
-    if (size === null && index <= this.state.size) {
-      const latest = this.state.latestCheckpoint();
+    // Up to the records readable from storage (the ones applied this very moment are written a little later).
+    const stored = this.state.storedSize;
+    if (size === null && index <= stored) {
+      const latest = this.state.latestCheckpointUpTo(stored);
       if (!latest || latest.size < index) {
         throw new SwarmError(
           409,
           'NOT_YET_CHECKPOINTED',
-          `entry ${index} is newer than the latest signed checkpoint (${latest ? `size ${latest.size}` : 'none yet'}); checkpoints are signed every ${this.options.checkpointSeconds ?? 5} s while the log grows: retry then (or ask with size=${this.state.size} for a proof without a signed root)`,
+          `entry ${index} is newer than the latest signed checkpoint (${latest ? `size ${latest.size}` : 'none yet'}); checkpoints are signed every ${this.options.checkpointSeconds ?? 5} s while the log grows: retry then (or ask with size=${stored} for a proof without a signed root)`,
         );
       }
     }
-    const treeSize = size ?? this.state.latestCheckpoint()?.size ?? this.state.size;
-    if (index > treeSize || treeSize > this.state.size) {
-      throw new SwarmError(400, 'OUT_OF_RANGE', `index ${index} and size ${treeSize} must satisfy 1 <= index <= size <= ${this.state.size}`);
+    const treeSize = size ?? this.state.latestCheckpointUpTo(stored)?.size ?? stored;
+    if (index > treeSize || treeSize > stored) {
+      throw new SwarmError(400, 'OUT_OF_RANGE', `index ${index} and size ${treeSize} must satisfy 1 <= index <= size <= ${stored}`);
     }
     const proved = await this.proveOver(treeSize, (hasher) => ({
       root: hasher.subtreeHash(0, treeSize),
@@ -1221,8 +1223,9 @@ export class VerdictSwarm implements SwarmService {
   }
 
   async consistencyProof(size1: number, size2: number): Promise<unknown> {
-    if (size1 > size2 || size2 > this.state.size) {
-      throw new SwarmError(400, 'OUT_OF_RANGE', `sizes must satisfy 0 <= from <= to <= ${this.state.size}`);
+    const stored = this.state.storedSize;
+    if (size1 > size2 || size2 > stored) {
+      throw new SwarmError(400, 'OUT_OF_RANGE', `sizes must satisfy 0 <= from <= to <= ${stored}`);
     }
     const proved = await this.proveOver(size2, (hasher) => ({
       root: hasher.subtreeHash(0, size2),
@@ -1240,23 +1243,26 @@ export class VerdictSwarm implements SwarmService {
   }
 
   async *exportLines(from: number, to: number | null): AsyncIterable<string> {
-    const last = Math.min(to ?? this.state.size, this.state.size);
+    const stored = this.state.storedSize; // records applied this moment are written a little later
+    const last = Math.min(to ?? stored, stored);
     const first = Math.max(1, from);
-    let anchor: { prev: string; frontier: ReturnType<MerkleFrontier['toJSON']> } | undefined;
+    let anchor: { prev: string; frontier: FrontierState } | undefined;
     if (first > 1) {
-      const frontier = new MerkleFrontier();
-      let prev = '';
-      let next = 1;
-      while (next < first) {
-        const records = await this.state.records(next, Math.min(4096, first - next));
-        if (records.length === 0 || records[0]!.index !== next) throw new SwarmError(404, 'RECORDS_UNAVAILABLE', `this node does not hold audit record ${next}`);
-        for (const record of records) {
-          frontier.appendLeafHash(recordLeafHash(record));
-          prev = recordHash(record);
-        }
-        next += records.length;
+      // The frontier of the records before `first` (the roots of the perfect subtrees of size first - 1), from the
+      // stored tree: an export of the log's tail does not read its head.
+      const size = first - 1;
+      const ranges: [number, number][] = [];
+      for (let start = 0, left = size; left > 0; ) {
+        let span = 1;
+        while (span * 2 <= left) span *= 2;
+        ranges.push([start, start + span]);
+        start += span;
+        left -= span;
       }
-      anchor = { prev, frontier: frontier.toJSON() };
+      const hashes = await this.proveOver(size, (hasher) => ranges.map(([start, end]) => toHex(hasher.subtreeHash(start, end))));
+      const [before] = await this.state.records(size, 1);
+      if (!before || before.index !== size) throw new SwarmError(404, 'RECORDS_UNAVAILABLE', `this node does not hold audit record ${size}`);
+      anchor = { prev: recordHash(before), frontier: { size, hashes } };
     }
     const state = this.state;
     async function* records(): AsyncGenerator<AuditRecord> {

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { recordLeafHash, type AuditRecord } from '../../src/audit/chain.ts';
 import type { Checkpoint } from '../../src/audit/checkpoint.ts';
 import { rootFromLeafHashes, verifyConsistency } from '../../src/audit/merkle.ts';
-import { checkInclusionBundle } from '../../src/audit/verifier.ts';
+import { checkInclusionBundle, verifyExport } from '../../src/audit/verifier.ts';
 import { loadFederation } from '../../src/config/load.ts';
 import { fromHex, toHex } from '../../src/crypto/encoding.ts';
 import { jwsHashOf } from '../../src/verdict/verify.ts';
@@ -155,6 +155,32 @@ describe('consistency proofs', () => {
     const proof = (answer.json.proof as string[]).map(fromHex);
     expect(verifyConsistency(EVERY, size, fromHex(checkpoint.root), root, proof)).toBe(true);
     expect(verifyConsistency(EVERY, size, fromHex(checkpoint.root), new Uint8Array(32), proof)).toBe(false);
+  });
+});
+
+describe('partial exports', () => {
+  it('from an index after 1: the anchor (frontier and previous record hash) comes from the stored tree and verifies', async () => {
+    // Past the checkpoint at 16: it authenticates the anchors of exports that start between 9 and 16.
+    for (let i = 0; (await logSize(leader)) < 2 * EVERY + 1; i++) {
+      const jws = await fed.sign(leader, { swarm: SWARM, subject: `github.com/acme/widget/pull/${i}@partial`, verdict: 'approve' });
+      expect((await fed.api(leader, 'POST', `/v1/swarms/${SWARM}/verdicts`, { jws })).status).toBe(200);
+    }
+    await fed.waitFor('the checkpoint at 16 on the follower', async () => (await fed.api(follower, 'GET', `/v1/swarms/${SWARM}/checkpoints?from=${2 * EVERY}&limit=1`)).json.checkpoints[0]?.size === 2 * EVERY);
+    const size = await logSize(follower);
+    const federation = loadFederation(fed.orgs[0]!.configPath);
+    for (const from of [2, 5, EVERY + 1, EVERY + 2, EVERY + 5, 2 * EVERY, size]) {
+      const text = (await fed.api(follower, 'GET', `/v1/swarms/${SWARM}/export?from=${from}`)).text;
+      const summary = await verifyExport(
+        (async function* () {
+          yield text;
+        })(),
+        { federation },
+      );
+      expect(summary.failure, `from ${from}`).toBeNull();
+      expect(summary.from).toBe(from);
+      expect(summary.entries).toBe(size - from + 1);
+      if (from <= 2 * EVERY) expect(summary.checkpoints, `from ${from}`).toBeGreaterThan(0);
+    }
   });
 });
 
