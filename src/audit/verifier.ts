@@ -694,6 +694,55 @@ export function checkInclusionBundle(value: unknown, federation: FederationConfi
   return { ...result, ok: true, entry: { kind: 'verdicts', proposer: cmd.proposer, verdicts } };
 }
 
+/** The outcome of checking that a later checkpoint extends an earlier one (a log monitor's check). */
+export interface ConsistencyCheck {
+  ok: boolean;
+  failure: AuditFailure | null;
+  older: { size: number; root: string; signers: string[] } | null;
+  newer: { size: number; root: string; signers: string[]; certificate: boolean } | null;
+}
+
+/**
+ * Checks offline that checkpoint `newer` extends checkpoint `older` (both of one swarm of this federation): each is
+ * signed by member nodes (with `requireCertificates`, a pbft one carries a commit certificate), and `proof` (hex,
+ * RFC 9162 order: what a node answers to GET /v1/swarms/{swarm}/proofs/consistency?from=&to=) proves the tree of the
+ * older size is a prefix of the newer one under their *signed* roots. A failure means the log was rewritten or
+ * shown differently to different readers (INCONSISTENT_CHECKPOINTS) — or that what was given is not what it claims.
+ */
+export function checkCheckpointConsistency(older: unknown, newer: unknown, proof: unknown, federation: FederationConfig, options: { requireCertificates?: boolean } = {}): ConsistencyCheck {
+  const result: ConsistencyCheck = { ok: false, failure: null, older: null, newer: null };
+  const fail = (code: AuditErrorCode, index: number | null, message: string): ConsistencyCheck => ({ ...result, failure: { code, index, line: null, message } });
+  const checked: { size: number; root: string; signers: string[]; certificate: boolean }[] = [];
+  for (const [name, value] of [['older', older], ['newer', newer]] as const) {
+    const shape = checkpointShapeProblem(value);
+    if (shape) return fail('CHECKPOINT_MALFORMED', null, `the ${name} checkpoint: ${shape}`);
+    const cp = value as Checkpoint;
+    if (cp.federation !== federation.federation) return fail('WRONG_FEDERATION', cp.size, `the ${name} checkpoint is of federation ${JSON.stringify(cp.federation)}, the federation file describes ${JSON.stringify(federation.federation)}`);
+    const swarm = federation.swarms.find((s) => s.id === cp.swarm);
+    if (!swarm) return fail('UNKNOWN_SWARM', cp.size, `swarm ${JSON.stringify(cp.swarm)} of the ${name} checkpoint is not in the federation file`);
+    const verification = verifyCheckpoint(cp, { keyring: Keyring.fromMembers(federation.members), members: swarm.members });
+    const first = verification.problems[0];
+    if (first) return fail(first.code, cp.size, `the ${name} checkpoint: ${first.message}`);
+    if (verification.validOrgs.length === 0) return fail('CHECKPOINT_UNSIGNED', cp.size, `the ${name} checkpoint has no valid signature`);
+    if (options.requireCertificates && cp.mode === 'pbft' && !verification.certificate) {
+      return fail('CHECKPOINT_NO_QUORUM', cp.size, `the ${name} checkpoint is signed by ${verification.validOrgs.length} members, a pbft commit certificate needs ${verification.quorum}`);
+    }
+    checked.push({ size: cp.size, root: cp.root, signers: verification.validOrgs, certificate: verification.certificate });
+  }
+  const [a, b] = checked as [(typeof checked)[0], (typeof checked)[0]];
+  result.older = { size: a.size, root: a.root, signers: a.signers };
+  result.newer = b;
+  if ((older as Checkpoint).swarm !== (newer as Checkpoint).swarm) return fail('WRONG_SWARM', b.size, `checkpoints of swarms ${(older as Checkpoint).swarm} and ${(newer as Checkpoint).swarm}`);
+  if (a.size > b.size) return fail('MALFORMED_PROOF', b.size, `the newer checkpoint (size ${b.size}) is smaller than the older one (size ${a.size})`);
+  if (!Array.isArray(proof) || !proof.every((h) => typeof h === 'string' && HEX_HASH.test(h))) return fail('MALFORMED_PROOF', b.size, 'the consistency proof must be an array of 64 lowercase hex digits each');
+  try {
+    checkConsistency(a.size, b.size, fromHex(a.root), fromHex(b.root), (proof as string[]).map(fromHex));
+  } catch (error) {
+    return fail('INCONSISTENT_CHECKPOINTS', b.size, `the signed tree of size ${a.size} (root ${a.root}) is not a prefix of the signed tree of size ${b.size} (root ${b.root}): ${(error as Error).message}`);
+  }
+  return { ...result, ok: true };
+}
+
 /** Checks a bundle offline (see checkInclusionBundle): null when it verifies, else the first failure. */
 export function verifyInclusionBundle(bundle: InclusionBundle, federation: FederationConfig): AuditFailure | null {
   return checkInclusionBundle(bundle, federation).failure;

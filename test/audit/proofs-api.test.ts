@@ -12,7 +12,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { recordLeafHash, type AuditRecord } from '../../src/audit/chain.ts';
 import type { Checkpoint } from '../../src/audit/checkpoint.ts';
 import { rootFromLeafHashes, verifyConsistency } from '../../src/audit/merkle.ts';
-import { checkInclusionBundle, verifyExport } from '../../src/audit/verifier.ts';
+import { checkCheckpointConsistency, checkInclusionBundle, verifyExport } from '../../src/audit/verifier.ts';
+import { signCheckpoint } from '../../src/audit/checkpoint.ts';
+import { importPrivateJwk, type PrivateJwk } from '../../src/crypto/ed25519.ts';
 import { loadFederation } from '../../src/config/load.ts';
 import { fromHex, toHex } from '../../src/crypto/encoding.ts';
 import { jwsHashOf } from '../../src/verdict/verify.ts';
@@ -182,6 +184,46 @@ describe('partial exports', () => {
       if (from <= 2 * EVERY) expect(summary.checkpoints, `from ${from}`).toBeGreaterThan(0);
     }
   });
+});
+
+describe('log monitor (conclave audit --since)', () => {
+  it('the newest checkpoint extends a kept one; a kept checkpoint of another history is caught as INCONSISTENT_CHECKPOINTS', async () => {
+    const org = fed.orgs.find((o) => o.org === follower)!;
+    const common = ['--federation', org.configPath, '--url', `https://127.0.0.1:${org.apiPort}`, '--ca', join(org.certDir, 'ca.crt'), '--swarm', SWARM];
+    const kept = (await fed.api(follower, 'GET', `/v1/swarms/${SWARM}/checkpoints?from=${EVERY}&limit=1`)).json.checkpoints[0] as Checkpoint;
+    const keptFile = join(fed.dir, 'kept.json');
+    const seenFile = join(fed.dir, 'seen.json');
+    writeFileSync(keptFile, JSON.stringify(kept));
+    const first = await runAudit([...common, '--since', keptFile, '--save', seenFile]);
+    expect(first.code, first.stdout + first.stderr).toBe(0);
+    expect(first.stdout).toContain('OK: the newest checkpoint extends the kept one');
+    const seen = JSON.parse(readFileSync(seenFile, 'utf8')) as Checkpoint;
+    expect(seen.size).toBeGreaterThanOrEqual(2 * EVERY);
+    const again = await runAudit([...common, '--since', seenFile, '--json']);
+    expect(again.code, again.stdout + again.stderr).toBe(0);
+    expect(JSON.parse(again.stdout)).toMatchObject({ ok: true, older: { size: seen.size }, newer: { size: seen.size } });
+
+    // A checkpoint of size 8 over another history, validly signed by a member node (as a node that forked the log,
+    // or showed this reader another one, would sign it): the node's own history does not extend it.
+    const acme = fed.orgs.find((o) => o.org === 'acme')!;
+    const nodeKey = importPrivateJwk(JSON.parse(readFileSync(acme.files.nodeSigningKey, 'utf8')) as PrivateJwk);
+    const { signatures: _theirs, ...body } = kept;
+    const forged = signCheckpoint({ ...body, root: toHex(new Uint8Array(32).fill(9)) }, 'acme', nodeKey);
+    writeFileSync(keptFile, JSON.stringify(forged));
+    const caught = await runAudit([...common, '--since', keptFile, '--save', join(fed.dir, 'never.json')]);
+    expect(caught.code, caught.stdout + caught.stderr).toBe(1);
+    expect(caught.stdout).toContain('FAILED: INCONSISTENT_CHECKPOINTS');
+    expect(() => readFileSync(join(fed.dir, 'never.json'))).toThrow(); // nothing saved from a failed check
+
+    // The same rules offline, on the function.
+    const federation = loadFederation(org.configPath);
+    const proof = (await fed.api(follower, 'GET', `/v1/swarms/${SWARM}/proofs/consistency?from=${EVERY}&to=${seen.size}`)).json.proof as string[];
+    expect(checkCheckpointConsistency(kept, seen, proof, federation).ok).toBe(true);
+    expect(checkCheckpointConsistency(seen, kept, proof, federation).failure?.code).toBe('MALFORMED_PROOF');
+    expect(checkCheckpointConsistency(kept, seen, proof.slice(1), federation).failure?.code).toBe('INCONSISTENT_CHECKPOINTS');
+    expect(checkCheckpointConsistency(kept, { ...seen, signatures: [] }, proof, federation).failure?.code).toBe('CHECKPOINT_UNSIGNED');
+    expect(checkCheckpointConsistency(kept, { ...seen, root: kept.root }, proof, federation).failure?.code).toBe('CHECKPOINT_BAD_SIGNATURE');
+  }, 180_000);
 });
 
 describe('bad proof requests', () => {

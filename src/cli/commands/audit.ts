@@ -1,6 +1,7 @@
 // `conclave audit`: verifies an audit export (a file, stdin, or pulled from a node's API) against the federation
 // file alone, with progress on stderr, a summary on stdout, and exit 0 only when everything verifies; or, with
-// --inclusion / --index, one entry's inclusion bundle (record, proof, signed checkpoint).
+// --inclusion / --index, one entry's inclusion bundle (record, proof, signed checkpoint); or, with --since, that the
+// node's newest checkpoint extends one seen before (a log monitor).
 import type { Command } from 'commander';
 import type { FederationConfig } from '../../config/types.ts';
 
@@ -14,6 +15,8 @@ interface AuditCliOptions {
   requireCertificates?: boolean;
   inclusion?: string;
   index?: string;
+  since?: string;
+  save?: string;
   json?: boolean;
   quiet?: boolean;
 }
@@ -37,6 +40,8 @@ export function register(program: Command): void {
     .option('--require-certificates', 'pbft checkpoints must carry a PBFT quorum of member signatures (a commit certificate)')
     .option('--inclusion <file>', 'verify one entry\'s inclusion bundle instead of an export: the JSON a node answers to GET /v1/swarms/<swarm>/proofs/inclusion?index=N ("-" reads stdin)')
     .option('--index <n>', 'with --url and --swarm: fetch the inclusion bundle of entry n from the node and verify it')
+    .option('--since <checkpoint.json>', 'with --url and --swarm: check that the node\'s newest checkpoint extends this one (signatures, then an RFC 9162 consistency proof between the two signed roots)')
+    .option('--save <file>', 'with --since: when it verifies, write the node\'s newest checkpoint here (the --since of the next run)')
     .option('--json', 'print the summary as one JSON object')
     .option('--quiet', 'no progress on stderr')
     .addHelpText(
@@ -48,12 +53,15 @@ not run.
 
 With --inclusion or --index it checks that one entry is in the log: the checkpoint's node signatures (members of
 the swarm), the record under the checkpoint's Merkle root, and every agent JWS and the proposer's signature in it;
-it prints the verdicts the entry carries. Same exit status.
+it prints the verdicts the entry carries. With --since it monitors the log: the node's newest checkpoint must be
+signed by members and extend the checkpoint you kept (INCONSISTENT_CHECKPOINTS: the log was rewritten, or shown
+differently to you before). Same exit status.
 
 Examples:
   conclave audit --federation federation.yaml reviews.jsonl
   conclave audit --federation federation.yaml --url https://node.acme.example:7002 --ca certs/acme/ca.crt --swarm reviews
-  conclave audit --federation federation.yaml --url https://node.acme.example:7002 --ca certs/acme/ca.crt --swarm reviews --index 42`,
+  conclave audit --federation federation.yaml --url https://node.acme.example:7002 --ca certs/acme/ca.crt --swarm reviews --index 42
+  conclave audit --federation federation.yaml --url https://node.acme.example:7002 --ca certs/acme/ca.crt --swarm reviews --since seen.json --save seen.json`,
     )
     .action(async (exportPath: string | undefined, options: AuditCliOptions) => {
       process.exitCode = await runAudit(exportPath, options);
@@ -65,8 +73,9 @@ async function runAudit(exportPath: string | undefined, options: AuditCliOptions
   const { verifyExport } = await import('../../audit/verifier.ts');
   const inclusion = options.inclusion !== undefined || options.index !== undefined;
   const sources = [exportPath !== undefined, options.url !== undefined, options.inclusion !== undefined].filter(Boolean).length;
-  if (sources !== 1 || (options.index !== undefined && options.url === undefined)) {
-    console.error('conclave audit: give one of an export file, --url (with --swarm; with --index for one entry) or --inclusion FILE');
+  const needsUrl = options.index !== undefined || options.since !== undefined;
+  if (sources !== 1 || (needsUrl && options.url === undefined) || (options.index !== undefined && options.since !== undefined) || (options.save !== undefined && options.since === undefined)) {
+    console.error('conclave audit: give one of an export file, --url (with --swarm; with --index for one entry, or --since [--save] to monitor) or --inclusion FILE');
     return AUDIT_EXIT.error;
   }
   let federation;
@@ -77,6 +86,7 @@ async function runAudit(exportPath: string | undefined, options: AuditCliOptions
     return AUDIT_EXIT.error;
   }
   if (inclusion) return auditInclusion(federation, options);
+  if (options.since !== undefined) return monitor(federation, options);
 
   let source: AsyncIterable<Uint8Array | string>;
   let label: string;
@@ -227,4 +237,46 @@ function parseIndex(text: string, flag: string): number {
   const n = Number(text);
   if (!Number.isSafeInteger(n) || n < 1) throw new Error(`${flag} must be an integer >= 1, got ${JSON.stringify(text)}`);
   return n;
+}
+
+/** --since: the node's newest checkpoint extends the one kept from before; --save keeps the new one when it does. */
+async function monitor(federation: FederationConfig, options: AuditCliOptions): Promise<number> {
+  const { checkCheckpointConsistency } = await import('../../audit/verifier.ts');
+  const { readFile, writeFile, rename } = await import('node:fs/promises');
+  let older: { size?: unknown; root?: unknown };
+  let newer: { size?: unknown; root?: unknown } | undefined;
+  let proof: unknown;
+  let label: string;
+  try {
+    const kept = JSON.parse(await readFile(options.since!, 'utf8')) as { checkpoint?: unknown; checkpoints?: unknown[] } & Record<string, unknown>;
+    // A bare checkpoint, an inclusion bundle ({checkpoint}) or a checkpoints page ({checkpoints: [...]}, the newest).
+    older = (kept.checkpoint ?? (Array.isArray(kept.checkpoints) ? kept.checkpoints.at(-1) : kept)) as typeof older;
+    const page = await fromNode(options, 'checkpoints', { limit: '1' }, 'application/json');
+    label = page.label;
+    newer = (JSON.parse(await page.body.text()) as { checkpoints: (typeof older)[] }).checkpoints[0];
+    if (!newer) throw new Error(`${page.label}: the node has no checkpoint yet`);
+    if (typeof older?.size !== 'number' || typeof newer.size !== 'number') throw new Error(`${options.since} holds no checkpoint (a JSON object with size and root)`);
+    if (newer.size < older.size) throw new Error(`the node's newest checkpoint (size ${newer.size}) is older than yours (size ${older.size}): it is behind; ask another member`);
+    const answer = await fromNode(options, 'proofs/consistency', { from: String(older.size), to: String(newer.size) }, 'application/json');
+    proof = (JSON.parse(await answer.body.text()) as { proof?: unknown }).proof;
+  } catch (error) {
+    console.error(`conclave audit: ${(error as Error).message}`);
+    return AUDIT_EXIT.error;
+  }
+  const check = checkCheckpointConsistency(older, newer, proof, federation, { requireCertificates: options.requireCertificates === true });
+  if (check.ok && options.save !== undefined) {
+    const temp = `${options.save}.tmp`;
+    await writeFile(temp, `${JSON.stringify(newer)}\n`);
+    await rename(temp, options.save);
+  }
+  if (options.json) {
+    console.log(JSON.stringify({ ...check, source: label, saved: check.ok ? (options.save ?? null) : null }));
+  } else {
+    console.log(`monitor of swarm ${options.swarm} (${label})`);
+    if (check.older) console.log(`  kept checkpoint      size ${check.older.size}, root ${check.older.root}, signed by ${check.older.signers.join(', ')}`);
+    if (check.newer) console.log(`  newest checkpoint    size ${check.newer.size}, root ${check.newer.root}, signed by ${check.newer.signers.join(', ')}${check.newer.certificate ? ' (a pbft commit certificate)' : ''}`);
+    if (check.failure) console.log(`FAILED: ${check.failure.code}: ${check.failure.message}`);
+    else console.log(`OK: the newest checkpoint extends the kept one${options.save !== undefined ? ` (saved to ${options.save})` : ''}`);
+  }
+  return check.ok ? AUDIT_EXIT.ok : AUDIT_EXIT.failed;
 }
