@@ -126,6 +126,30 @@ export async function createApiServer(options: ApiServerOptions): Promise<Fastif
     },
   );
 
+  app.get(
+    '/v1/swarms/:swarm/verdicts/:jwsHash',
+    {
+      schema: {
+        summary: 'where a verdict is: its log entry (index, entry hash) and its subject now, by jwsHash',
+        description:
+          'jwsHash is the SHA-256 (lowercase hex) of the compact JWS, as the submit answer gives it. 404 VERDICT_NOT_FOUND ' +
+          'for a verdict this node has not applied (refused ones are never recorded). The index is what ' +
+          '/proofs/inclusion takes.',
+        tags: ['verdicts'],
+        params: {
+          type: 'object',
+          properties: { swarm: swarmParams.properties.swarm, jwsHash: { type: 'string', pattern: '^[0-9a-f]{64}$' } },
+          required: ['swarm', 'jwsHash'],
+        },
+        response: { 200: submitResultSchema, '4xx': errorSchema, '5xx': errorSchema },
+      },
+    },
+    async (request) => {
+      const { swarm, jwsHash } = request.params as { swarm: string; jwsHash: string };
+      return swarmOf(node, swarm).verdict(jwsHash);
+    },
+  );
+
   app.post(
     '/v1/swarms/:swarm/admin',
     {

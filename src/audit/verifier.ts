@@ -51,6 +51,7 @@ export const AUDIT_ERROR_CODES = [
   'MALFORMED_PROOF',
   'DECISION_MISMATCH',
   'MALFORMED_BUNDLE',
+  'VERDICT_NOT_IN_ENTRY',
 ] as const;
 
 export type AuditErrorCode = (typeof AUDIT_ERROR_CODES)[number];

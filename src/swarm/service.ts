@@ -86,6 +86,8 @@ import type { Checkpoint as CheckpointView } from '../audit/checkpoint.ts';
 export interface SwarmService {
   readonly id: string;
   submitVerdict(jws: string, options: { wait: boolean; timeoutMs: number }): Promise<SubmitResult>;
+  /** Where a verdict applied on this node is (by jwsHash): its entry, and its subject now. */
+  verdict(jwsHash: string): Promise<SubmitResult>;
   subject(subject: string): SubjectView | null;
   log(from: number, limit: number): Promise<LogEntryView[]>;
   status(): SwarmStatusView;

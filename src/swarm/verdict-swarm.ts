@@ -970,6 +970,19 @@ export class VerdictSwarm implements SwarmService {
     return this.result(status, outcome.jwsHash, outcome.index, hash, outcome.subject);
   }
 
+  /**
+   * A verdict this node applied (counted, or recorded after its subject was decided), by jwsHash: `committed` with
+   * its entry's index and hash — what an inclusion proof asks for — and the subject now. One refused at admission or
+   * when applied was never recorded, and one still in flight is not applied yet: VERDICT_NOT_FOUND.
+   */
+  async verdict(jwsHash: string): Promise<SubmitResult> {
+    const known = this.state.decisions().lookupVerdict(jwsHash);
+    if (!known) {
+      throw new SwarmError(404, 'VERDICT_NOT_FOUND', `no verdict with jwsHash ${jwsHash} was applied in swarm ${this.id} on this node (refused ones are not recorded; one in flight is not applied yet)`);
+    }
+    return this.result('committed', jwsHash, known.index, await this.entryHashAt(known.index), known.subject);
+  }
+
   private result(status: SubmitResult['status'], jwsHash: string, index: number | null, entryHash: string | null, subject: string | null): SubmitResult {
     return { status, swarm: this.id, jwsHash, index, entryHash, subject: subject === null ? null : this.subject(subject) };
   }

@@ -142,6 +142,42 @@ describe('inclusion proofs', () => {
   }, 180_000);
 });
 
+describe('finding a verdict by its jwsHash', () => {
+  it('GET .../verdicts/{jwsHash} names its entry; conclave audit --verdict proves that entry carries it', async () => {
+    const index = [...submitted.keys()].find((i) => i <= EVERY && i > 1)!;
+    const { jws, subject } = submitted.get(index)!;
+    const jwsHash = jwsHashOf(jws);
+    for (const org of [leader, follower]) {
+      const found = await fed.api(org, 'GET', `/v1/swarms/${SWARM}/verdicts/${jwsHash}`);
+      expect(found.status, found.text).toBe(200);
+      expect(found.json).toMatchObject({ status: 'committed', swarm: SWARM, jwsHash, index, subject: { subject } });
+      expect(found.json.entryHash).toMatch(/^[0-9a-f]{64}$/);
+    }
+    const unknown = await fed.api(leader, 'GET', `/v1/swarms/${SWARM}/verdicts/${'0'.repeat(64)}`);
+    expect([unknown.status, unknown.json.code]).toEqual([404, 'VERDICT_NOT_FOUND']);
+    const malformed = await fed.api(leader, 'GET', `/v1/swarms/${SWARM}/verdicts/NOT-A-HASH`);
+    expect([malformed.status, malformed.json.code]).toEqual([400, 'INVALID_REQUEST']);
+    const noSwarm = await fed.api(leader, 'GET', `/v1/swarms/nope/verdicts/${jwsHash}`);
+    expect([noSwarm.status, noSwarm.json.code]).toEqual([404, 'UNKNOWN_SWARM']);
+
+    const org = fed.orgs.find((o) => o.org === follower)!;
+    const common = ['--federation', org.configPath, '--url', `https://127.0.0.1:${org.apiPort}`, '--ca', join(org.certDir, 'ca.crt'), '--swarm', SWARM];
+    const proved = await runAudit([...common, '--verdict', jwsHash]);
+    expect(proved.code, proved.stdout + proved.stderr).toBe(0);
+    expect(proved.stdout).toContain(`approve ${subject}`);
+    expect(proved.stdout).toContain(`with verdict ${jwsHash}`);
+    const bundleFile = join(fed.dir, 'verdict-bundle.json');
+    writeFileSync(bundleFile, (await fed.api(follower, 'GET', `/v1/swarms/${SWARM}/proofs/inclusion?index=${index}`)).text);
+    const other = jwsHashOf([...submitted].find(([i]) => i !== index)![1].jws);
+    const wrong = await runAudit(['--federation', org.configPath, '--inclusion', bundleFile, '--verdict', other]);
+    expect(wrong.code, wrong.stdout + wrong.stderr).toBe(1);
+    expect(wrong.stdout).toContain('FAILED: VERDICT_NOT_IN_ENTRY');
+    const missing = await runAudit([...common, '--verdict', '0'.repeat(64)]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('VERDICT_NOT_FOUND');
+  }, 180_000);
+});
+
 describe('consistency proofs', () => {
   it('link the signed checkpoint at 8 to the current tree, whose root is recomputed from the exported records', async () => {
     const size = await logSize(leader);

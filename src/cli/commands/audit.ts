@@ -17,6 +17,7 @@ interface AuditCliOptions {
   index?: string;
   since?: string;
   save?: string;
+  verdict?: string;
   json?: boolean;
   quiet?: boolean;
 }
@@ -40,6 +41,7 @@ export function register(program: Command): void {
     .option('--require-certificates', 'pbft checkpoints must carry a PBFT quorum of member signatures (a commit certificate)')
     .option('--inclusion <file>', 'verify one entry\'s inclusion bundle instead of an export: the JSON a node answers to GET /v1/swarms/<swarm>/proofs/inclusion?index=N ("-" reads stdin)')
     .option('--index <n>', 'with --url and --swarm: fetch the inclusion bundle of entry n from the node and verify it')
+    .option('--verdict <jwsHash>', 'with --inclusion or --url/--swarm: the entry must carry this verdict (SHA-256 hex of its compact JWS); with --url and no --index, the node is asked which entry holds it')
     .option('--since <checkpoint.json>', 'with --url and --swarm: check that the node\'s newest checkpoint extends this one (signatures, then an RFC 9162 consistency proof between the two signed roots)')
     .option('--save <file>', 'with --since: when it verifies, write the node\'s newest checkpoint here (the --since of the next run)')
     .option('--json', 'print the summary as one JSON object')
@@ -71,10 +73,10 @@ Examples:
 async function runAudit(exportPath: string | undefined, options: AuditCliOptions): Promise<number> {
   const { loadFederation } = await import('../../config/load.ts');
   const { verifyExport } = await import('../../audit/verifier.ts');
-  const inclusion = options.inclusion !== undefined || options.index !== undefined;
+  const inclusion = options.inclusion !== undefined || options.index !== undefined || options.verdict !== undefined;
   const sources = [exportPath !== undefined, options.url !== undefined, options.inclusion !== undefined].filter(Boolean).length;
-  const needsUrl = options.index !== undefined || options.since !== undefined;
-  if (sources !== 1 || (needsUrl && options.url === undefined) || (options.index !== undefined && options.since !== undefined) || (options.save !== undefined && options.since === undefined)) {
+  const needsUrl = options.index !== undefined || options.since !== undefined || (options.verdict !== undefined && options.inclusion === undefined);
+  if (sources !== 1 || (needsUrl && options.url === undefined) || ((options.index !== undefined || options.verdict !== undefined) && options.since !== undefined) || (options.save !== undefined && options.since === undefined)) {
     console.error('conclave audit: give one of an export file, --url (with --swarm; with --index for one entry, or --since [--save] to monitor) or --inclusion FILE');
     return AUDIT_EXIT.error;
   }
@@ -187,8 +189,14 @@ async function auditInclusion(federation: FederationConfig, options: AuditCliOpt
   let text: string;
   let label: string;
   try {
-    if (options.index !== undefined) {
-      const { body, label: url } = await fromNode(options, 'proofs/inclusion', { index: String(parseIndex(options.index, '--index')) }, 'application/json');
+    if (options.verdict !== undefined && !/^[0-9a-f]{64}$/.test(options.verdict)) throw new Error('--verdict takes a jwsHash: 64 lowercase hex digits (SHA-256 of the compact JWS)');
+    if (options.url !== undefined) {
+      let index = options.index !== undefined ? parseIndex(options.index, '--index') : null;
+      if (index === null) {
+        const found = await fromNode(options, `verdicts/${options.verdict!}`, {}, 'application/json');
+        index = (JSON.parse(await found.body.text()) as { index: number }).index;
+      }
+      const { body, label: url } = await fromNode(options, 'proofs/inclusion', { index: String(index) }, 'application/json');
       text = await body.text();
       label = url;
     } else if (options.inclusion === '-') {
@@ -211,7 +219,10 @@ async function auditInclusion(federation: FederationConfig, options: AuditCliOpt
     bundle = undefined;
     console.error(`conclave audit: ${label} is not JSON: ${(error as Error).message}`);
   }
-  const check = checkInclusionBundle(bundle, federation); // not JSON: MALFORMED_BUNDLE
+  let check = checkInclusionBundle(bundle, federation); // not JSON: MALFORMED_BUNDLE
+  if (check.ok && options.verdict !== undefined && !check.entry?.verdicts?.some((v) => v.jwsHash === options.verdict)) {
+    check = { ...check, ok: false, failure: { code: 'VERDICT_NOT_IN_ENTRY', index: check.index, line: null, message: `entry ${check.index} does not carry the verdict ${options.verdict}` } };
+  }
   if (options.json) {
     console.log(JSON.stringify({ ...check, source: label }));
   } else {
@@ -228,7 +239,7 @@ async function auditInclusion(federation: FederationConfig, options: AuditCliOpt
       console.log(`  entry                ${entry.kind}`);
     }
     if (check.failure) console.log(`FAILED: ${check.failure.code}: ${check.failure.message}`);
-    else console.log('OK: the entry is in the log under a checkpoint signed by member nodes');
+    else console.log(`OK: the entry${options.verdict !== undefined ? ', with verdict ' + options.verdict + ',' : ''} is in the log under a checkpoint signed by member nodes`);
   }
   return check.ok ? AUDIT_EXIT.ok : AUDIT_EXIT.failed;
 }
