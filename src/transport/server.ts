@@ -224,10 +224,10 @@ export class PeerServer {
     // A stream's body is never buffered whole: the route reads its frames as they arrive.
     app.addContentTypeParser(STREAM_CONTENT_TYPE, (_request, payload, done) => done(null, payload));
 
-    app.setErrorHandler((error: Error & { statusCode?: number; code?: string }, _request, reply) => {
-      const statusCode = error.statusCode && error.statusCode >= 400 ? error.statusCode : 500;
-      if (statusCode >= 500) this.logger.error({ err: error }, 'peer route failed');
-      return reply.code(statusCode).send({ code: error.code ?? 'INTERNAL', message: error.message });
+    app.setErrorHandler((error: Error & { statusCode?: number; code?: string }, request, reply) => {
+      const answer = peerErrorAnswer(error, request.url);
+      if (answer.status >= 500) this.logger.error({ err: error }, 'peer route failed');
+      return reply.code(answer.status).send({ code: answer.code, message: answer.message });
     });
     app.setNotFoundHandler((request, reply) => reply.code(404).send({ code: 'NOT_FOUND', message: `no peer route ${request.method} ${request.url}` }));
 
@@ -527,4 +527,27 @@ export class PeerServer {
 function familyOf(channel: string): string {
   const dot = channel.indexOf('.');
   return dot < 0 ? channel : `${channel.slice(0, dot)}.*`;
+}
+
+/**
+ * The answer to an error thrown before or inside a peer route. Fastify's own refusals (a body of another content type,
+ * over the route's limit, with a bad length) get this transport's stable codes, named for the route — peers of other
+ * versions and operators read codes, never the framework's.
+ */
+function peerErrorAnswer(error: Error & { statusCode?: number; code?: string }, url: string): { status: number; code: string; message: string } {
+  const route = url.startsWith('/peer/v1/messages') ? 'batch' : url.startsWith('/peer/v1/stream') ? 'stream' : url.startsWith('/peer/v1/call/') ? 'call' : null;
+  if (error.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+    if (route === 'batch') return { status: 415, code: 'BATCH_CONTENT_TYPE', message: `send the batch as ${BATCH_CONTENT_TYPE}` };
+    if (route === 'stream') return { status: 415, code: 'STREAM_CONTENT_TYPE', message: `send the stream as ${STREAM_CONTENT_TYPE}` };
+    if (route === 'call') return { status: 415, code: 'CALL_CONTENT_TYPE', message: `send the call body as ${CALL_CONTENT_TYPE}` };
+    return { status: 415, code: 'UNSUPPORTED_MEDIA_TYPE', message: error.message };
+  }
+  if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+    const code = route === 'batch' ? 'BATCH_TOO_LARGE' : route === 'call' ? 'CALL_TOO_LARGE' : 'BODY_TOO_LARGE';
+    return { status: 413, code, message: error.message };
+  }
+  if (error.code === 'FST_ERR_CTP_INVALID_CONTENT_LENGTH') return { status: 400, code: 'BAD_CONTENT_LENGTH', message: error.message };
+  const status = error.statusCode && error.statusCode >= 400 ? error.statusCode : 500;
+  const own = error.code && !error.code.startsWith('FST_') ? error.code : null;
+  return { status, code: own ?? (status >= 500 ? 'INTERNAL' : 'BAD_REQUEST'), message: error.message };
 }

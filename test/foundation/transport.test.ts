@@ -32,6 +32,12 @@ describe('peer transport over mutual TLS HTTP/2', () => {
     server.onRequest('refuse', () => {
       throw new PeerReplyError(409, 'NOT_LEADER', 'ask globex instead');
     });
+    server.onRequest('explode', () => {
+      throw new Error('the handler broke');
+    });
+    server.onMessages('explode', () => {
+      throw new Error('the messages handler broke');
+    });
   });
 
   afterAll(async () => {
@@ -211,6 +217,57 @@ describe('peer transport over mutual TLS HTTP/2', () => {
       await expect(pool.call('acme', 'review', 'nothing-here', new Uint8Array(1))).rejects.toMatchObject({ code: 'CALL_NO_HANDLER', statusCode: 404 });
       await expect(pool.call('acme', 'review', 'refuse', new Uint8Array(1))).rejects.toMatchObject({ code: 'NOT_LEADER', statusCode: 409 });
       expect(pool.health()[0]!.state).toBe('closed'); // an answer, even a refusal, proves the peer is alive
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it.each([
+    ['a batch sent as another content type', '/peer/v1/messages', { 'content-type': 'text/plain' }, 415, 'BATCH_CONTENT_TYPE'],
+    ['a stream opened as another content type', '/peer/v1/stream', { 'content-type': 'application/json' }, 415, 'STREAM_CONTENT_TYPE'],
+    ['a call without the swarm header', '/peer/v1/call/echo', { 'content-type': 'application/octet-stream' }, 400, 'CALL_BAD_SWARM'],
+    ['a call naming no valid swarm id', '/peer/v1/call/echo', { 'content-type': 'application/octet-stream', 'conclave-swarm': '../../etc' }, 400, 'CALL_BAD_SWARM'],
+    ['a call body of another content type', '/peer/v1/call/echo', { 'content-type': 'application/json', 'conclave-swarm': 'review' }, 415, 'CALL_CONTENT_TYPE'],
+    ['a batch with no content type', '/peer/v1/messages', {}, 415, 'BATCH_CONTENT_TYPE'],
+  ])('answers %s with a stable code, delivers nothing and stays up', async (_what, path, headers, status, code) => {
+    const before = { received: received.length, stats: server.stats() };
+    const answer = await rawRequest({ url: server.url, ca: acme.caPem, cert: globex.certPem, key: globex.keyPem, path, method: 'POST', headers, body: new Uint8Array([1, 2, 3]) });
+    expect(answer.status).toBe(status);
+    expect(JSON.parse(answer.body)).toMatchObject({ code, message: expect.any(String) });
+    expect(received.length).toBe(before.received);
+    expect(server.stats().callsServed).toBe(before.stats.callsServed);
+    const whoami = await rawRequest({ url: server.url, ca: acme.caPem, cert: globex.certPem, key: globex.keyPem, path: '/peer/v1/whoami' });
+    expect(whoami.status).toBe(200);
+  });
+
+  it('a batch or call body over its limit: 413 BATCH_TOO_LARGE / CALL_TOO_LARGE, and the server stays up', async () => {
+    const small = await PeerServer.start({ tls: { certPem: acme.certPem, keyPem: acme.keyPem }, members: [acme, globex].map((o) => ({ org: o.org, caPem: o.caPem })), maxBatchBytes: 1024, maxCallBytes: 1024 });
+    small.onRequest('echo', async (_from, _swarm, body) => body);
+    try {
+      const as = { url: small.url, ca: acme.caPem, cert: globex.certPem, key: globex.keyPem, method: 'POST', body: new Uint8Array(4096) };
+      const batch = await rawRequest({ ...as, path: '/peer/v1/messages', headers: { 'content-type': 'application/vnd.conclave.batch.v1' } });
+      expect([batch.status, JSON.parse(batch.body).code]).toEqual([413, 'BATCH_TOO_LARGE']);
+      const call = await rawRequest({ ...as, path: '/peer/v1/call/echo', headers: { 'content-type': 'application/octet-stream', 'conclave-swarm': 'review' } });
+      expect([call.status, JSON.parse(call.body).code]).toEqual([413, 'CALL_TOO_LARGE']);
+      const fits = await rawRequest({ ...as, body: new Uint8Array(16), path: '/peer/v1/call/echo', headers: { 'content-type': 'application/octet-stream', 'conclave-swarm': 'review' } });
+      expect(fits.status).toBe(200);
+    } finally {
+      await small.close();
+    }
+  });
+
+  it('a handler that throws: the call answers 500 CALL_HANDLER_FAILED, a batch still reaches its other channels; both are counted', async () => {
+    const pool = new PeerClientPool({ self: 'globex', tls: { certPem: globex.certPem, keyPem: globex.keyPem }, members: [{ org: 'acme', peerUrl: server.url, caPem: acme.caPem }] });
+    try {
+      const before = server.stats().handlerErrors;
+      await expect(pool.call('acme', 'review', 'explode', new Uint8Array(1))).rejects.toMatchObject({ code: 'CALL_HANDLER_FAILED', statusCode: 500 });
+      expect(server.stats().handlerErrors).toBe(before + 1);
+      const start = received.length;
+      pool.send('acme', 'review', 'explode', [new Uint8Array([7])]);
+      pool.send('acme', 'review', 'raft', [new Uint8Array([8])]);
+      await waitFor('the raft message beside the broken handler', () => received.slice(start).some((r) => r.channel === 'raft' && r.messages[0]?.[0] === 8), 10_000);
+      expect(server.stats().handlerErrors).toBe(before + 2);
+      expect(await pool.whoami('acme')).toEqual({ org: 'globex', node: 'node1' });
     } finally {
       await pool.close();
     }
