@@ -167,6 +167,9 @@ export async function createApiServer(options: ApiServerOptions): Promise<Fastif
     async (request) => {
       const { swarm: swarmId } = request.params as { swarm: string };
       const swarm = swarmOf(node, swarmId);
+      // The kind first: a verdicts or noop command here is a wrong route, not a malformed admin command.
+      const type = (request.body as { type?: unknown }).type;
+      if (type !== 'admin') throw new ApiError(400, 'NOT_AN_ADMIN_COMMAND', `this route takes admin commands only (type "admin"), not ${JSON.stringify(type)}; verdicts go to POST /v1/swarms/${swarmId}/verdicts`);
       const command = validateCommand(request.body);
       if (command.type !== 'admin') throw new ApiError(400, 'NOT_AN_ADMIN_COMMAND', 'this route takes admin commands only');
       return swarm.submitAdmin(command, commitTimeoutMs);

@@ -196,6 +196,20 @@ describe('bad input is refused with a stable code and changes nothing', () => {
       code: 'SWARM_MISMATCH',
       send: async () => fed.api('acme', 'POST', '/v1/swarms/pair/verdicts', { jws: await fed.sign('acme', { swarm: 'reviews', subject: freshSubject(), verdict: 'approve' }) }),
     },
+    { name: 'a body of another content type', status: 415, code: 'UNSUPPORTED_MEDIA_TYPE', send: () => fed.api('acme', 'POST', '/v1/swarms/reviews/verdicts', '<jws/>', { 'content-type': 'application/xml' }) },
+    { name: 'a bare body that is not a JWS (application/jose)', status: 400, code: 'MALFORMED_JWS', send: () => fed.api('acme', 'POST', '/v1/swarms/reviews/verdicts', 'not.a-jws', { 'content-type': 'application/jose' }) },
+    {
+      name: 'a verdicts command sent to the admin route',
+      status: 400,
+      code: 'NOT_AN_ADMIN_COMMAND',
+      send: async () => {
+        const jws = await fed.sign('acme', { swarm: 'reviews', subject: freshSubject(), verdict: 'approve' });
+        return fed.api('acme', 'POST', '/v1/swarms/reviews/admin', { v: 1, type: 'verdicts', swarm: 'reviews', proposer: 'acme', batch: [jws], sig: 'AA', id: 'x'.repeat(16), action: {}, approvals: [] });
+      },
+    },
+    { name: 'an admin command that is not one', status: 400, code: 'MALFORMED_COMMAND', send: () => fed.api('acme', 'POST', '/v1/swarms/reviews/admin', { v: 1, type: 'admin', swarm: 'reviews', id: 'short', action: { kind: 'nothing' }, approvals: [] }) },
+    { name: 'an empty subject', status: 400, code: 'INVALID_REQUEST', send: () => fed.api('acme', 'GET', '/v1/swarms/reviews/subjects/') },
+    { name: 'an unknown admin change', status: 404, code: 'UNKNOWN_CHANGE', send: () => fed.api('acme', 'GET', '/v1/swarms/reviews/admin/no-such-change-0123') },
   ];
 
   for (const testCase of cases) {
@@ -218,6 +232,15 @@ describe('bad input is refused with a stable code and changes nothing', () => {
     expect(replay.status, replay.text).toBe(409);
     expect(replay.json.code).toBe('NONCE_REPLAYED');
     await expectNothingChanged(before);
+  });
+
+  it('a bare compact JWS posted as application/jose (RFC 7515) or text/plain commits like the JSON form', async () => {
+    for (const type of ['application/jose', 'text/plain']) {
+      const jws = await fed.sign('acme', { swarm: 'reviews', subject: freshSubject(), verdict: 'approve' });
+      const answer = await fed.api('acme', 'POST', '/v1/swarms/reviews/verdicts', `${jws}\n`, { 'content-type': type });
+      expect(answer.status, answer.text).toBe(200);
+      expect(answer.json.status).toBe('committed');
+    }
   });
 
   it('unknown routes and subjects answer 404 with a code', async () => {
