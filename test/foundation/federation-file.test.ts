@@ -182,6 +182,37 @@ describe('federation file', () => {
     expect(problems).toContainEqual({ path: 'swarms[0].policy.quorum', message: "quorum 4 is larger than the swarm's 3 members — it could never be reached" });
   });
 
+  it.each([
+    ['a missing required key', (d: any) => delete d.federation, 'federation', /^missing — this key is required/],
+    ['a key that must be a string', (d: any) => (d.node.org = 42), 'node.org', /^expected a non-empty string, got number 42/],
+    ['a missing list', (d: any) => delete d.members, 'members', /^missing — this key is required \(a list\)/],
+    ['a list that is not one', (d: any) => (d.members = 'acme'), 'members', /^expected a list, got/],
+    ['a file path that is a folder', (d: any) => (d.node.tls.ca = '.'), 'node.tls.ca', /is a folder, not a file/],
+    ['a listen address that is not a string', (d: any) => (d.node.peer.listen = 7001), 'node.peer.listen', /^expected "host:port" \(e\.g\. 127\.0\.0\.1:7001\), got number 7001/],
+    ['a URL that is not a string', (d: any) => (d.members[1].peerUrl = ['x']), 'members[1].peerUrl', /^expected a URL such as https:\/\/node\.acme\.example:7001, got a list/],
+    ['a URL with credentials', (d: any) => (d.members[1].peerUrl = 'https://user:pw@127.0.0.1:7002'), 'members[1].peerUrl', /user name or password is not allowed/],
+    ['an empty list of node keys (agent keys may be empty: an org whose agents do not vote)', (d: any) => (d.members[1].nodeKeys = []), 'members[1].nodeKeys', /^empty — list at least one public JWK/],
+    ['a JWK without x', (d: any) => delete d.members[1].agentKeys[0].x, 'members[1].agentKeys[0].x', /^missing or not a string — x is the base64url public key/],
+    ['a JWK whose x is not base64url', (d: any) => (d.members[1].agentKeys[0].x = 'a+b/c='), 'members[1].agentKeys[0].x', /^not base64url/],
+    ['a JWK with an alg that does not fit Ed25519', (d: any) => (d.members[1].agentKeys[0].alg = 'RS256'), 'members[1].agentKeys[0].alg', /does not fit an Ed25519 key — use EdDSA/],
+    ['a JWK with an empty kid', (d: any) => (d.members[1].agentKeys[0].kid = ''), 'members[1].agentKeys[0].kid', /^expected a non-empty string/],
+    ['one public key listed for two orgs', (d: any) => (d.members[1].agentKeys[0] = { ...d.members[0].agentKeys[0], kid: 'other-kid' }), 'members[1].agentKeys[0].x', /the same public key is already listed at members\[0\]\.agentKeys\[0\] \(org acme\)/],
+    ['a quorum that is not a whole number', (d: any) => (d.swarms[0].policy.quorum = 1.5), 'swarms[0].policy.quorum', /^expected a whole number ≥ 1, got number 1\.5/],
+    ['an empty list of values', (d: any) => (d.swarms[0].policy.values = []), 'swarms[0].policy.values', /^empty — list the verdict values agents may give/],
+    ['a value that is not valid', (d: any) => (d.swarms[0].policy.values = ['approve', 'Not OK']), 'swarms[0].policy.values[1]', /is not a valid value — use lowercase letters/],
+    ['a value listed twice', (d: any) => (d.swarms[0].policy.values = ['approve', 'reject', 'approve']), 'swarms[0].policy.values[2]', /"approve" is listed twice/],
+    ['a missing quorum', (d: any) => delete d.swarms[0].policy.quorum, 'swarms[0].policy.quorum', /^missing — use majority, all, or a number of orgs/],
+    ['a quorum of another kind', (d: any) => (d.swarms[0].policy.quorum = 'most'), 'swarms[0].policy.quorum', /^expected majority, all, or a number of orgs, got/],
+    ['a missing rule', (d: any) => delete d.swarms[0].policy.rule, 'swarms[0].policy.rule', /^missing — use majority, unanimity, or \{threshold: N, value: V\}/],
+    ['a rule of another kind', (d: any) => (d.swarms[0].policy.rule = 'plurality'), 'swarms[0].policy.rule', /^expected majority, unanimity, or \{threshold: N, value: V\}, got/],
+    ['a fallback outside the values', (d: any) => (d.swarms[0].policy.fallback = 'maybe'), 'swarms[0].policy.fallback', /is not one of the policy's values \(approve, reject\)/],
+  ])('reports %s at its path', (_what, mutate, path, message) => {
+    const problems = broken(mutate);
+    const found = problems.filter((problem) => problem.path === path);
+    expect(found, JSON.stringify(problems)).not.toEqual([]);
+    expect(found.some((problem) => message.test(problem.message)), JSON.stringify(found)).toBe(true);
+  });
+
   it('refuses a pbft swarm with fewer than 4 members, saying why', () => {
     expect(broken((d) => (d.swarms[0].mode = 'pbft'))).toContainEqual({
       path: 'swarms[0].mode',
