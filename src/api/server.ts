@@ -66,6 +66,9 @@ const submitResultSchema = {
   },
 };
 
+/** How long a consistent read waits for its barrier before answering 503. */
+const CONSISTENT_READ_TIMEOUT_MS = 5000;
+
 const swarmParams = { type: 'object', properties: { swarm: { type: 'string', maxLength: 64 } }, required: ['swarm'] };
 
 function swarmOf(node: NodeService, id: string): SwarmService {
@@ -198,17 +201,23 @@ export async function createApiServer(options: ApiServerOptions): Promise<Fastif
     {
       schema: {
         summary: "a subject's verdicts so far and its decision, if any",
+        description:
+          'As this node has applied the log. With consistent=true, a linearizable read: the node first applies everything ' +
+          'committed before the request (raft ReadIndex: the leader confirms its quorum); 503 NO_QUORUM when that cannot ' +
+          'be confirmed in time (a node cut off from its leader), 400 CONSISTENT_READ_UNSUPPORTED in pbft mode.',
         tags: ['verdicts'],
         params: { type: 'object', properties: { swarm: { type: 'string' }, '*': { type: 'string' } }, required: ['swarm'] },
-        response: { 200: subjectSchema, '4xx': errorSchema },
+        querystring: { type: 'object', properties: { consistent: { type: 'boolean', default: false } } },
+        response: { 200: subjectSchema, '4xx': errorSchema, '5xx': errorSchema },
       },
     },
     async (request) => {
       const params = request.params as { swarm: string; '*': string };
+      const { consistent } = request.query as { consistent: boolean };
       const subjectId = params['*'];
       const swarm = swarmOf(node, params.swarm);
       if (!subjectId) throw new ApiError(400, 'INVALID_REQUEST', 'name a subject: /v1/swarms/{swarm}/subjects/{subject}');
-      const subject = swarm.subject(subjectId);
+      const subject = consistent ? await swarm.consistentSubject(subjectId, Math.min(commitTimeoutMs, CONSISTENT_READ_TIMEOUT_MS)) : swarm.subject(subjectId);
       if (!subject) throw new ApiError(404, 'UNKNOWN_SUBJECT', `no verdict on subject ${JSON.stringify(subjectId)} in swarm ${params.swarm} yet`);
       return subject;
     },

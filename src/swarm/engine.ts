@@ -79,6 +79,11 @@ export interface ConsensusEngine {
   serving(): boolean;
   /** Who orders proposals now — the Raft leader, the PBFT primary — or null while unknown or changing. */
   leader(): string | null;
+  /**
+   * Linearizable read barrier, where the protocol offers one (Raft's ReadIndex): resolves once this node has applied
+   * everything committed before the call, or rejects (503 NO_QUORUM) when no leader confirms a quorum in time.
+   */
+  readBarrier?(timeoutMs: number): Promise<number>;
   /** The peer channels this engine uses. */
   readonly channels: { messages: string[]; calls: string[] };
 }

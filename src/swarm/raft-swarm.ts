@@ -390,6 +390,7 @@ export class RaftSwarm implements ConsensusEngine {
 
   /** Linearizable read barrier (ReadIndex): resolves once this node has applied everything committed before the call. */
   async readBarrier(timeoutMs: number): Promise<number> {
+    const deadline = performance.now() + timeoutMs;
     const ctx = `${this.options.self}:${++this.readSeq}`;
     const index = await new Promise<number>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -403,7 +404,12 @@ export class RaftSwarm implements ConsensusEngine {
       this.core.readIndex(Buffer.from(ctx));
       this.schedule();
     });
-    if (index > this.appliedIndex) await this.waitApplied(index, this.appliedTerms.get(index) ?? -1, timeoutMs).catch(() => false);
+    // Whatever the entry's term: the barrier needs it applied here, not proposed by us.
+    while (index > this.appliedIndex) {
+      const left = deadline - performance.now();
+      if (left <= 0 || this.stopped) throw new SwarmError(503, 'NOT_APPLIED', `swarm ${this.swarm}: this node had not applied up to the read index ${index} within ${timeoutMs} ms (applied: ${this.appliedIndex})`);
+      await this.waitApplied(index, -1, left);
+    }
     return index;
   }
 

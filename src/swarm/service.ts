@@ -89,6 +89,12 @@ export interface SwarmService {
   /** Where a verdict applied on this node is (by jwsHash): its entry, and its subject now. */
   verdict(jwsHash: string): Promise<SubmitResult>;
   subject(subject: string): SubjectView | null;
+  /**
+   * The subject as of a linearizable read: everything committed before the call is applied here first (raft: the
+   * leader confirms its quorum, ReadIndex). 503 NO_QUORUM when it cannot be confirmed in time; pbft swarms:
+   * CONSISTENT_READ_UNSUPPORTED.
+   */
+  consistentSubject(subject: string, timeoutMs: number): Promise<SubjectView | null>;
   log(from: number, limit: number): Promise<LogEntryView[]>;
   status(): SwarmStatusView;
   /** Ascending by tree size: from size `from` on, or without it the newest `limit`. */

@@ -994,6 +994,19 @@ export class VerdictSwarm implements SwarmService {
     return record && record.index === index ? recordHash(record) : null;
   }
 
+  async consistentSubject(subject: string, timeoutMs: number): Promise<SubjectView | null> {
+    const engine = this.engine;
+    if (!engine?.readBarrier) {
+      throw new SwarmError(
+        400,
+        'CONSISTENT_READ_UNSUPPORTED',
+        `swarm ${this.id} runs ${this.era?.mode ?? 'no'} consensus here, which offers no read barrier: read without consistent=true (in pbft mode, ask f+1 members' nodes and take the answer f+1 of them agree on)`,
+      );
+    }
+    await engine.readBarrier(timeoutMs);
+    return this.subject(subject);
+  }
+
   subject(subject: string): SubjectView | null {
     const state: SubjectState | undefined = this.state.decisions().subject(subject);
     if (!state) return null;

@@ -167,10 +167,14 @@ export function peerClientAs(fed: InProcessFederation, from: string, to: string)
  * Three orgs (acme, globex, initech) in one raft swarm with a majority policy, started and settled: every node names
  * the same leader. Returns the federation, the leader and one follower.
  */
-export async function startRaftTrio(swarm: string, nodeOptions?: (org: string) => Partial<NodeOptions>): Promise<{ fed: InProcessFederation; leader: string; follower: string }> {
+export async function startRaftTrio(
+  swarm: string,
+  nodeOptions?: (org: string) => Partial<NodeOptions>,
+  federationOptions: { mesh?: boolean } = {},
+): Promise<{ fed: InProcessFederation; leader: string; follower: string }> {
   const orgs = ['acme', 'globex', 'initech'];
   const policy = { values: ['approve', 'reject'], quorum: 'all' as const, rule: 'majority' as const };
-  const fed = await startInProcessFederation({ orgs, swarms: [{ id: swarm, mode: 'raft', policy }], ...(nodeOptions ? { nodeOptions } : {}) });
+  const fed = await startInProcessFederation({ orgs, swarms: [{ id: swarm, mode: 'raft', policy }], ...(nodeOptions ? { nodeOptions } : {}), ...federationOptions });
   const leader = await agreedLeader(fed, swarm);
   return { fed, leader, follower: orgs.find((org) => org !== leader)! };
 }
