@@ -85,20 +85,16 @@ export class StoredMerkleTree {
    * Runs `use` (which asks its hasher only for ranges of the RFC 6962 decomposition of [0, size), as proof
    * generation does) with a hasher over the first `size` stored leaves. `use` is run twice: once to learn which
    * blocks it enters (hashes are placeholders then; its control flow must depend on sizes only), then for real.
-   * `expectedRoot` (hex), when the caller knows the root of that size (a signed checkpoint's): a tree whose root
-   * differs drops the block-hash cache and derives it from the records again; if the records themselves hash to
-   * another root, TreeMismatch.
+   * Yields what `use` returned and the tree's root. `expectedRoot` (hex), when the caller knows the root of that size
+   * (a signed checkpoint's): a tree whose root differs drops the block-hash cache and derives it from the records
+   * again; if the records themselves hash to another root, TreeMismatch.
    */
-  prove<T>(size: number, use: (hasher: SubtreeHasher) => T, expectedRoot: string | null = null): Promise<T> {
+  prove<T>(size: number, use: (hasher: SubtreeHasher) => T, expectedRoot: string | null = null): Promise<{ value: T; root: Uint8Array }> {
     const run = this.queue.then(async () => {
       for (let attempt = 0; ; attempt++) {
-        let root: Uint8Array | null = null;
-        const result = await this.proveNow(size, (hasher) => {
-          root = hasher.subtreeHash(0, size);
-          return use(hasher);
-        });
-        if (expectedRoot === null || toHex(root!) === expectedRoot) return result;
-        if (attempt > 0) throw new TreeMismatch(size, toHex(root!), expectedRoot);
+        const proved = await this.proveNow(size, (hasher) => ({ root: hasher.subtreeHash(0, size), value: use(hasher) }));
+        if (expectedRoot === null || toHex(proved.root) === expectedRoot) return proved;
+        if (attempt > 0) throw new TreeMismatch(size, toHex(proved.root), expectedRoot);
         this.cacheRepairs++;
         this.blocks = [];
         await this.source.dropBlockHashes();

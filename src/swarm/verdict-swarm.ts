@@ -1190,7 +1190,7 @@ export class VerdictSwarm implements SwarmService {
    * checkpoint's, else one remembered from applying: a damaged block-hash cache is derived again from the records;
    * records that disagree with the known root refuse the proof (TREE_MISMATCH).
    */
-  private async proveOver<T>(size: number, use: (hasher: SubtreeHasher) => T): Promise<T> {
+  private async proveOver<T>(size: number, use: (hasher: SubtreeHasher) => T): Promise<{ value: T; root: Uint8Array }> {
     const expected = (await this.state.checkpointAt(size))?.root ?? this.state.rootAt(size);
     const repairs = this.tree.cacheRepairs;
     try {
@@ -1230,8 +1230,7 @@ export class VerdictSwarm implements SwarmService {
     if (index > treeSize || treeSize > stored) {
       throw new SwarmError(400, 'OUT_OF_RANGE', `index ${index} and size ${treeSize} must satisfy 1 <= index <= size <= ${stored}`);
     }
-    const proved = await this.proveOver(treeSize, (hasher) => ({
-      root: hasher.subtreeHash(0, treeSize),
+    const { value: proved, root } = await this.proveOver(treeSize, (hasher) => ({
       leafHash: hasher.subtreeHash(index - 1, index),
       proof: inclusionProof(index - 1, treeSize, hasher),
     }));
@@ -1241,7 +1240,7 @@ export class VerdictSwarm implements SwarmService {
       index,
       size: treeSize,
       leafHash: toHex(proved.leafHash),
-      root: toHex(proved.root),
+      root: toHex(root),
       proof: proved.proof.map(toHex),
       record,
       checkpoint: await this.state.checkpointAt(treeSize),
@@ -1253,8 +1252,7 @@ export class VerdictSwarm implements SwarmService {
     if (size1 > size2 || size2 > stored) {
       throw new SwarmError(400, 'OUT_OF_RANGE', `sizes must satisfy 0 <= from <= to <= ${stored}`);
     }
-    const proved = await this.proveOver(size2, (hasher) => ({
-      root: hasher.subtreeHash(0, size2),
+    const { value: proved, root } = await this.proveOver(size2, (hasher) => ({
       root1: hasher.subtreeHash(0, size1),
       proof: consistencyProof(size1, size2, hasher),
     }));
@@ -1263,7 +1261,7 @@ export class VerdictSwarm implements SwarmService {
       size1,
       size2,
       root1: toHex(proved.root1),
-      root2: toHex(proved.root),
+      root2: toHex(root),
       proof: proved.proof.map(toHex),
     };
   }
@@ -1285,7 +1283,7 @@ export class VerdictSwarm implements SwarmService {
         start += span;
         left -= span;
       }
-      const hashes = await this.proveOver(size, (hasher) => ranges.map(([start, end]) => toHex(hasher.subtreeHash(start, end))));
+      const { value: hashes } = await this.proveOver(size, (hasher) => ranges.map(([start, end]) => toHex(hasher.subtreeHash(start, end))));
       const [before] = await this.state.records(size, 1);
       if (!before || before.index !== size) throw new SwarmError(404, 'RECORDS_UNAVAILABLE', `this node does not hold audit record ${size}`);
       anchor = { prev: recordHash(before), frontier: { size, hashes } };
