@@ -1,6 +1,8 @@
 // Owns Merkle proofs over a swarm's stored log without reading the whole log per proof. The RFC 6962 hash of every
-// complete block of `blockSize` leaves (256) is derived once from the stored audit records and kept (in memory and,
-// lazily durable, beside the records): a derived cache, rebuilt from the records whenever it is missing or dropped.
+// complete block of `blockSize` leaves (256) is hashed as the swarm appends the block (BlockHasher, stored with its
+// records) or derived once from the stored records (StoredMerkleTree, for blocks written before this or split by a
+// restart), and kept in memory and beside the records: a derived cache, rebuilt from the records when it is missing
+// or disagrees with a known root.
 // A proof then hashes O(size / blockSize) block hashes plus the leaves of the few blocks its path enters (the leaf's,
 // the tree's last partial block) — before, every inclusion or consistency proof read and hashed every record of the
 // log (a 1,000,000-entry log: a million reads per request, from the public API).
