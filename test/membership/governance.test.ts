@@ -99,3 +99,25 @@ describe('a set-policy command in the log', () => {
     expect(() => decodeRules(null, 'rules')).toThrow(/must be an object/);
   });
 });
+
+describe('membership and mode changes a swarm cannot carry out', () => {
+  const pending = (g: Governance, kind: 'add' | 'remove', org: string): Governance => ({ ...g, membership: { ...g.membership, pending: [{ id: 'change-under-way', kind, org, index: 5 }] } });
+  const pbft = (voters: string[]): Governance => ({ ...governance(voters), mode: 'pbft' });
+  const cases: [string, Governance, Parameters<typeof decideAdminAction>[1], 'refused' | 'applied', RegExp][] = [
+    ['pbft with fewer than 4 members', governance(['a', 'b', 'c']), { kind: 'set-mode', mode: 'pbft' }, 'refused', /pbft needs at least 4 members \(3f\+1 with f >= 1\); swarm s1 has 3/],
+    ['a mode switch while a member is being admitted', pending(governance(['a', 'b', 'c', 'd']), 'add', 'e'), { kind: 'set-mode', mode: 'pbft' }, 'refused', /membership change change-under-way \(add e\) is still under way; switch modes once it completed/],
+    ['the mode the swarm already runs', governance(['a', 'b', 'c']), { kind: 'set-mode', mode: 'raft' }, 'applied', /already in raft mode/],
+    ['a second change for an org whose first is under way', pending(governance(['a', 'b', 'c']), 'remove', 'c'), { kind: 'add-member', org: 'c' }, 'refused', /c's removal \(change change-under-way\) is still under way; propose this again once it completed/],
+    ['admitting a member again', governance(['a', 'b', 'c']), { kind: 'add-member', org: 'b' }, 'applied', /b is already a member/],
+    ['removing an org that is not a member', governance(['a', 'b', 'c']), { kind: 'remove-member', org: 'z' }, 'refused', /z is not a member of swarm s1 \(members: a, b, c\)/],
+    ['removing the last member', governance(['a']), { kind: 'remove-member', org: 'a' }, 'refused', /a is the last member of swarm s1/],
+    ['a pbft swarm shrinking below 4', pbft(['a', 'b', 'c', 'd']), { kind: 'remove-member', org: 'd' }, 'refused', /without d swarm s1 would have 3 members; pbft needs at least 4: switch it to raft first/],
+  ];
+  it.each(cases)('%s', (_what, before, action, status, reason) => {
+    const decision = decideAdminAction(before, action, context);
+    expect(decision.status).toBe(status);
+    expect(decision.reason).toMatch(reason);
+    expect(decision.next).toBe(before); // nothing changes
+    expect(decision.endsEra).toBe(false);
+  });
+});
