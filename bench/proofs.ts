@@ -6,9 +6,9 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AuditLog, recordLeafHash, type AuditRecord } from '../src/audit/chain.ts';
+import { AuditLog } from '../src/audit/chain.ts';
 import { inclusionProof, MerkleTree } from '../src/audit/merkle.ts';
-import { StoredMerkleTree } from '../src/audit/stored-tree.ts';
+import { appliedTreeSource, StoredMerkleTree } from '../src/audit/stored-tree.ts';
 import { AppliedStateStore } from '../src/storage/applied-state.ts';
 import { NodeStore } from '../src/storage/node-store.ts';
 
@@ -24,14 +24,8 @@ try {
     for (let index = from; index < Math.min(from + 1000, entries + 1); index++) audit.push({ index, record: log.append({ index, mode: 'raft', epoch: 1, data }).bytes });
     await applied.commit({ appliedIndex: audit.at(-1)!.index, audit });
   }
-  const leafHashes = async (from: number, limit: number) =>
-    (await applied.audit(from, limit)).map((row) => recordLeafHash(JSON.parse(Buffer.from(row.record).toString('utf8')) as AuditRecord));
-  const source = {
-    leafHashes,
-    blockHashes: (from: number, limit: number) => applied.merkleBlocks(from, limit),
-    storeBlockHashes: (hashes: Map<number, Uint8Array>) => applied.putMerkleBlocks(hashes),
-    dropBlockHashes: () => applied.dropMerkleBlocks(),
-  };
+  const source = appliedTreeSource(applied);
+  const leafHashes = (from: number, limit: number) => source.leafHashes(from, limit);
   const timed = async (run: () => Promise<unknown>) => {
     const started = performance.now();
     await run();

@@ -6,7 +6,9 @@
 // A proof then hashes O(size / blockSize) block hashes plus the leaves of the few blocks its path enters (the leaf's,
 // the tree's last partial block) — before, every inclusion or consistency proof read and hashed every record of the
 // log (a 1,000,000-entry log: a million reads per request, from the public API).
-import { toHex } from '../crypto/encoding.ts';
+import { fromUtf8, toHex } from '../crypto/encoding.ts';
+import type { AppliedStateStore } from '../storage/applied-state.ts';
+import { recordLeafHash, type AuditRecord } from './chain.ts';
 import { EMPTY_ROOT, nodeHash, rootFromLeafHashes, splitPoint, type SubtreeHasher } from './merkle.ts';
 
 /** The stored records of a tree size do not hash to the root the caller knows for it: the storage is damaged. */
@@ -30,6 +32,25 @@ export interface StoredTreeSource {
   storeBlockHashes(hashes: Map<number, Uint8Array>): Promise<void>;
   /** Forgets every stored block hash (they will be derived from the records again). */
   dropBlockHashes(): Promise<void>;
+}
+
+/** The node lacks audit records a proof needs (its log was installed from a snapshot). */
+export class RecordsUnavailable extends Error {}
+
+/** A swarm's applied state as a StoredTreeSource: leaves from its stored audit records, blocks from its cache. */
+export function appliedTreeSource(applied: AppliedStateStore): StoredTreeSource {
+  return {
+    async leafHashes(from, limit) {
+      const rows = await applied.audit(from, limit);
+      if (rows.length < limit || rows[0]!.index !== from || rows.at(-1)!.index !== from + limit - 1) {
+        throw new RecordsUnavailable(`this node does not hold every audit record of ${from}..${from + limit - 1} (it was installed from a snapshot); ask another member`);
+      }
+      return rows.map((row) => recordLeafHash(JSON.parse(fromUtf8(row.record)) as AuditRecord));
+    },
+    blockHashes: (from, limit) => applied.merkleBlocks(from, limit),
+    storeBlockHashes: (hashes) => applied.putMerkleBlocks(hashes),
+    dropBlockHashes: () => applied.dropMerkleBlocks(),
+  };
 }
 
 /** Leaves per block: what the swarm state hashes as it appends (BlockHasher) and what proofs read (StoredMerkleTree). */

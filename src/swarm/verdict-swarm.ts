@@ -6,10 +6,10 @@ import type { FederationConfig, SwarmConfig } from '../config/types.ts';
 import type { SigningKey } from '../crypto/ed25519.ts';
 import { fromBase64Url, fromUtf8, toHex } from '../crypto/encoding.ts';
 import type { Logger } from 'pino';
-import { recordHash, recordLeafHash, type AuditRecord } from '../audit/chain.ts';
+import { recordHash, type AuditRecord } from '../audit/chain.ts';
 import { exportLines } from '../audit/export.ts';
 import { consistencyProof, inclusionProof, type FrontierState, type SubtreeHasher } from '../audit/merkle.ts';
-import { StoredMerkleTree, TreeMismatch } from '../audit/stored-tree.ts';
+import { appliedTreeSource, RecordsUnavailable, StoredMerkleTree, TreeMismatch } from '../audit/stored-tree.ts';
 import type { Checkpoint } from '../audit/checkpoint.ts';
 import { VerdictError } from '../verdict/format.ts';
 import type { Keyring } from '../verdict/keyring.ts';
@@ -178,9 +178,6 @@ function parseEraAnswer(value: unknown, fileRules: SwarmRules): EraAnswer | null
   };
 }
 
-/** This node lacks audit records a proof needs (its log was installed from a snapshot). */
-class RecordsUnavailable extends Error {}
-
 export class VerdictSwarm implements SwarmService {
   readonly id: string;
   readonly state: SwarmState;
@@ -228,18 +225,7 @@ export class VerdictSwarm implements SwarmService {
     this.knownOrgs = options.federation.members.map((m) => m.org);
     this.id = options.swarm.id;
     this.applied = new AppliedStateStore(options.store.kv(options.swarm.id, 'applied'));
-    this.tree = new StoredMerkleTree({
-      leafHashes: async (from, limit) => {
-        const records = await this.state.records(from, limit);
-        if (records.length < limit || records[0]!.index !== from || records.at(-1)!.index !== from + limit - 1) {
-          throw new RecordsUnavailable(`this node does not hold every audit record of ${from}..${from + limit - 1} (it was installed from a snapshot); ask another member`);
-        }
-        return records.map(recordLeafHash);
-      },
-      blockHashes: (from, limit) => this.applied.merkleBlocks(from, limit),
-      storeBlockHashes: (hashes) => this.applied.putMerkleBlocks(hashes),
-      dropBlockHashes: () => this.applied.dropMerkleBlocks(),
-    });
+    this.tree = new StoredMerkleTree(appliedTreeSource(this.applied));
     this.state = new SwarmState({
       federation: options.federation,
       swarm: options.swarm,

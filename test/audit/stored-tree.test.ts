@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditLog } from '../../src/audit/chain.ts';
 import { consistencyProof, inclusionProof, MerkleTree } from '../../src/audit/merkle.ts';
-import { BlockHasher, StoredMerkleTree, TreeMismatch, type StoredTreeSource } from '../../src/audit/stored-tree.ts';
+import { appliedTreeSource, BlockHasher, StoredMerkleTree, TreeMismatch, type StoredTreeSource } from '../../src/audit/stored-tree.ts';
 import type { FederationConfig } from '../../src/config/types.ts';
 import { SwarmState } from '../../src/swarm/swarm-state.ts';
 import { encodeCommand } from '../../src/verdict/proposal.ts';
@@ -22,22 +22,22 @@ let store: NodeStore;
 let applied: AppliedStateStore;
 const reference = new MerkleTree();
 
-/** The real store as a StoredTreeSource, counting the leaves it reads and the block hashes it derives. */
+/** The real store as the node reads it (appliedTreeSource), counting the leaves it reads and the block hashes it derives. */
 function sourceOver(target: AppliedStateStore): StoredTreeSource & { leavesRead: number; blocksStored: number } {
+  const real = appliedTreeSource(target);
   const source = {
+    ...real,
     leavesRead: 0,
     blocksStored: 0,
     async leafHashes(from: number, limit: number) {
-      const rows = await target.audit(from, limit);
-      source.leavesRead += rows.length;
-      return rows.map((row) => recordLeafHash(JSON.parse(Buffer.from(row.record).toString('utf8')) as AuditRecord));
+      const leaves = await real.leafHashes(from, limit);
+      source.leavesRead += leaves.length;
+      return leaves;
     },
-    blockHashes: (from: number, limit: number) => target.merkleBlocks(from, limit),
     async storeBlockHashes(hashes: Map<number, Uint8Array>) {
       source.blocksStored += hashes.size;
-      await target.putMerkleBlocks(hashes);
+      await real.storeBlockHashes(hashes);
     },
-    dropBlockHashes: () => target.dropMerkleBlocks(),
   };
   return source;
 }
@@ -131,7 +131,7 @@ describe('StoredMerkleTree over a real store', () => {
 
   it('refuses a size or range its records do not cover', async () => {
     const tree = new StoredMerkleTree(sourceOver(applied), 256);
-    await expect(inclusion(tree, 5, ENTRIES + 300)).rejects.toThrow(/leaves of block/);
+    await expect(inclusion(tree, 5, ENTRIES + 300)).rejects.toThrow(/does not hold every audit record/);
     expect(() => new StoredMerkleTree(sourceOver(applied), 100)).toThrow(/power of two/);
   });
 });
