@@ -203,8 +203,9 @@ export async function createApiServer(options: ApiServerOptions): Promise<Fastif
         summary: "a subject's verdicts so far and its decision, if any",
         description:
           'As this node has applied the log. With consistent=true, a linearizable read: the node first applies everything ' +
-          'committed before the request (raft ReadIndex: the leader confirms its quorum); 503 NO_QUORUM when that cannot ' +
-          'be confirmed in time (a node cut off from its leader), 400 CONSISTENT_READ_UNSUPPORTED in pbft mode.',
+          'committed before the request (raft ReadIndex: the leader confirms its quorum; pbft: the read indexes of 2f+1 ' +
+          'replicas); 503 NO_QUORUM when too few answer in time (a node cut off), 503 NOT_APPLIED when this node does not ' +
+          'apply that far in time.',
         tags: ['verdicts'],
         params: { type: 'object', properties: { swarm: { type: 'string' }, '*': { type: 'string' } }, required: ['swarm'] },
         querystring: { type: 'object', properties: { consistent: { type: 'boolean', default: false } } },

@@ -1,6 +1,7 @@
 // The engine of a swarm era this node takes no part in: a node removed from a pbft swarm (the next era's replicas
 // do not include it), or a node copying records to catch up with a later era. It serves the swarm's reads from the
-// replicated state as it stands, refuses proposals with a stable code, and never speaks on a consensus channel.
+// replicated state as it stands, refuses proposals and consistent reads with a stable code, and never speaks on a
+// consensus channel.
 import type { ConsensusMode } from '../config/types.ts';
 import { SwarmError, type ConsensusEngine, type EngineStatus } from './engine.ts';
 
@@ -25,6 +26,11 @@ export class BystanderEngine implements ConsensusEngine {
 
   async propose(): Promise<void> {
     throw new SwarmError(this.reason.code === 'NOT_A_MEMBER' ? 409 : 503, this.reason.code, this.reason.message);
+  }
+
+  /** No linearizable read here: this node does not take part in the era whose commits the read must reflect. */
+  async readBarrier(): Promise<number> {
+    throw new SwarmError(this.reason.code === 'NOT_A_MEMBER' ? 409 : 503, this.reason.code, `no consistent read here: ${this.reason.message}`);
   }
 
   receive(_fromOrg: string, _channel: string, messages: Uint8Array[]): { dropped: number } {

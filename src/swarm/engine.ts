@@ -80,10 +80,11 @@ export interface ConsensusEngine {
   /** Who orders proposals now — the Raft leader, the PBFT primary — or null while unknown or changing. */
   leader(): string | null;
   /**
-   * Linearizable read barrier, where the protocol offers one (Raft's ReadIndex): resolves once this node has applied
-   * everything committed before the call, or rejects (503 NO_QUORUM) when no leader confirms a quorum in time.
+   * Linearizable read barrier (Raft: ReadIndex; PBFT: the read indexes of 2f+1 replicas): resolves once this node has
+   * applied everything committed before the call, or rejects with 503 NO_QUORUM when too few peers confirm in time,
+   * 503 NOT_APPLIED when this node does not apply that far in time.
    */
-  readBarrier?(timeoutMs: number): Promise<number>;
+  readBarrier(timeoutMs: number): Promise<number>;
   /** The peer channels this engine uses. */
   readonly channels: { messages: string[]; calls: string[] };
 }

@@ -15,6 +15,8 @@ import {
   encodePbftDurableState,
   encodePbftMessage,
   pbftFaults,
+  pbftReadQuorum,
+  pbftReadTarget,
   signingBytes,
   type PbftDurableState,
   type PbftMessage,
@@ -131,6 +133,8 @@ export class PbftSwarm implements ConsensusEngine {
   /** State transfers since start, for status: completed, and attempts that no signer could serve. */
   private readonly transfers = { completed: 0, failedAttempts: 0 };
   private readonly f: number;
+  /** Read barriers waiting for this replica's execution (or a peer's read-index answer) to move. */
+  private readonly executionWatchers = new Set<() => void>();
 
   constructor(private readonly options: PbftSwarmOptions) {
     this.messageChannel = `pbft.e${options.era}`;
@@ -186,6 +190,7 @@ export class PbftSwarm implements ConsensusEngine {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.notifyExecution();
     this.stopTicking?.();
     this.stopTicking = null;
     for (const tally of this.tallies.values()) tally.reject?.(new SwarmError(503, 'NODE_STOPPING', 'the node is shutting down'));
@@ -346,10 +351,78 @@ export class PbftSwarm implements ConsensusEngine {
     }
   }
 
-  /** Request/response: state transfer (audit records from an index on). */
+  /**
+   * Linearizable read barrier: resolves once this replica has executed every batch whose result any client could have
+   * been told before the call (a verdict's submission answers once f+1 replicas executed it). Each replica answers
+   * the highest sequence number it executed, holds a stable checkpoint for, or sent its commit vote for
+   * (PbftCore.readIndex); the maximum over any 2f+1 answers (n = 3f+1) — this replica's own included — reaches every
+   * such batch. With more answers, the barrier waits only for the lowest such maximum (pbftReadTarget), which up to f
+   * Byzantine replicas answering too high cannot raise: they can only make a read wait while too few replicas answer.
+   * Rejects with 503 NO_QUORUM when too few other replicas answer in time, 503 NOT_APPLIED when this replica does not
+   * execute up to the read index in time. Resolves to the applied index.
+   */
+  async readBarrier(timeoutMs: number): Promise<number> {
+    const deadline = performance.now() + timeoutMs;
+    const n = this.options.replicas.length;
+    const others = this.options.replicas.filter((r) => r !== this.options.self);
+    this.checkServingReads();
+    const answers = [this.core.readIndex()];
+    let failed = 0;
+    const query = utf8(JSON.stringify({ readIndex: true }));
+    for (const peer of others) {
+      this.options.link
+        .call(peer, this.options.swarm, this.callChannel, query, timeoutMs)
+        .then((bytes) => {
+          const answer = (JSON.parse(fromUtf8(bytes)) as { readIndex?: unknown }).readIndex;
+          if (typeof answer !== 'number' || !Number.isSafeInteger(answer) || answer < 0) throw new Error('not a read index');
+          answers.push(answer);
+        })
+        .catch(() => {
+          failed++; // unreachable, another era, or a node of a version without read indexes
+        })
+        .finally(() => this.notifyExecution());
+    }
+    const needed = pbftReadQuorum(n);
+    for (;;) {
+      this.checkServingReads();
+      const left = deadline - performance.now();
+      const target = pbftReadTarget(answers, n);
+      if (target === null) {
+        if (left <= 0 || n - failed < needed) {
+          throw new SwarmError(503, 'NO_QUORUM', `swarm ${this.options.swarm}: ${answers.length - 1} of the ${needed - 1} other replicas a read needs answered within ${timeoutMs} ms`);
+        }
+      } else {
+        if (this.exec.lastExecuted >= target) return this.options.applier.size;
+        if (left <= 0) {
+          throw new SwarmError(503, 'NOT_APPLIED', `swarm ${this.options.swarm}: this replica had not executed up to the read index ${target} within ${timeoutMs} ms (executed: ${this.exec.lastExecuted})`);
+        }
+      }
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          clearTimeout(timer);
+          this.executionWatchers.delete(wake);
+          resolve();
+        };
+        const timer = setTimeout(wake, Math.max(left, 0) + 1);
+        this.executionWatchers.add(wake);
+      });
+    }
+  }
+
+  private checkServingReads(): void {
+    if (this.stopped) throw new SwarmError(503, 'NODE_STOPPING', 'the node is shutting down');
+    if (this.haltedAt !== null) throw new SwarmError(503, 'MODE_SWITCHED', `swarm ${this.options.swarm} left pbft mode at index ${this.haltedAt}`);
+  }
+
+  private notifyExecution(): void {
+    for (const wake of [...this.executionWatchers]) wake();
+  }
+
+  /** Request/response: state transfer (audit records from an index on), and read-index answers (readBarrier). */
   async handleCall(_fromOrg: string, channel: string, body: Uint8Array): Promise<Uint8Array> {
     if (channel !== this.callChannel) throw new SwarmError(404, 'UNKNOWN_CHANNEL', `no pbft call ${channel}`);
-    const request = JSON.parse(fromUtf8(body)) as { from?: unknown; limit?: unknown; headAt?: unknown };
+    const request = JSON.parse(fromUtf8(body)) as { from?: unknown; limit?: unknown; headAt?: unknown; readIndex?: unknown };
+    if (request.readIndex === true) return utf8(JSON.stringify({ readIndex: this.core.readIndex() }));
     if (typeof request.headAt === 'number') {
       // The chain head a checkpoint's digest stands for, so a lagging replica knows which record hash to reach.
       const head = this.digestsAt.get(request.headAt);
@@ -524,6 +597,7 @@ export class PbftSwarm implements ConsensusEngine {
       else this.options.logger.warn({ seq }, 'pbft: checkpoint due at a sequence number this replica has no digest for');
     }
     for (const seq of this.digestsAt.keys()) if (seq < this.exec.lastExecuted - 8 * this.checkpointInterval) this.digestsAt.delete(seq);
+    this.notifyExecution();
   }
 
   /**
@@ -590,6 +664,7 @@ export class PbftSwarm implements ConsensusEngine {
           this.core.installState(seq, digest, this.copiedIds);
           this.copiedIds = [];
           this.transfers.completed++;
+          this.notifyExecution();
           this.schedule();
           return;
         } catch (error) {

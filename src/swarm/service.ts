@@ -91,8 +91,8 @@ export interface SwarmService {
   subject(subject: string): SubjectView | null;
   /**
    * The subject as of a linearizable read: everything committed before the call is applied here first (raft: the
-   * leader confirms its quorum, ReadIndex). 503 NO_QUORUM when it cannot be confirmed in time; pbft swarms:
-   * CONSISTENT_READ_UNSUPPORTED.
+   * leader confirms its quorum, ReadIndex; pbft: the read indexes of 2f+1 replicas). 503 NO_QUORUM when too few
+   * answer in time, 503 NOT_APPLIED when this node does not apply that far in time.
    */
   consistentSubject(subject: string, timeoutMs: number): Promise<SubjectView | null>;
   log(from: number, limit: number): Promise<LogEntryView[]>;

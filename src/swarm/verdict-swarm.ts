@@ -982,13 +982,7 @@ export class VerdictSwarm implements SwarmService {
 
   async consistentSubject(subject: string, timeoutMs: number): Promise<SubjectView | null> {
     const engine = this.engine;
-    if (!engine?.readBarrier) {
-      throw new SwarmError(
-        400,
-        'CONSISTENT_READ_UNSUPPORTED',
-        `swarm ${this.id} runs ${this.era?.mode ?? 'no'} consensus here, which offers no read barrier: read without consistent=true (in pbft mode, ask f+1 members' nodes and take the answer f+1 of them agree on)`,
-      );
-    }
+    if (!this.era || !engine) throw new SwarmError(503, 'SWARM_STARTING', `swarm ${this.id} is starting on this node; ask again shortly`);
     await engine.readBarrier(timeoutMs);
     return this.subject(subject);
   }

@@ -1,8 +1,8 @@
-// Linearizable reads (`GET .../subjects/{subject}?consistent=true`, Raft ReadIndex): a follower answers only after
-// applying everything committed before the request; cut off from its leader it refuses (503) where a plain read
-// answers from its stale state; once the links heal it answers the committed decision. Pbft swarms refuse the
-// option with a stable code. Real nodes in one process (TLS, HTTP/2, RocksDB); the follower's links go through TCP
-// proxies that the test cuts.
+// Linearizable reads (`GET .../subjects/{subject}?consistent=true`): a node answers only after applying everything
+// committed before the request — raft through ReadIndex, pbft through the read-index answers of 2f+1 replicas
+// (PbftSwarm.readBarrier); cut off it refuses (503) where a plain read answers from its stale state; once the links
+// heal it answers the committed decision. Real nodes in one process (TLS, HTTP/2, RocksDB); the lagging node's links
+// go through TCP proxies that the test delays and cuts.
 import { afterEach, describe, expect, it } from 'vitest';
 import { startPbftFour, startRaftTrio, type InProcessFederation } from '../support/inproc-federation.ts';
 
@@ -56,14 +56,64 @@ describe('consistent reads', () => {
     expect(onLeader.status, onLeader.text).toBe(200);
   }, 120_000);
 
-  it('a pbft swarm refuses consistent=true with a stable code; the plain read answers', async () => {
-    const started = await startPbftFour('bft-reads');
+  it('pbft: a backup behind the others reads what they executed; cut off it refuses; answers once healed', async () => {
+    const started = await startPbftFour('bft-reads', undefined, { mesh: true });
     fed = started.fed;
-    const subject = 'github.com/acme/widget/pull/3@9f1c2e';
-    const submitted = await fed.api(started.backup, 'POST', '/v1/swarms/bft-reads/verdicts', { jws: await fed.sign(started.backup, { swarm: 'bft-reads', subject, verdict: 'approve' }) });
+    const orgs = ['acme', 'globex', 'initech', 'umbrella'];
+    const { primary } = started;
+    // The replica that lags: a backup other than the one that takes the verdict.
+    const lagging = orgs.find((org) => org !== primary && org !== started.backup)!;
+    const others = orgs.filter((org) => org !== lagging);
+    const path = (subject: string, consistent: boolean) => `/v1/swarms/bft-reads/subjects/${encodeURIComponent(subject)}${consistent ? '?consistent=true' : ''}`;
+    const submit = async (subject: string) => {
+      const answer = await fed!.api(started.backup, 'POST', '/v1/swarms/bft-reads/verdicts', {
+        jws: await fed!.sign(started.backup, { swarm: 'bft-reads', subject, verdict: 'approve' }),
+      });
+      expect(answer.status, answer.text).toBe(200);
+      return answer.json.index as number;
+    };
+
+    // Everything the others send the lagging replica arrives 1.5 s late; its own messages and calls leave at once.
+    for (const org of others) fed.mesh!.link(org, lagging).delay(1500);
+    const first = 'github.com/acme/widget/pull/11@9f1c2e';
+    const index = await submit(first); // answered once f+1 = 2 replicas executed it: the three others suffice
+    // Right after that answer, the lagging replica's consistent read includes the verdict: it waited to execute it.
+    const read = await fed.api(lagging, 'GET', path(first, true));
+    expect(read.status, read.text).toBe(200);
+    expect(read.json.votes.map((v: { index: number }) => v.index)).toEqual([index]);
+    for (const org of others) fed.mesh!.link(org, lagging).delay(0);
+
+    // Cut off both ways: the others execute without it; it cannot collect 2f = 2 read-index answers.
+    fed.mesh!.isolate([lagging]);
+    const second = 'github.com/acme/widget/pull/12@9f1c2e';
+    await submit(second);
+    expect((await fed.api(lagging, 'GET', path(second, false))).json.code).toBe('UNKNOWN_SUBJECT');
+    const refused = await fed.api(lagging, 'GET', path(second, true));
+    expect(refused.status, refused.text).toBe(503);
+    expect(refused.json.code).toBe('NO_QUORUM');
+    expect(refused.json.message).toMatch(/other replicas a read needs/);
+    // The others still serve consistent reads: three of four answer.
+    const onPrimary = await fed.api(primary, 'GET', path(second, true));
+    expect(onPrimary.status, onPrimary.text).toBe(200);
+
+    fed.mesh!.healAll();
+    const healed = await fed.waitFor('a consistent read on the healed replica', async () => {
+      const answer = await fed!.api(lagging, 'GET', path(second, true));
+      return answer.status === 200 ? answer : null;
+    });
+    expect(healed.json.votes).toHaveLength(1);
+  }, 120_000);
+
+  it('pbft: with every replica up, each one — primary and backups — answers a consistent read', async () => {
+    const started = await startPbftFour('bft-index');
+    fed = started.fed;
+    const subject = 'github.com/acme/widget/pull/13@9f1c2e';
+    const submitted = await fed.api(started.backup, 'POST', '/v1/swarms/bft-index/verdicts', { jws: await fed.sign(started.backup, { swarm: 'bft-index', subject, verdict: 'approve' }) });
     expect(submitted.status, submitted.text).toBe(200);
-    const refused = await fed.api(started.backup, 'GET', `/v1/swarms/bft-reads/subjects/${encodeURIComponent(subject)}?consistent=true`);
-    expect([refused.status, refused.json.code]).toEqual([400, 'CONSISTENT_READ_UNSUPPORTED']);
-    expect((await fed.api(started.backup, 'GET', `/v1/swarms/bft-reads/subjects/${encodeURIComponent(subject)}`)).status).toBe(200);
+    for (const org of ['acme', 'globex', 'initech', 'umbrella']) {
+      const answer = await fed.api(org, 'GET', `/v1/swarms/bft-index/subjects/${encodeURIComponent(subject)}?consistent=true`);
+      expect(answer.status, `${org}: ${answer.text}`).toBe(200);
+      expect(answer.json.votes).toHaveLength(1);
+    }
   }, 120_000);
 });

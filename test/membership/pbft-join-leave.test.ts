@@ -146,6 +146,13 @@ describe('membership of a pbft swarm: a new era per change, newcomers catch up t
     await waitFor('dora knows it is out', async () => (await status('dora')).role === 'removed');
     const refused = await fx.api('dora', 'POST', `/v1/swarms/${SWARM}/verdicts?wait=true`, { jws: await fx.sign('bolt', 'github.com/acme/widget/pull/via-dora', 'approve') });
     expect(refused.status).toBeGreaterThanOrEqual(400);
+    // It still answers plain reads from the state it holds, but no consistent read: it takes no part in the new era.
+    const subjectPath = `/v1/swarms/${SWARM}/subjects/${encodeURIComponent('github.com/acme/widget/pull/after-dora')}`;
+    expect((await fx.api('dora', 'GET', subjectPath)).json.code).toBe('UNKNOWN_SUBJECT');
+    const stale = await fx.api('dora', 'GET', `${subjectPath}?consistent=true`);
+    expect([stale.status, stale.json.code]).toEqual([409, 'NOT_A_MEMBER']);
+    // The remaining members' consistent reads hold the verdict committed after dora left.
+    expect((await fx.api('acme', 'GET', `${subjectPath}?consistent=true`)).json.votes).toHaveLength(1);
     // dora's node certificate, presented to acme's peer port: refused.
     expect(await peerAccepts(fx, 'dora', 'acme')).toBe(false);
     await fx.stop('dora');

@@ -1,7 +1,7 @@
 // Scripted PBFT scenarios: normal case, batching, checkpoints and watermarks, view change, Byzantine
 // primaries and new-views, state transfer and restart, each named for what it proves.
 import { describe, expect, it } from 'vitest';
-import { batchDigest, pbftFaults, pbftQuorum, persistMustSync, toHex, type PbftMessage, type SignedPbftMessage } from '../../src/consensus/pbft/index.ts';
+import { batchDigest, pbftFaults, pbftQuorum, pbftReadQuorum, pbftReadTarget, persistMustSync, toHex, type PbftMessage, type SignedPbftMessage } from '../../src/consensus/pbft/index.ts';
 import { Cluster, req, sha256, signed } from './harness.ts';
 
 const hex = (b: Uint8Array): string => toHex(b);
@@ -37,6 +37,59 @@ describe('quorum arithmetic', () => {
   it('tolerates f = floor((n-1)/3) faults with quorums of ceil((n+f+1)/2)', () => {
     expect([4, 5, 6, 7, 10].map(pbftFaults)).toEqual([1, 1, 1, 2, 3]);
     expect([4, 5, 6, 7, 10].map(pbftQuorum)).toEqual([3, 4, 4, 5, 7]);
+  });
+});
+
+describe('read index (the pbft read barrier)', () => {
+  it('a read needs n - quorum + f + 1 answers (2f+1 at n = 3f+1) and waits for the lowest maximum of that many', () => {
+    expect([4, 5, 6, 7, 10].map(pbftReadQuorum)).toEqual([3, 3, 4, 5, 7]);
+    expect(pbftReadTarget([5, 9], 4)).toBeNull();
+    expect(pbftReadTarget([5, 9, 2], 4)).toBe(9);
+    // A fourth answer drops the highest: one Byzantine replica answering 1e9 cannot hold the read back.
+    expect(pbftReadTarget([5, 1e9, 2, 7], 4)).toBe(7);
+    expect(pbftReadTarget([3, 3, 3, 3, 3, 1e9, 1e9], 7)).toBe(3);
+    expect(pbftReadTarget([0, 0, 0, 0, 4, 1e9, 1e9], 7)).toBe(4);
+  });
+
+  it('a replica that sent its commit vote answers that sequence number before it executes it', () => {
+    const c = new Cluster(4);
+    // org3 never receives commits: it prepares and votes to commit, but cannot execute.
+    c.filter = (to, m) => !(to === 'org3' && m.type === 'commit');
+    c.propose('org0', 'a');
+    c.deliverAll();
+    for (const id of ['org0', 'org1', 'org2']) {
+      expect(c.node(id).lastExecuted).toBe(1);
+      expect(c.core(id).readIndex()).toBe(1);
+    }
+    expect(c.node('org3').lastExecuted).toBe(0);
+    expect(c.core('org3').readIndex()).toBe(1);
+  });
+
+  it('the answer survives a restart (the commit vote is durable) and covers a stable checkpoint not executed yet', () => {
+    const c = new Cluster(4);
+    c.filter = (to, m) => !(to === 'org3' && m.type === 'commit');
+    c.propose('org0', 'a');
+    c.deliverAll();
+    c.crash('org3');
+    c.start('org3');
+    expect(c.node('org3').lastExecuted).toBe(0);
+    expect(c.core('org3').readIndex()).toBe(1);
+    // A replica that only prepared (its commit vote not sent) does not count the batch: a read may not wait for it.
+    const d = new Cluster(4);
+    d.filter = (to, m) => !(to === 'org3' && (m.type === 'prepare' || m.type === 'commit'));
+    d.propose('org0', 'b');
+    d.deliverAll();
+    expect(d.core('org3').readIndex()).toBe(0);
+    expect(d.core('org0').readIndex()).toBe(1);
+    // Neither prepares nor commits reach org3 for four batches, but the others' checkpoint votes at 4 do.
+    for (const id of ['c', 'd', 'e']) {
+      d.propose('org0', id);
+      d.deliverAll();
+    }
+    expect(d.node('org0').lastExecuted).toBe(4);
+    expect(d.core('org3').status().stableCheckpoint).toBe(4);
+    expect(d.node('org3').lastExecuted).toBe(0);
+    expect(d.core('org3').readIndex()).toBe(4);
   });
 });
 

@@ -1,7 +1,7 @@
 // Public surface of the PBFT core: what a driver (src/swarm) and the simulator import.
 export type * from './types.ts';
 export { PbftCore, PBFT_DEFAULTS } from './replica.ts';
-export { pbftFaults, pbftQuorum, primaryOf } from './quorum.ts';
+export { pbftFaults, pbftQuorum, pbftReadQuorum, pbftReadTarget, primaryOf } from './quorum.ts';
 export { emptyPbftState, applyPersist, persistMustSync } from './state.ts';
 export { batchDigest, bytesEqual, toHex } from './digest.ts';
 export {

@@ -85,6 +85,21 @@ export class MessageLog {
     return max;
   }
 
+  /** The highest seq of any view for which this replica decided to commit (sent its commit vote); 0 if none. */
+  maxOwnCommitSeq(): number {
+    let max = 0;
+    for (const [seq, views] of this.bySeq) {
+      if (seq <= max) continue;
+      for (const s of views.values()) {
+        if (s.myCommit) {
+          max = seq;
+          break;
+        }
+      }
+    }
+    return max;
+  }
+
   /** P set: per seq above h, the prepared certificate of the highest view below `beforeView`. */
   preparedCerts(h: number, beforeView: number, replicas: readonly NodeId[], quorum: number): PbftPreparedCert[] {
     const out: PbftPreparedCert[] = [];

@@ -12,6 +12,27 @@ export function pbftQuorum(n: number): number {
   return Math.ceil((n + pbftFaults(n) + 1) / 2);
 }
 
+/**
+ * Read-index answers (PbftCore.readIndex) a linearizable read needs, its own included: n - quorum + f + 1. A batch
+ * any correct replica executed has commit votes from at least quorum - f correct replicas, each of which answers at
+ * least its sequence number; any set of this many answers includes one of them. 2f+1 when n = 3f+1.
+ */
+export function pbftReadQuorum(n: number): number {
+  return n - pbftQuorum(n) + pbftFaults(n) + 1;
+}
+
+/**
+ * The sequence number a read barrier must execute up to, from the read-index answers it has (its own included), or
+ * null while it has fewer than pbftReadQuorum(n). The lowest maximum over any pbftReadQuorum(n) of them: safe like
+ * every such maximum, and the answers beyond the quorum drop the highest ones — up to f Byzantine replicas answering
+ * too high cannot make the read wait for what never comes while enough correct replicas answer.
+ */
+export function pbftReadTarget(answers: readonly number[], n: number): number | null {
+  const needed = pbftReadQuorum(n);
+  if (answers.length < needed) return null;
+  return [...answers].sort((a, b) => a - b)[needed - 1]!;
+}
+
 export function primaryOf(replicas: readonly NodeId[], view: number): NodeId {
   return replicas[view % replicas.length]!;
 }

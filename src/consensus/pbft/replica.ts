@@ -297,6 +297,19 @@ export class PbftCore {
     };
   }
 
+  /**
+   * This replica's answer to a read-index query (the pbft read barrier, swarm/pbft-swarm.ts): the highest sequence
+   * number it executed, holds a stable checkpoint for, or sent its commit vote for. Why that bound is safe: a batch that
+   * any correct replica executed had a commit quorum (2f+1) there, or f+1 matching executed claims or a stable
+   * checkpoint that go back to one — so at least f+1 correct replicas sent their commit for its sequence number (kept
+   * durable, and covered by their stable checkpoint once collected). Any 2f+1 answers therefore include one of them,
+   * and their maximum is at least that sequence number: a node that executes up to it has seen every batch whose
+   * result any client was told. A Byzantine replica can only answer too high (the read then waits, and times out).
+   */
+  readIndex(): number {
+    return Math.max(this.lastExecuted, this.h, this.log.maxOwnCommitSeq());
+  }
+
   // ---------------------------------------------------------------- normal case
 
   private get h(): number {

@@ -9,6 +9,7 @@ import {
   bytesEqual,
   emptyPbftState,
   pbftFaults,
+  pbftQuorum,
   signingBytes,
   toHex,
   type NodeId,
@@ -43,7 +44,7 @@ export interface PbftSimOptions {
   powerLoss?: boolean;
 }
 
-export type PbftInvariant = 'agreement' | 'executed-twice' | 'order' | 'liveness' | 'core-error';
+export type PbftInvariant = 'agreement' | 'executed-twice' | 'order' | 'liveness' | 'core-error' | 'read-index';
 
 export interface PbftSimViolation {
   invariant: PbftInvariant;
@@ -147,6 +148,8 @@ export class PbftWorld implements Signer {
   private readonly verified = new WeakMap<object, boolean>();
   private readonly queue = new Map<number, InFlight[]>();
   private readonly agreed = new Map<number, string>();
+  /** The highest sequence number a correct replica executed. */
+  private highestAgreed = 0;
   private readonly tracked = new Set<string>();
   private readonly home = new Map<string, { at: NodeId; payload: Uint8Array }>();
   private partition: Set<NodeId> | null = null;
@@ -258,6 +261,26 @@ export class PbftWorld implements Signer {
     node.downUntil = until;
   }
 
+  /**
+   * The pbft read barrier's premise (PbftCore.readIndex): whatever 2f+1 replicas answer — the Byzantine ones anything
+   * — their highest answer reaches the highest sequence number any correct replica executed. That holds when at most f
+   * correct replicas answer below it; a read that collected the answers of the others, plus f Byzantine ones, would
+   * otherwise miss a result a client was already told.
+   */
+  private checkReadIndex(): void {
+    if (this.highestAgreed === 0) return;
+    const below: string[] = [];
+    for (const node of this.nodes.values()) {
+      if (!node.core || !this.isCorrect(node)) continue;
+      const answer = node.core.readIndex();
+      if (answer < this.highestAgreed) below.push(`${node.id}=${answer}`);
+    }
+    // A correct replica that executed it had quorum commit votes, at most f of them Byzantine: the other correct
+    // replicas number at most n - quorum, and pbftReadQuorum(n) answers always include one beyond them.
+    const mayLag = this.n - pbftQuorum(this.n);
+    if (below.length > mayLag) this.violate('read-index', `seq ${this.highestAgreed} executed, but ${below.length} correct replicas answer a read index below it (${below.join(', ')}); at most ${mayLag} may`);
+  }
+
   isCorrect(node: SimNode): boolean {
     return node.byz === null;
   }
@@ -330,7 +353,10 @@ export class PbftWorld implements Signer {
       if (seq !== app.lastExecuted + 1) this.violate('order', `${node.id} executed ${seq} after ${app.lastExecuted}`);
       const hex = toHex(digest);
       const prev = this.agreed.get(seq);
-      if (prev === undefined) this.agreed.set(seq, hex);
+      if (prev === undefined) {
+        this.agreed.set(seq, hex);
+        this.highestAgreed = Math.max(this.highestAgreed, seq);
+      }
       else if (prev !== hex) this.violate('agreement', `${node.id} committed batch ${hex.slice(0, 12)} at seq ${seq}, another correct replica ${prev.slice(0, 12)}`);
       for (const id of ids) if (app.idSet.has(id)) this.violate('executed-twice', `${node.id} executed request ${id} twice (again at seq ${seq})`);
     }
@@ -521,6 +547,7 @@ export class PbftWorld implements Signer {
           if (node.core && !node.app.idSet.has(id)) this.guard(node, (core) => core.propose({ id, payload }));
         }
       }
+      this.checkReadIndex();
       if (this.violations.length > 0) break;
       if (this.tick >= faultTicks && this.livenessDone()) break;
     }
