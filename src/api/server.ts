@@ -137,19 +137,24 @@ export async function createApiServer(options: ApiServerOptions): Promise<Fastif
         description:
           'jwsHash is the SHA-256 (lowercase hex) of the compact JWS, as the submit answer gives it. 404 VERDICT_NOT_FOUND ' +
           'for a verdict this node has not applied (refused ones are never recorded). The index is what ' +
-          '/proofs/inclusion takes.',
+          '/proofs/inclusion takes. With consistent=true the node first applies everything committed before the request ' +
+          '(as for subjects): a 404 then means the verdict was not committed when asked.',
         tags: ['verdicts'],
         params: {
           type: 'object',
           properties: { swarm: swarmParams.properties.swarm, jwsHash: { type: 'string', pattern: '^[0-9a-f]{64}$' } },
           required: ['swarm', 'jwsHash'],
         },
+        querystring: { type: 'object', properties: { consistent: { type: 'boolean', default: false } } },
         response: { 200: submitResultSchema, '4xx': errorSchema, '5xx': errorSchema },
       },
     },
     async (request) => {
       const { swarm, jwsHash } = request.params as { swarm: string; jwsHash: string };
-      return swarmOf(node, swarm).verdict(jwsHash);
+      const { consistent } = request.query as { consistent: boolean };
+      const target = swarmOf(node, swarm);
+      if (consistent) await target.readBarrier(Math.min(commitTimeoutMs, CONSISTENT_READ_TIMEOUT_MS));
+      return target.verdict(jwsHash);
     },
   );
 
@@ -218,7 +223,8 @@ export async function createApiServer(options: ApiServerOptions): Promise<Fastif
       const subjectId = params['*'];
       const swarm = swarmOf(node, params.swarm);
       if (!subjectId) throw new ApiError(400, 'INVALID_REQUEST', 'name a subject: /v1/swarms/{swarm}/subjects/{subject}');
-      const subject = consistent ? await swarm.consistentSubject(subjectId, Math.min(commitTimeoutMs, CONSISTENT_READ_TIMEOUT_MS)) : swarm.subject(subjectId);
+      if (consistent) await swarm.readBarrier(Math.min(commitTimeoutMs, CONSISTENT_READ_TIMEOUT_MS));
+      const subject = swarm.subject(subjectId);
       if (!subject) throw new ApiError(404, 'UNKNOWN_SUBJECT', `no verdict on subject ${JSON.stringify(subjectId)} in swarm ${params.swarm} yet`);
       return subject;
     },

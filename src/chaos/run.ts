@@ -11,7 +11,7 @@ import { checkCluster, type CheckResult } from './check.ts';
 import { upChaosCluster, type ChaosCluster } from './cluster.ts';
 import { History } from './history.ts';
 import { FAULT_KINDS, Nemesis, type FaultKind, type FaultRecord } from './nemesis.ts';
-import { Workload } from './workload.ts';
+import { Workload, type ReadStats } from './workload.ts';
 
 export interface ChaosOptions {
   durationS: number;
@@ -23,6 +23,8 @@ export interface ChaosOptions {
   historyFile?: string;
   clientsPerOrg?: number;
   maxOpsPerClient?: number;
+  /** Consistent readers per org (default 1; 0: none). */
+  readersPerOrg?: number;
   kinds?: readonly FaultKind[];
   /** Keep the working folder (data, logs, exports) even when the run passes; a failed run always keeps it. */
   keepDir?: boolean;
@@ -36,6 +38,8 @@ export interface ChaosResult {
   faults: FaultRecord[];
   unexpectedExits: { org: string; at: number; logTail: string }[];
   ops: { total: number; ok: number; fail: number; info: number; attempts: number };
+  /** What the consistent readers saw (Workload.reads): `stale` and `unexpected` must be 0. */
+  reads: ReadStats;
   errors: Record<string, number>;
   error: string | null;
   ok: boolean;
@@ -71,6 +75,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     faults: [],
     unexpectedExits: [],
     ops: { total: 0, ok: 0, fail: 0, info: 0, attempts: 0 },
+    reads: { total: 0, found: 0, stale: 0, unavailable: 0, unexpected: 0, plainStale: 0, problems: [] },
     errors: {},
     error: null,
     ok: false,
@@ -90,6 +95,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       runId: `s${seed}`,
       clientsPerOrg: options.clientsPerOrg ?? 2,
       maxOpsPerClient: options.maxOpsPerClient ?? 5000,
+      readersPerOrg: options.readersPerOrg ?? 1,
       history,
     });
     const until = Date.now() + options.durationS * 1000;
@@ -112,6 +118,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     result.unexpectedExits = nemesis.unexpectedExits;
     log(`faults over; everything healed at ${((performance.now() - started) / 1000).toFixed(1)} s; letting verdicts in flight finish`);
     await workload.finish(Date.now() + 90_000);
+    await workload.stopReading();
+    result.reads = workload.reads;
     history.flush();
     // One more look for nodes that died on their own during the drain.
     await nemesis.healAll();
@@ -150,6 +158,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     c.duplicated === 0 &&
     c.divergent === 0 &&
     c.refusedButPresent === 0 &&
+    result.reads.stale === 0 &&
+    result.reads.unexpected === 0 &&
     result.unexpectedExits.length === 0;
   if (ownDir && result.ok && !options.keepDir) rmSync(resolve(dir, '..'), { recursive: true, force: true });
   return result;

@@ -90,11 +90,12 @@ export interface SwarmService {
   verdict(jwsHash: string): Promise<SubmitResult>;
   subject(subject: string): SubjectView | null;
   /**
-   * The subject as of a linearizable read: everything committed before the call is applied here first (raft: the
-   * leader confirms its quorum, ReadIndex; pbft: the read indexes of 2f+1 replicas). 503 NO_QUORUM when too few
-   * answer in time, 503 NOT_APPLIED when this node does not apply that far in time.
+   * A linearizable read barrier: resolves once everything committed before the call is applied here (raft: the
+   * leader confirms its quorum, ReadIndex; pbft: the read indexes of 2f+1 replicas); what this node answers next is
+   * at least that recent. 503 NO_QUORUM when too few answer in time, 503 NOT_APPLIED when this node does not apply
+   * that far in time.
    */
-  consistentSubject(subject: string, timeoutMs: number): Promise<SubjectView | null>;
+  readBarrier(timeoutMs: number): Promise<void>;
   log(from: number, limit: number): Promise<LogEntryView[]>;
   status(): SwarmStatusView;
   /** Ascending by tree size: from size `from` on, or without it the newest `limit`. */

@@ -980,11 +980,35 @@ export class VerdictSwarm implements SwarmService {
     return record && record.index === index ? recordHash(record) : null;
   }
 
-  async consistentSubject(subject: string, timeoutMs: number): Promise<SubjectView | null> {
-    const engine = this.engine;
-    if (!this.era || !engine) throw new SwarmError(503, 'SWARM_STARTING', `swarm ${this.id} is starting on this node; ask again shortly`);
-    await engine.readBarrier(timeoutMs);
-    return this.subject(subject);
+  /**
+   * Linearizable read barrier of the swarm: resolves once this node applied everything committed before the call, in
+   * whichever era. A mode switch that ends the era while the engine's barrier waits (applied here: pendingEra, or the
+   * next engine starting) hands the read to the next era's engine: the old one's barrier — a halted Raft still
+   * confirms its commit index — vouches for nothing the new era commits.
+   */
+  async readBarrier(timeoutMs: number): Promise<void> {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const engine = this.engine;
+      if (!this.era || !engine) throw new SwarmError(503, 'SWARM_STARTING', `swarm ${this.id} is starting on this node; ask again shortly`);
+      const era = this.era.n;
+      let failure: unknown = null;
+      try {
+        await engine.readBarrier(Math.max(1, Math.round(deadline - performance.now())));
+      } catch (error) {
+        failure = error;
+      }
+      if (this.headingEra() === era && this.engine === engine) {
+        if (failure) throw failure;
+        return;
+      }
+      // Bounded by the deadline: the next era's engine replaces this one once it started.
+      while (this.engine === engine && !this.stopped && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+      if (this.stopped) throw new SwarmError(503, 'NODE_STOPPING', 'the node is shutting down');
+      if (performance.now() >= deadline) {
+        throw new SwarmError(503, 'NOT_APPLIED', `swarm ${this.id}: a consensus mode switch took effect during the read and the next era did not confirm it within ${timeoutMs} ms; ask again`);
+      }
+    }
   }
 
   subject(subject: string): SubjectView | null {

@@ -70,14 +70,18 @@ describe('consistent reads', () => {
         jws: await fed!.sign(started.backup, { swarm: 'bft-reads', subject, verdict: 'approve' }),
       });
       expect(answer.status, answer.text).toBe(200);
-      return answer.json.index as number;
+      return answer.json as { index: number; jwsHash: string };
     };
+    const lookup = (jwsHash: string, consistent: boolean) => fed!.api(lagging, 'GET', `/v1/swarms/bft-reads/verdicts/${jwsHash}${consistent ? '?consistent=true' : ''}`);
 
     // Everything the others send the lagging replica arrives 1.5 s late; its own messages and calls leave at once.
     for (const org of others) fed.mesh!.link(org, lagging).delay(1500);
     const first = 'github.com/acme/widget/pull/11@9f1c2e';
-    const index = await submit(first); // answered once f+1 = 2 replicas executed it: the three others suffice
-    // Right after that answer, the lagging replica's consistent read includes the verdict: it waited to execute it.
+    const { index, jwsHash } = await submit(first); // answered once f+1 = 2 replicas executed it: the three others suffice
+    // Right after that answer, the lagging replica's consistent lookup finds the verdict: it waited to execute it.
+    const found = await lookup(jwsHash, true);
+    expect(found.status, found.text).toBe(200);
+    expect([found.json.status, found.json.index]).toEqual(['committed', index]);
     const read = await fed.api(lagging, 'GET', path(first, true));
     expect(read.status, read.text).toBe(200);
     expect(read.json.votes.map((v: { index: number }) => v.index)).toEqual([index]);
@@ -86,8 +90,11 @@ describe('consistent reads', () => {
     // Cut off both ways: the others execute without it; it cannot collect 2f = 2 read-index answers.
     fed.mesh!.isolate([lagging]);
     const second = 'github.com/acme/widget/pull/12@9f1c2e';
-    await submit(second);
+    const secondHash = (await submit(second)).jwsHash;
     expect((await fed.api(lagging, 'GET', path(second, false))).json.code).toBe('UNKNOWN_SUBJECT');
+    expect((await lookup(secondHash, false)).json.code).toBe('VERDICT_NOT_FOUND');
+    const notConfirmed = await lookup(secondHash, true);
+    expect([notConfirmed.status, notConfirmed.json.code]).toEqual([503, 'NO_QUORUM']);
     const refused = await fed.api(lagging, 'GET', path(second, true));
     expect(refused.status, refused.text).toBe(503);
     expect(refused.json.code).toBe('NO_QUORUM');

@@ -1,6 +1,7 @@
 // Owns the CI-sized chaos runs: `node bin/conclave.js chaos --duration 20` as a real process, for raft (3 orgs),
 // pbft (4 orgs) and 4 orgs switching live between raft and pbft between the faults, asserting exit 0, the final line with lost/duplicated/divergent 0 and acked > 0, a non-empty fault
-// summary, a well-formed JSON Lines history, and that no node process outlives the run. Also the proxy on its own.
+// summary, consistent reads that never missed an acknowledged verdict, a well-formed JSON Lines history (submits and
+// reads), and that no node process outlives the run. Also the proxy on its own.
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -31,13 +32,23 @@ async function chaosRun(mode: 'raft' | 'pbft', seed: number, extra: { name?: str
   const faults = /^ {2}(\d+) in all: /m.exec(stdout);
   expect(Number(faults?.[1] ?? 0), transcript).toBeGreaterThan(0);
 
+  // Consistent readers ran throughout: every read that answered held the verdict acknowledged before it began.
+  const reads = /^consistent reads: (\d+) in all, (\d+) held the acknowledged verdict, (\d+) stale, (\d+) unavailable \(503 or timeout\), (\d+) unexpected;/m.exec(stdout);
+  expect(reads, transcript).not.toBeNull();
+  const [total, found, stale, unavailable, unexpected] = reads!.slice(1).map(Number) as [number, number, number, number, number];
+  expect(found, transcript).toBeGreaterThan(0);
+  expect([stale, unexpected], transcript).toEqual([0, 0]);
+  expect(found + unavailable).toBe(total);
+
   // The history: JSON Lines, every invoke answered by exactly one ok / fail / info of the same process.
-  const history = readFileSync(historyFile, 'utf8').trimEnd().split('\n').map((line) => JSON.parse(line) as { type: string; process: number; time: number; f: string; value: { subject: string; jwsHash: string; index?: number } });
+  const history = readFileSync(historyFile, 'utf8').trimEnd().split('\n').map((line) => JSON.parse(line) as { type: string; process: number; time: number; f: string; value: { subject: string; jwsHash: string; index?: number; found?: boolean } });
   expect(history.length).toBeGreaterThan(0);
   const open = new Map<number, string>();
   let oks = 0;
+  let readOks = 0;
+  const ackedAt = new Map<string, number>();
   for (const record of history) {
-    expect(record.f).toBe('submit');
+    expect(['submit', 'read']).toContain(record.f);
     expect(typeof record.time).toBe('number');
     expect(record.value.jwsHash).toMatch(/^[0-9a-f]{64}$/);
     if (record.type === 'invoke') {
@@ -47,13 +58,21 @@ async function chaosRun(mode: 'raft' | 'pbft', seed: number, extra: { name?: str
       expect(['ok', 'fail', 'info']).toContain(record.type);
       expect(open.get(record.process)).toBe(record.value.jwsHash);
       open.delete(record.process);
-      if (record.type === 'ok') {
+      if (record.type === 'ok' && record.f === 'submit') {
         oks++;
         expect(record.value.index).toBeGreaterThan(0);
+        ackedAt.set(record.value.jwsHash, record.time);
+      }
+      if (record.type === 'ok' && record.f === 'read') {
+        // A read is only of a verdict whose acknowledgement came first, and it found it.
+        readOks++;
+        expect(record.value.found).toBe(true);
+        expect(ackedAt.get(record.value.jwsHash)).toBeLessThanOrEqual(record.time);
       }
     }
   }
   expect(open.size).toBe(0);
+  expect(readOks).toBe(found);
   expect(`acked: ${oks},`).toBe(last.slice(0, last.indexOf(',') + 1));
   // No node outlives the run.
   expect(processesMentioning(dir)).toEqual([]);

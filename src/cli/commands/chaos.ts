@@ -3,6 +3,12 @@
 // and exactly one final line `acked: A, lost: L, duplicated: D, divergent: V`; exits non-zero when anything fails.
 import type { Command } from 'commander';
 
+function nonNegativeInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`expected a whole number, got ${value}`);
+  return n;
+}
+
 function positiveInt(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new Error(`expected a positive whole number, got ${value}`);
@@ -17,6 +23,7 @@ interface ChaosCliOptions {
   seed?: number;
   history?: string;
   clients: number;
+  readers: number;
   maxOps: number;
   faults?: string;
   keepDir?: boolean;
@@ -36,6 +43,7 @@ export function register(program: Command): void {
     .option('--seed <n>', 'seed of the nemesis schedule (default: random, printed)', positiveInt)
     .option('--history <file>', 'write the operation history (invoke/ok/fail/info) as JSON Lines')
     .option('--clients <n>', 'concurrent clients per org', positiveInt, 2)
+    .option('--readers <n>', 'consistent readers per org: each reads verdicts other orgs saw acknowledged, which must be there (0: none)', nonNegativeInt, 1)
     .option('--max-ops <n>', 'upper bound on the verdicts one client submits', positiveInt, 5000)
     .option('--faults <kinds>', 'comma-separated fault kinds (default: all but switch-mode): kill,kill-leader,pause,isolate,blackhole,bridge,one-way-out,one-way-in,delay; switch-mode: a live raft ↔ pbft switch approved by every admin (needs --orgs 4 or more)')
     .option('--keep-dir', 'keep the working folder even when the run passes')
@@ -43,8 +51,9 @@ export function register(program: Command): void {
       'after',
       `
 The last line is always: acked: A, lost: L, duplicated: D, divergent: V
-Exit status 0 only when lost, duplicated and divergent are 0, at least one verdict was acknowledged, every node
-converged, no node died on its own, and \`conclave audit\` verifies the export; 1 otherwise; 2 on bad usage.`,
+Exit status 0 only when lost, duplicated and divergent are 0, at least one verdict was acknowledged, no consistent
+read missed a verdict acknowledged before it began, every node converged, no node died on its own, and
+\`conclave audit\` verifies the export; 1 otherwise; 2 on bad usage.`,
     )
     .action(async (options: ChaosCliOptions) => {
       process.exitCode = await runChaosCli(options);
@@ -91,6 +100,7 @@ async function runChaosCli(options: ChaosCliOptions): Promise<number> {
     ...(options.seed === undefined ? {} : { seed: options.seed }),
     ...(options.history === undefined ? {} : { historyFile: options.history }),
     clientsPerOrg: options.clients,
+    readersPerOrg: options.readers,
     maxOpsPerClient: options.maxOps,
     ...(kinds ? { kinds } : {}),
     keepDir: options.keepDir ?? false,
@@ -110,6 +120,14 @@ async function runChaosCli(options: ChaosCliOptions): Promise<number> {
     `operations: ${result.ops.total} submitted, ${result.ops.ok} acknowledged, ${result.ops.fail} refused, ${result.ops.info} indeterminate, ` +
       `${result.ops.attempts} requests`,
   );
+  const r = result.reads;
+  if (r.total > 0) {
+    console.log(
+      `consistent reads: ${r.total} in all, ${r.found} held the acknowledged verdict, ${r.stale} stale, ${r.unavailable} unavailable (503 or timeout), ` +
+        `${r.unexpected} unexpected; the plain reads just before them: ${r.plainStale} without it`,
+    );
+  }
+  for (const problem of r.problems) console.log(`PROBLEM: ${problem}`);
   const errors = Object.entries(result.errors);
   if (errors.length) console.log(`client errors (retried): ${errors.map(([k, n]) => `${k} ×${n}`).join(', ')}`);
   const c = result.check;
