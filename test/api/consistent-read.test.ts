@@ -3,8 +3,12 @@
 // (PbftSwarm.readBarrier); cut off it refuses (503) where a plain read answers from its stale state; once the links
 // heal it answers the committed decision. Real nodes in one process (TLS, HTTP/2, RocksDB); the lagging node's links
 // go through TCP proxies that the test delays and cuts.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { startPbftFour, startRaftTrio, type InProcessFederation } from '../support/inproc-federation.ts';
+import { importPrivateJwk } from '../../src/crypto/ed25519.ts';
+import { adminCommand, newChangeId } from '../../src/verdict/admin.ts';
+import { startInProcessFederation, startPbftFour, startRaftTrio, type InProcessFederation } from '../support/inproc-federation.ts';
 
 let fed: InProcessFederation | undefined;
 
@@ -109,6 +113,36 @@ describe('consistent reads', () => {
       return answer.status === 200 ? answer : null;
     });
     expect(healed.json.votes).toHaveLength(1);
+  }, 120_000);
+
+  it('a mode switch during the read: the next era vouches for what it committed, not the halted raft', async () => {
+    const orgs = ['acme', 'globex', 'initech', 'umbrella'];
+    // umbrella starts each new era's engine 2 s after applying the switch (a loaded machine): meanwhile the other
+    // three run pbft without it and commit verdicts it has not seen.
+    fed = await startInProcessFederation({
+      orgs,
+      swarms: [{ id: 'switching', mode: 'raft', policy: { values: ['approve', 'reject'], quorum: 1, rule: 'majority' } }],
+      nodeOptions: (org) => (org === 'umbrella' ? { eraStartDelayMs: 2000 } : {}),
+    });
+    const status = async (org: string) => (await fed!.api(org, 'GET', '/v1/swarms/switching/status')).json;
+    await fed.waitFor('a raft leader everywhere', async () => {
+      for (const org of orgs) if (!(await status(org))?.leader) return false;
+      return true;
+    });
+    const id = newChangeId();
+    for (const org of ['acme', 'globex', 'initech']) {
+      const key = importPrivateJwk(JSON.parse(readFileSync(join(fed.orgs.find((o) => o.org === org)!.certDir, 'admin.jwk'), 'utf8')));
+      const answer = await fed.api(org, 'POST', '/v1/swarms/switching/admin', adminCommand(key, 'switching', id, { kind: 'set-mode', mode: 'pbft' }));
+      expect(answer.status, answer.text).toBe(200);
+    }
+    await fed.waitFor('acme in pbft', async () => (await status('acme')).mode === 'pbft');
+    const subject = 'github.com/acme/widget/pull/21@9f1c2e';
+    const submitted = await fed.api('acme', 'POST', '/v1/swarms/switching/verdicts', { jws: await fed.sign('acme', { swarm: 'switching', subject, verdict: 'approve' }) });
+    expect(submitted.status, submitted.text).toBe(200);
+    const read = await fed.api('umbrella', 'GET', `/v1/swarms/switching/subjects/${encodeURIComponent(subject)}?consistent=true`);
+    expect(read.status, read.text).toBe(200);
+    expect(read.json.votes.map((v: { jwsHash: string }) => v.jwsHash)).toEqual([submitted.json.jwsHash]);
+    expect((await status('umbrella')).mode).toBe('pbft');
   }, 120_000);
 
   it('pbft: with every replica up, each one — primary and backups — answers a consistent read', async () => {
