@@ -8,6 +8,7 @@ import { loadFederation } from '../config/load.ts';
 import type { FederationConfig } from '../config/types.ts';
 import { importPrivateJwk, type PrivateJwk, type SigningKey } from '../crypto/ed25519.ts';
 import { NodeStore } from '../storage/node-store.ts';
+import type { KvStore } from '../storage/kv-store.ts';
 import { PeerClientPool } from '../transport/client.ts';
 import { PeerServer } from '../transport/server.ts';
 import { NODE_IDENTITY_CHANNEL, proveNodeIdentity } from '../pki/doctor.ts';
@@ -36,6 +37,23 @@ export interface ReloadReport {
 const LIVENESS_INTERVAL_TICKS = 10;
 /** ...and reports it down after this many intervals of silence (beyond the longest randomized election timeout). */
 const LIVENESS_LAPSE_INTERVALS = 3;
+
+/** Node-wide key (kv space 'peer-levels') of the protocol levels the peers announced: {org: level}. */
+const PEER_LEVELS_KEY = 'levels';
+
+/** The peers' protocol levels as stored by an earlier run; entries that are not a positive whole level are ignored. */
+async function readPeerLevels(store: KvStore): Promise<Map<string, number>> {
+  const levels = new Map<string, number>();
+  const stored = await store.get(PEER_LEVELS_KEY);
+  if (!stored) return levels;
+  try {
+    const parsed = JSON.parse(Buffer.from(stored).toString('utf8')) as Record<string, unknown>;
+    for (const [org, level] of Object.entries(parsed)) if (typeof level === 'number' && Number.isSafeInteger(level) && level >= 1) levels.set(org, level);
+  } catch {
+    // unreadable: this node hears every peer again within a liveness lapse
+  }
+  return levels;
+}
 
 /** The stall watch ticks this often and reports a tick late by at least STALL_REPORT_MS. */
 const STALL_WATCH_MS = 250;
@@ -208,7 +226,15 @@ export class ConclaveNode implements NodeService {
     });
     // Node liveness replaces per-swarm heartbeats for idle (quiesced) Raft swarms: see transport/liveness.ts.
     const livenessMs = LIVENESS_INTERVAL_TICKS * (options.tickMs ?? 100);
+    const levelStore = this.store.kv(null, 'peer-levels');
     const liveness = new NodeLiveness({
+      // What the peers announced before this restart: a member's node that is down now still counts as upgraded.
+      remembered: await readPeerLevels(levelStore),
+      onLevel: (org, level, all) => {
+        logger.info({ peer: org, protocolLevel: level }, 'peer node announces a protocol level');
+        // Lazy: lost only to a power loss, and then this node merely waits to hear the peer again.
+        levelStore.putLazy([{ key: PEER_LEVELS_KEY, value: Buffer.from(JSON.stringify(Object.fromEntries(all))) }]).catch((error: unknown) => logger.warn({ err: error }, 'could not store the peers\' protocol levels'));
+      },
       peers: () => pool.peers(),
       send: (to, swarm, channel, messages) => link.send(to, swarm, channel, messages),
       onPeerDown: (org) => {

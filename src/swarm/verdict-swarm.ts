@@ -69,7 +69,8 @@ export interface VerdictSwarmOptions {
   /** TEST ONLY: a Byzantine behaviour of this node's PBFT replica (see PbftSwarmOptions.byzantine). */
   byzantine?: 'equivocate';
   /**
-   * The protocol level `org`'s node announced (transport/liveness.ts), null when none arrived since this node started.
+   * The protocol level `org`'s node announced last (transport/liveness.ts; remembered across restarts), null when it
+   * never announced one to this node.
    * Without it (in-process tools) no admin change is held back for it.
    */
   peerLevel?: (org: string) => number | null;
@@ -1115,8 +1116,9 @@ export class VerdictSwarm implements SwarmService {
   /**
    * An admin command carries its approvers (protocol level 2), which nodes of earlier versions refuse when they apply
    * it while the others apply the change: their replicas would differ. So it is proposed only while every other node
-   * that applies this swarm's entries (voters and learners) announced level 2 or later since this node started
-   * (transport/liveness.ts). An org being removed is exempt: what its node applies from then on concerns no one —
+   * that applies this swarm's entries (voters and learners) announced level 2 or later (transport/liveness.ts; the
+   * last level each announced is remembered across this node's restarts, so a member's node that is down counts as
+   * what it ran). An org being removed is exempt: what its node applies from then on concerns no one —
    * that is also how a member whose node is gone for good leaves.
    */
   private async checkMembersUpgraded(action: AdminCommand['action']): Promise<void> {
@@ -1131,7 +1133,7 @@ export class VerdictSwarm implements SwarmService {
     const behind: string[] = [];
     for (const org of others) {
       const level = levelOf(org);
-      if (level === null) behind.push(`${org}'s node has not been heard from since this node started`);
+      if (level === null) behind.push(`${org}'s node has never announced its protocol level to this node`);
       else if (level < ADMIN_PROTOCOL_LEVEL) behind.push(`${org}'s node announces level ${level} (an earlier version)`);
     }
     if (behind.length) {

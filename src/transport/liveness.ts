@@ -55,6 +55,13 @@ export interface NodeLivenessOptions {
   now?: () => number;
   /** The protocol level this node announces. Default PROTOCOL_LEVEL. */
   level?: number;
+  /**
+   * The levels peers announced before this node (re)started, as `onLevel` stored them: a restarted node knows them
+   * before it hears each peer again — a member's node that is down right now is still known to run this version.
+   */
+  remembered?: ReadonlyMap<string, number>;
+  /** A peer announced a level other than the one known for it (store it for `remembered`). */
+  onLevel?: (org: string, level: number, all: ReadonlyMap<string, number>) => void;
 }
 
 export interface PeerLiveness {
@@ -62,7 +69,7 @@ export interface PeerLiveness {
   up: boolean;
   /** Milliseconds since the peer's node was last heard (since start when never heard). */
   silentMs: number;
-  /** The protocol level its node last announced; null until a liveness message of it arrived. */
+  /** The protocol level its node last announced (before a restart of this node, too); null if it never did. */
   level: number | null;
 }
 
@@ -76,7 +83,7 @@ export class NodeLiveness {
   private timer: NodeJS.Timeout | null = null;
   private readonly now: () => number;
   private lastRoundAt: number | null = null;
-  /** Per peer org: the protocol level its node announced last (kept while the peer is watched or not). */
+  /** Per peer org: the protocol level its node announced last (kept while the peer is watched or not, and remembered across restarts). */
   private readonly levels = new Map<string, number>();
   private readonly message: Uint8Array;
 
@@ -86,6 +93,7 @@ export class NodeLiveness {
     }
     this.now = options.now ?? (() => performance.now());
     this.message = livenessMessage(options.level ?? PROTOCOL_LEVEL);
+    for (const [org, level] of options.remembered ?? []) this.levels.set(org, level);
   }
 
   start(): void {
@@ -115,12 +123,17 @@ export class NodeLiveness {
   announced(org: string, messages: readonly Uint8Array[]): void {
     for (const message of messages) {
       const level = announcedLevel(message);
-      if (level !== null) this.levels.set(org, level);
+      if (level === null || this.levels.get(org) === level) continue;
+      this.levels.set(org, level);
+      this.options.onLevel?.(org, level, this.levels);
     }
     this.heard(org);
   }
 
-  /** The protocol level `org`'s node announced last, or null when none arrived since this node started. */
+  /**
+   * The protocol level `org`'s node announced last — in this run, or (options.remembered) before this node
+   * restarted — or null when it never announced one to this node.
+   */
   levelOf(org: string): number | null {
     return this.levels.get(org) ?? null;
   }

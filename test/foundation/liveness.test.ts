@@ -126,6 +126,27 @@ describe('node liveness', () => {
     ]);
   });
 
+  it('starts from the levels remembered from an earlier run, and reports each change of a level once', () => {
+    const changes: string[] = [];
+    const liveness = new NodeLiveness({
+      peers: () => ['globex', 'initech'],
+      send: () => undefined,
+      onPeerDown: () => undefined,
+      intervalMs: 1000,
+      lapseMs: 3000,
+      now: () => 0,
+      remembered: new Map([['globex', 3]]),
+      onLevel: (org, level, all) => changes.push(`${org}=${level} ${JSON.stringify(Object.fromEntries(all))}`),
+    });
+    // Known before globex's node is heard in this run (it may be down): what a restarted node stored.
+    expect([liveness.levelOf('globex'), liveness.levelOf('initech')]).toEqual([3, null]);
+    liveness.announced('globex', [new Uint8Array([2, 3])]); // the same level again: nothing to store
+    liveness.announced('initech', [new Uint8Array([2, 2]), new Uint8Array([2, 2])]);
+    liveness.announced('globex', [new Uint8Array([1])]); // downgraded: the live announcement wins
+    expect(changes).toEqual(['initech=2 {"globex":3,"initech":2}', 'globex=1 {"globex":1,"initech":2}']);
+    expect(liveness.levelOf('globex')).toBe(1);
+  });
+
   it('refuses a lapse that is not longer than the interval', () => {
     const options = { peers: () => [], send: () => undefined, onPeerDown: () => undefined };
     expect(() => new NodeLiveness({ ...options, intervalMs: 1000, lapseMs: 1000 })).toThrow(/intervalMs .* < lapseMs/);

@@ -15,6 +15,7 @@ import { membershipFixture, SWARM, waitFor, type MembershipFixture } from './sup
 const ID_ADD = 'level-add-dora-0123456789ab';
 const ID_POLICY = 'level-policy-0123456789abcd';
 const ID_REMOVE = 'level-remove-dora-012345678';
+const ID_POLICY_AFTER_RESTART = 'level-policy-restart-0123456';
 
 /** cato's node as an earlier version would run it, as far as its peers can tell: the one-byte liveness message. */
 function earlierVersionOf(fx: MembershipFixture, org: string): { stop: () => Promise<void> } {
@@ -93,12 +94,33 @@ describe('admin changes wait for every member node to speak protocol level 2 or 
     const refused = await fx.approve('acme', 'acme', ID_POLICY, { kind: 'set-policy', policy, adminPolicy: 'majority' });
     expect(refused.status, JSON.stringify(refused.json)).toBe(409);
     expect(refused.json.code).toBe('MEMBERS_NOT_UPGRADED');
-    expect(refused.json.message).toMatch(/dora's node has not been heard from since this node started/);
+    expect(refused.json.message).toMatch(/dora's node has never announced its protocol level to this node/);
     // With dora admitted the swarm counts four members: a majority of admins is three.
     await fx.approve('acme', 'acme', ID_REMOVE, { kind: 'remove-member', org: 'dora' });
     await fx.approve('bolt', 'bolt', ID_REMOVE, { kind: 'remove-member', org: 'dora' });
     const removed = await fx.approve('cato', 'cato', ID_REMOVE, { kind: 'remove-member', org: 'dora' });
     expect(removed.status, JSON.stringify(removed.json)).toBe(200);
     expect(removed.json.status, JSON.stringify(removed.json)).toBe('applied');
+  }, 120_000);
+
+  it('a restarted node remembers the levels its peers announced: with a member node down, admin changes go through', async () => {
+    await waitFor('dora out of the swarm at acme', async () => {
+      const { membership } = (await fx.api('acme', 'GET', `/v1/swarms/${SWARM}/status`)).json;
+      return ![...membership.voters, ...membership.learners].includes('dora');
+    });
+    // cato's node goes down; acme's restarts while it is down, so it cannot hear cato announce anything.
+    await fx.stop('cato');
+    await fx.stop('acme');
+    await fx.start('acme');
+    await waitFor('a leader after acme restarted', async () => (await fx.api('acme', 'GET', `/v1/swarms/${SWARM}/status`)).json?.leader);
+    expect(await levelSeenBy('acme', 'cato')).toBe(PROTOCOL_LEVEL);
+    const peers = (await fx.api('acme', 'GET', '/v1/status')).json.peers as { org: string; nodeUp: boolean | null }[];
+    expect(peers.find((p) => p.org === 'cato')?.nodeUp).not.toBe(true);
+    const policy = { values: ['approve', 'reject'], quorum: 1, rule: { kind: 'majority' as const }, fallback: null, maxClockSkewSeconds: 300 };
+    const first = await fx.approve('acme', 'acme', ID_POLICY_AFTER_RESTART, { kind: 'set-policy', policy, adminPolicy: 'majority' });
+    expect(first.status, JSON.stringify(first.json)).toBe(200);
+    const applied = await fx.approve('bolt', 'bolt', ID_POLICY_AFTER_RESTART, { kind: 'set-policy', policy, adminPolicy: 'majority' });
+    expect(applied.status, JSON.stringify(applied.json)).toBe(200);
+    expect(applied.json.status, JSON.stringify(applied.json)).toBe('applied');
   }, 120_000);
 });
