@@ -113,9 +113,8 @@ describe('admin changes wait for every member node to speak protocol level 2 or 
     await fx.stop('acme');
     await fx.start('acme');
     await waitFor('a leader after acme restarted', async () => (await fx.api('acme', 'GET', `/v1/swarms/${SWARM}/status`)).json?.leader);
+    // Remembered, not heard: cato's node is stopped (its liveness status starts optimistic, so it is not asked here).
     expect(await levelSeenBy('acme', 'cato')).toBe(PROTOCOL_LEVEL);
-    const peers = (await fx.api('acme', 'GET', '/v1/status')).json.peers as { org: string; nodeUp: boolean | null }[];
-    expect(peers.find((p) => p.org === 'cato')?.nodeUp).not.toBe(true);
     const policy = { values: ['approve', 'reject'], quorum: 1, rule: { kind: 'majority' as const }, fallback: null, maxClockSkewSeconds: 300 };
     const first = await fx.approve('acme', 'acme', ID_POLICY_AFTER_RESTART, { kind: 'set-policy', policy, adminPolicy: 'majority' });
     expect(first.status, JSON.stringify(first.json)).toBe(200);
