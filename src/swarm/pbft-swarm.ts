@@ -74,6 +74,15 @@ interface ExecState {
   executedIds?: string[];
 }
 
+/** One read-index query of every peer (PbftSwarm.joinReadRound): this replica's answer first, then the peers'. */
+interface ReadRound {
+  answers: number[];
+  /** Peers that did not answer with a read index (unreachable, another era, an earlier version). */
+  failed: number;
+  /** How long its queries may take: the first barrier's timeout. */
+  timeoutMs: number;
+}
+
 interface ReplyTally {
   byOrg: Map<string, string>;
   resolve: (() => void) | null;
@@ -135,6 +144,12 @@ export class PbftSwarm implements ConsensusEngine {
   private readonly f: number;
   /** Read barriers waiting for this replica's execution (or a peer's read-index answer) to move. */
   private readonly executionWatchers = new Set<() => void>();
+  /** The read-index round that has not asked its peers yet: barriers arriving now share it (joinReadRound). */
+  private nextReadRound: ReadRound | null = null;
+  /** The round asking now, until it has its quorum of answers (or cannot get it). */
+  private readRoundOut: ReadRound | null = null;
+  /** Read barriers since start, and the read-index rounds (one query per peer each) that served them. */
+  private readonly reads = { barriers: 0, rounds: 0 };
 
   constructor(private readonly options: PbftSwarmOptions) {
     this.messageChannel = `pbft.e${options.era}`;
@@ -218,6 +233,7 @@ export class PbftSwarm implements ConsensusEngine {
         pendingRequests: status.pendingRequests,
         dropped: status.dropped,
         stateTransfer: { pending: status.stateTransferPending, ...this.transfers },
+        consistentReads: { ...this.reads },
         f: this.f,
       },
     };
@@ -364,32 +380,17 @@ export class PbftSwarm implements ConsensusEngine {
   async readBarrier(timeoutMs: number): Promise<number> {
     const deadline = performance.now() + timeoutMs;
     const n = this.options.replicas.length;
-    const others = this.options.replicas.filter((r) => r !== this.options.self);
     this.checkServingReads();
-    const answers = [this.core.readIndex()];
-    let failed = 0;
-    const query = utf8(JSON.stringify({ readIndex: true }));
-    for (const peer of others) {
-      this.options.link
-        .call(peer, this.options.swarm, this.callChannel, query, timeoutMs)
-        .then((bytes) => {
-          const answer = (JSON.parse(fromUtf8(bytes)) as { readIndex?: unknown }).readIndex;
-          if (typeof answer !== 'number' || !Number.isSafeInteger(answer) || answer < 0) throw new Error('not a read index');
-          answers.push(answer);
-        })
-        .catch(() => {
-          failed++; // unreachable, another era, or a node of a version without read indexes
-        })
-        .finally(() => this.notifyExecution());
-    }
+    this.reads.barriers++;
+    const round = this.joinReadRound(timeoutMs);
     const needed = pbftReadQuorum(n);
     for (;;) {
       this.checkServingReads();
       const left = deadline - performance.now();
-      const target = pbftReadTarget(answers, n);
+      const target = pbftReadTarget(round.answers, n);
       if (target === null) {
-        if (left <= 0 || n - failed < needed) {
-          throw new SwarmError(503, 'NO_QUORUM', `swarm ${this.options.swarm}: ${answers.length - 1} of the ${needed - 1} other replicas a read needs answered within ${timeoutMs} ms`);
+        if (left <= 0 || n - round.failed < needed) {
+          throw new SwarmError(503, 'NO_QUORUM', `swarm ${this.options.swarm}: ${Math.max(round.answers.length - 1, 0)} of the ${needed - 1} other replicas a read needs answered within ${timeoutMs} ms`);
         }
       } else {
         if (this.exec.lastExecuted >= target) return this.options.applier.size;
@@ -407,6 +408,54 @@ export class PbftSwarm implements ConsensusEngine {
         this.executionWatchers.add(wake);
       });
     }
+  }
+
+  /**
+   * The read-index round a barrier waits on: the next one to ask. At most one round asks at a time (as etcd batches
+   * ReadIndex requests): barriers that arrive while one is out wait for the next, which asks as soon as the one out
+   * has its quorum of answers — answers given after every one of its barriers began — so concurrent reads cost one
+   * query per peer per round trip, not one each.
+   */
+  private joinReadRound(timeoutMs: number): ReadRound {
+    if (!this.nextReadRound) {
+      this.nextReadRound = { answers: [], failed: 0, timeoutMs };
+      if (!this.readRoundOut) setImmediate(() => this.startReadRound());
+    }
+    return this.nextReadRound;
+  }
+
+  private startReadRound(): void {
+    const round = this.nextReadRound;
+    if (!round || this.readRoundOut) return;
+    this.nextReadRound = null;
+    this.readRoundOut = round;
+    this.reads.rounds++;
+    const n = this.options.replicas.length;
+    const needed = pbftReadQuorum(n);
+    const settle = () => {
+      if (this.readRoundOut === round && (round.answers.length >= needed || n - round.failed < needed)) {
+        this.readRoundOut = null;
+        if (this.nextReadRound) setImmediate(() => this.startReadRound());
+      }
+      this.notifyExecution();
+    };
+    round.answers.push(this.core.readIndex());
+    const query = utf8(JSON.stringify({ readIndex: true }));
+    for (const peer of this.options.replicas) {
+      if (peer === this.options.self) continue;
+      this.options.link
+        .call(peer, this.options.swarm, this.callChannel, query, round.timeoutMs)
+        .then((bytes) => {
+          const answer = (JSON.parse(fromUtf8(bytes)) as { readIndex?: unknown }).readIndex;
+          if (typeof answer !== 'number' || !Number.isSafeInteger(answer) || answer < 0) throw new Error('not a read index');
+          round.answers.push(answer);
+        })
+        .catch(() => {
+          round.failed++; // unreachable, another era, or a node of a version without read indexes
+        })
+        .finally(settle);
+    }
+    settle();
   }
 
   private checkServingReads(): void {

@@ -156,5 +156,14 @@ describe('consistent reads', () => {
       expect(answer.status, `${org}: ${answer.text}`).toBe(200);
       expect(answer.json.votes).toHaveLength(1);
     }
+    // Concurrent reads share read-index rounds (one query per peer serves every read that began before it asked).
+    const reads = () => fed!.api(started.backup, 'GET', '/v1/swarms/bft-index/status').then((r) => r.json.detail.consistentReads as { barriers: number; rounds: number });
+    const before = await reads();
+    const answers = await Promise.all(Array.from({ length: 24 }, () => fed!.api(started.backup, 'GET', `/v1/swarms/bft-index/subjects/${encodeURIComponent(subject)}?consistent=true`)));
+    expect(answers.map((a) => a.status)).toEqual(answers.map(() => 200));
+    const after = await reads();
+    expect(after.barriers - before.barriers).toBe(24);
+    expect(after.rounds - before.rounds).toBeGreaterThanOrEqual(1);
+    expect(after.rounds - before.rounds).toBeLessThan(24);
   }, 120_000);
 });
