@@ -59,6 +59,8 @@ export interface RaftSwarmOptions {
   onStatus?: (status: RaftStatus) => void;
 }
 
+/** A ReadIndex request not answered within this time is asked again (RaftSwarm.startReadRound). */
+const READ_ROUND_RETRY_MS = 1000;
 /** A follower forwards again when its forwarded proposal has not been applied within this time. */
 const FORWARD_RETRY_MS = 5000;
 const MAX_IN_FLIGHT_KEYS = 100_000;
@@ -75,6 +77,19 @@ interface IndexWaiter {
   reject: (error: Error) => void;
 }
 
+
+/** One barrier of a ReadIndex round: settled once, by the round's answer or by its own timeout. */
+interface ReadRoundWaiter {
+  done: boolean;
+  settle: (readIndex: number, error: Error | null) => void;
+}
+
+/** One ReadIndex request serving every barrier that joined before it was asked. */
+interface ReadRound {
+  waiters: ReadRoundWaiter[];
+  /** The first barrier's timeout (a round is asked again after READ_ROUND_RETRY_MS at most). */
+  timeoutMs: number;
+}
 
 export class RaftSwarm implements ConsensusEngine {
   readonly mode = 'raft' as const;
@@ -111,6 +126,11 @@ export class RaftSwarm implements ConsensusEngine {
   private readonly appliedTerms = new Map<number, number>();
   private readonly readWaiters = new Map<string, (index: number) => void>();
   private readSeq = 0;
+  /** The ReadIndex round not asked yet (barriers arriving now join it), and the one asked and not answered. */
+  private nextReadRound: ReadRound | null = null;
+  private readRoundOut: ReadRound | null = null;
+  /** Read barriers since start, and the ReadIndex requests that served them. */
+  private readonly reads = { barriers: 0, rounds: 0 };
   private loopError: Error | null = null;
   /** Set by requestSnapshot (membership: a newcomer must be sent a snapshot); honoured at the next ready cycle. */
   private snapshotRequested = false;
@@ -228,7 +248,7 @@ export class RaftSwarm implements ConsensusEngine {
       commitIndex: status.commit,
       lastIndex: status.lastIndex,
       peers: Object.entries(status.progress).map(([org, p]) => ({ org, match: p.match, next: p.next, state: p.state, active: p.recentActive })),
-      detail: { quiesced: status.quiesced, snapshotIndex: status.snapshotIndex, snapshotsInstalled: this.snapshotsInstalled },
+      detail: { quiesced: status.quiesced, snapshotIndex: status.snapshotIndex, snapshotsInstalled: this.snapshotsInstalled, consistentReads: { ...this.reads } },
     };
   }
 
@@ -388,21 +408,27 @@ export class RaftSwarm implements ConsensusEngine {
     });
   }
 
-  /** Linearizable read barrier (ReadIndex): resolves once this node has applied everything committed before the call. */
+  /**
+   * Linearizable read barrier (ReadIndex): resolves once this node has applied everything committed before the call.
+   * One ReadIndex request is out at a time; barriers that arrive meanwhile share the next one (joinReadRound), as
+   * etcd's server batches its linearizable reads.
+   */
   async readBarrier(timeoutMs: number): Promise<number> {
     const deadline = performance.now() + timeoutMs;
-    const ctx = `${this.options.self}:${++this.readSeq}`;
+    this.reads.barriers++;
     const index = await new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.readWaiters.delete(ctx);
-        reject(new SwarmError(503, 'NO_QUORUM', `swarm ${this.swarm}: the leader could not confirm a quorum within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.readWaiters.set(ctx, (readIndex) => {
-        clearTimeout(timer);
-        resolve(readIndex);
-      });
-      this.core.readIndex(Buffer.from(ctx));
-      this.schedule();
+      const waiter: ReadRoundWaiter = {
+        done: false,
+        settle: (readIndex, error) => {
+          if (waiter.done) return;
+          waiter.done = true;
+          clearTimeout(timer);
+          if (error) reject(error);
+          else resolve(readIndex);
+        },
+      };
+      const timer = setTimeout(() => waiter.settle(0, this.noReadQuorum(timeoutMs)), timeoutMs);
+      this.joinReadRound(timeoutMs).waiters.push(waiter);
     });
     // Whatever the entry's term: the barrier needs it applied here, not proposed by us.
     while (index > this.appliedIndex) {
@@ -411,6 +437,55 @@ export class RaftSwarm implements ConsensusEngine {
       await this.waitApplied(index, -1, left);
     }
     return index;
+  }
+
+  private noReadQuorum(timeoutMs: number): SwarmError {
+    return new SwarmError(503, 'NO_QUORUM', `swarm ${this.swarm}: the leader could not confirm a quorum within ${timeoutMs} ms`);
+  }
+
+  /** The ReadIndex round that has not been asked yet: barriers arriving now share it. */
+  private joinReadRound(timeoutMs: number): ReadRound {
+    if (!this.nextReadRound) {
+      this.nextReadRound = { waiters: [], timeoutMs };
+      if (!this.readRoundOut) setImmediate(() => this.startReadRound());
+    }
+    return this.nextReadRound;
+  }
+
+  /**
+   * Asks the core for a read index on behalf of every barrier of the round (they all began before this). A round the
+   * leader has not answered within READ_ROUND_RETRY_MS (no leader yet, a request lost on the way, a slow link) stops
+   * holding back the next round, which asks again for its barriers still waiting: whichever answer comes first
+   * serves them (both were asked after each of them began), so one lost request never holds the reads behind it for
+   * their whole timeout. Each barrier's own timer bounds its wait; a round stops listening after the longest of them.
+   */
+  private startReadRound(): void {
+    const round = this.nextReadRound;
+    if (!round || this.readRoundOut) return;
+    this.nextReadRound = null;
+    this.readRoundOut = round;
+    this.reads.rounds++;
+    const ctx = `${this.options.self}:${++this.readSeq}`;
+    const letNextAsk = () => {
+      if (this.readRoundOut !== round) return;
+      this.readRoundOut = null;
+      if (this.nextReadRound) setImmediate(() => this.startReadRound());
+    };
+    const retry = setTimeout(() => {
+      const pending = round.waiters.filter((waiter) => !waiter.done);
+      if (pending.length && !this.stopped) this.joinReadRound(round.timeoutMs).waiters.push(...pending);
+      letNextAsk();
+    }, Math.min(round.timeoutMs, READ_ROUND_RETRY_MS));
+    const stopListening = setTimeout(() => this.readWaiters.delete(ctx), round.timeoutMs);
+    this.readWaiters.set(ctx, (readIndex) => {
+      clearTimeout(retry);
+      clearTimeout(stopListening);
+      this.readWaiters.delete(ctx);
+      letNextAsk();
+      for (const waiter of round.waiters) waiter.settle(readIndex, null);
+    });
+    this.core.readIndex(Buffer.from(ctx));
+    this.schedule();
   }
 
   proposeConfChange(change: ConfChange): ReturnType<RaftCore['proposeConfChange']> {

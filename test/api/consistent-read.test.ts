@@ -58,6 +58,16 @@ describe('consistent reads', () => {
     expect(healed.json.votes).toHaveLength(1);
     const onLeader = await fed.api(leader, 'GET', path(second, true));
     expect(onLeader.status, onLeader.text).toBe(200);
+
+    // Concurrent reads share ReadIndex requests: one is out at a time, those arriving meanwhile join the next.
+    const reads = () => fed!.api(follower, 'GET', '/v1/swarms/reads/status').then((r) => r.json.detail.consistentReads as { barriers: number; rounds: number });
+    const before = await reads();
+    const answers = await Promise.all(Array.from({ length: 24 }, () => fed!.api(follower, 'GET', path(second, true))));
+    expect(answers.map((a) => a.status)).toEqual(answers.map(() => 200));
+    const after = await reads();
+    expect(after.barriers - before.barriers).toBe(24);
+    expect(after.rounds - before.rounds).toBeGreaterThanOrEqual(1);
+    expect(after.rounds - before.rounds).toBeLessThan(24);
   }, 120_000);
 
   it('pbft: a backup behind the others reads what they executed; cut off it refuses; answers once healed', async () => {
