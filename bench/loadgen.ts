@@ -1,6 +1,7 @@
 // Owns the benchmark load generator: a separate process that keeps N requests in flight over HTTPS HTTP/2 (undici
 // with allowH2, pinned CA, client certs for etcd) against Conclave nodes (signed verdicts, each agent to its own org's
-// node) or etcd members (v3 JSON gateway puts). Warm-up, then a measured window, then a short tail (the orchestrator
+// node) or etcd members (v3 JSON gateway puts) — or, with `op`, reads of subjects/keys it wrote first (plain or
+// consistent / serializable or linearizable). Warm-up, then a measured window, then a short tail (the orchestrator
 // probes fsyncs then); prints ONE JSON line on stdout. Markers {"event":"measure-start"|"measure-end"} go to stderr.
 // Run: node --import tsx bench/loadgen.ts <config.json>
 import { createPrivateKey, randomBytes, sign, type KeyObject } from 'node:crypto';
@@ -42,6 +43,13 @@ export interface LoadConfig {
   runId: string;
   /** HTTP/2 connections per target (default 1). */
   connections?: number;
+  /**
+   * What each request does (default write). read: a subject (Conclave) or key (etcd) as the node has it — Conclave's
+   * plain read, etcd's serializable range; read-consistent: Conclave's `?consistent=true`, etcd's default
+   * (linearizable) range. Reads go to READ_SUBJECTS subjects/keys the generator writes first, round-robin over the
+   * targets; `committedPerSec` then counts answered reads.
+   */
+  op?: 'write' | 'read' | 'read-consistent';
   /**
    * Stop once this many requests were acknowledged (the measured window then ends early); progress markers
    * {"event":"acked N"} go to stderr at every tenth of it.
@@ -99,17 +107,57 @@ function signedVerdict(agent: Agent, subject: string, verdict: string): string {
   return `${input}.${encodeBase64Url(new Uint8Array(sign(null, utf8Bytes(input), agent.key)))}`;
 }
 
-function request(g: number): { target: number; path: string; body: string } {
+/** Subjects (keys) a read run writes first and then reads, round-robin. */
+const READ_SUBJECTS = 256;
+const op = config.op ?? 'write';
+
+function readRequest(g: number): { target: number; method: 'GET' | 'POST'; path: string; body: string | null } {
+  const target = g % T;
+  const subject = `bench/${config.runId}/r${g % READ_SUBJECTS}`;
+  if (config.kind === 'conclave') {
+    const query = op === 'read-consistent' ? '?consistent=true' : '';
+    return { target, method: 'GET', path: `/v1/swarms/${encodeURIComponent(config.swarm!)}/subjects/${encodeURIComponent(subject)}${query}`, body: null };
+  }
+  return { target, method: 'POST', path: '/v3/kv/range', body: JSON.stringify({ key: Buffer.from(subject).toString('base64'), serializable: op === 'read' }) };
+}
+
+/** The subjects (keys) a read run reads: written before the warm-up, 16 at a time; throws unless every one is. */
+async function writeReadSubjects(): Promise<void> {
+  let nextSubject = 0;
+  const writer = async () => {
+    while (nextSubject < READ_SUBJECTS) {
+      const i = nextSubject++;
+      const target = i % T;
+      const subject = `bench/${config.runId}/r${i}`;
+      const body =
+        config.kind === 'conclave'
+          ? JSON.stringify({ jws: signedVerdict(agents[target]!, subject, 'approve') })
+          : JSON.stringify({ key: Buffer.from(subject).toString('base64'), value: Buffer.from(filler).toString('base64') });
+      const path = config.kind === 'conclave' ? `/v1/swarms/${encodeURIComponent(config.swarm!)}/verdicts` : '/v3/kv/put';
+      for (let attempt = 1; ; attempt++) {
+        const response = await clients[target]![0]!.request({ method: 'POST', path, body, headers: { 'content-type': 'application/json' } });
+        const text = await response.body.text();
+        if (response.statusCode === 200) break;
+        if (attempt >= 5) throw new Error(`could not write ${subject} for the read run: HTTP ${response.statusCode} ${text.slice(0, 200)}`);
+        await new Promise((done) => setTimeout(done, 200));
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: 16 }, writer));
+}
+
+function request(g: number): { target: number; method: 'GET' | 'POST'; path: string; body: string | null } {
+  if (op !== 'write') return readRequest(g);
   const target = g % T;
   // mixed: odd g go round-robin over the targets too (T odd or even, consecutive odd g reach distinct orgs when T is odd)
   const subject = config.subjects === 'unique' ? `${g}` : config.subjects === 'shared' ? `${Math.floor(g / T)}` : g % 2 === 0 ? `u${g}` : `s${Math.floor((g - 1) / 2 / T)}`;
   if (config.kind === 'conclave') {
     const jws = signedVerdict(agents[target]!, `bench/${config.runId}/${subject}`, g % 5 === 4 ? 'reject' : 'approve');
-    return { target, path: `/v1/swarms/${encodeURIComponent(config.swarm!)}/verdicts`, body: JSON.stringify({ jws }) };
+    return { target, method: 'POST', path: `/v1/swarms/${encodeURIComponent(config.swarm!)}/verdicts`, body: JSON.stringify({ jws }) };
   }
   const key = Buffer.from(`bench/${config.runId}/${subject}`).toString('base64');
   const value = Buffer.from(filler).toString('base64');
-  return { target, path: '/v3/kv/put', body: JSON.stringify({ key, value }) };
+  return { target, method: 'POST', path: '/v3/kv/put', body: JSON.stringify({ key, value }) };
 }
 
 const ACCEPTED = new Set(['committed', 'duplicate', 'decided-already']);
@@ -151,23 +199,22 @@ async function worker(): Promise<void> {
   // with a bound, requests go on until that many were acknowledged (a refused one is replaced)
   while (phase !== 'stopping' && acked < maxRequests) {
     const g = next++;
-    const { target, path, body } = request(g);
+    const { target, method, path, body } = request(g);
     const pool = clients[target]!;
     const client = pool[g % pool.length]!;
     const started = performance.now();
     const startPhase = phase;
     try {
       const response = await client.request({
-        method: 'POST',
+        method,
         path,
-        body,
-        headers: { 'content-type': 'application/json' },
+        ...(body === null ? {} : { body, headers: { 'content-type': 'application/json' } }),
         idempotent: true,
       } as Parameters<Client['request']>[0]);
       const text = await response.body.text();
       let ok = response.statusCode >= 200 && response.statusCode < 300;
       let code = `HTTP_${response.statusCode}`;
-      if (ok && config.kind === 'conclave') {
+      if (ok && config.kind === 'conclave' && op === 'write') {
         const status = (JSON.parse(text) as { status?: string }).status ?? '';
         ok = ACCEPTED.has(status);
         code = `STATUS_${status}`;
@@ -196,6 +243,7 @@ async function worker(): Promise<void> {
 }
 
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
+if (op !== 'write') await writeReadSubjects();
 const workers = Array.from({ length: config.concurrency }, () => worker());
 await sleep(config.warmupSeconds * 1000);
 phase = 'measure';
@@ -218,6 +266,7 @@ const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
 console.log(
   JSON.stringify({
     kind: config.kind,
+    ...(op === 'write' ? {} : { op }),
     subjects: config.subjects,
     concurrency: config.concurrency,
     seconds: round(seconds, 2),

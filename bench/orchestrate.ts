@@ -2,9 +2,10 @@
 // (bench/micro/*, bench/storage.ts, bench/audit.ts, bench/proofs.ts) as child processes, then real clusters (Conclave raft-3, pbft-4 when wired, etcd-3 with
 // --with-etcd) driven by bench/loadgen.ts in its own process, alternating Conclave and etcd (raft, etcd, pbft at each
 // concurrency, round after round), then the scale
-// checks. Every result is one JSON line on stdout and in <out>/results.jsonl; <out>/chart.svg is drawn beside it.
+// checks; `--only reads` measures plain and consistent reads instead (readRuns). Every result is one JSON line on
+// stdout and in <out>/results.jsonl; <out>/chart.svg is drawn beside it.
 //   npm run bench [-- --quick] [--with-etcd] [--duration S] [--concurrency 1,16,64,256] [--out DIR]
-//                 [--rounds N] [--only micro,raft,pbft,scale] [--idle-swarms N] [--memory-seconds S]
+//                 [--rounds N] [--only micro,raft,pbft,scale,reads] [--idle-swarms N] [--memory-seconds S]
 //                 [--warmup S] [--prime S] [--micro-seconds S] [--audit-entries N] [--tree head|working] [--profile [--perf] [--profile-concurrency N] [--profile-mode raft|pbft]]
 //                 [--only memory --verdicts N]   (memory per node sampled at every tenth of N verdicts)
 import { appendFileSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -155,9 +156,12 @@ async function loadRun(
   onWindow?: () => void,
   /** The Conclave cluster, to report its leader beside the per-target latencies. */
   cluster?: ConclaveCluster,
+  /** Writes (default), or reads: plain, or consistent (LoadConfig.op). */
+  op: NonNullable<LoadConfig['op']> = 'write',
 ): Promise<LoadRun | null> {
   const runId = `${process.pid}-${++runCounter}-${Date.now().toString(36)}`;
   const config: LoadConfig = {
+    ...(op === 'write' ? {} : { op }),
     kind: system,
     targets,
     ...(swarm ? { swarm } : {}),
@@ -176,7 +180,7 @@ async function loadRun(
   let rss: (number | null)[] = [];
   let probes: ReturnType<typeof probeFsyncs>[] = [];
   const probeDone: Promise<{ fsyncs: number | null; seconds: number; error?: string }[]>[] = [];
-  progress(`${scenario} ${system} c=${concurrency} subjects=${subjects} round ${round}`);
+  progress(`${scenario} ${system} c=${concurrency} ${op === 'write' ? `subjects=${subjects}` : op} round ${round}`);
   const result = await runScript('bench/loadgen.ts', [configFile], {
     timeoutMs: (warmup + duration + TAIL_SECONDS + 90) * 1000,
     onEvent: (event) => {
@@ -368,6 +372,40 @@ async function memoryRun(raft: ConclaveCluster): Promise<void> {
   });
 }
 
+/**
+ * --only reads: plain and consistent reads of subjects written just before (bench/loadgen.ts `op`), against raft-3 and
+ * pbft-4 — with --with-etcd also etcd-3's serializable and linearizable ranges — alternating at each concurrency. One
+ * JSON line per system, op and concurrency (`committedPerSec` counts answered reads); not in the chart.
+ */
+async function readRuns(): Promise<void> {
+  let raft: ConclaveCluster | null = null;
+  let bft: ConclaveCluster | null = null;
+  let etcd: EtcdCluster | null = null;
+  try {
+    progress('reads: starting Conclave raft-3 and pbft-4 clusters');
+    raft = await startConclave(join(workDir, 'reads-raft-3'), 3, 'raft', progress);
+    bft = await startConclave(join(workDir, 'reads-pbft-4'), 4, 'pbft', progress);
+    if (withEtcd) {
+      const version = ensureEtcd(progress);
+      etcd = await startEtcd(join(workDir, 'reads-etcd-3'), 3);
+      emit({ scenario: 'etcd-3', info: 'etcd started', version });
+    }
+    for (const concurrency of concurrencies) {
+      for (const op of ['read', 'read-consistent'] as const) {
+        await loadRun('raft-3', 'conclave', conclaveProcs(raft), raft.targets, concurrency, 'unique', 1, raft.info.swarm, undefined, raft, op);
+        if (etcd) await loadRun('etcd-3', 'etcd', etcd.members.map((m) => ({ name: m.name, pid: m.pid })), etcd.targets, concurrency, 'unique', 1, undefined, undefined, undefined, op);
+        await loadRun('pbft-4', 'conclave', conclaveProcs(bft), bft.targets, concurrency, 'unique', 1, bft.info.swarm, undefined, bft, op);
+      }
+    }
+  } catch (error) {
+    emit({ scenario: 'reads', error: (error as Error).message.slice(0, 800) });
+  } finally {
+    if (raft) await stopConclave(raft);
+    if (bft) await stopConclave(bft);
+    if (etcd) await stopEtcd(etcd);
+  }
+}
+
 function compare(): void {
   const summary = (rs: LoadRun[]) => ({
     runs: rs.length,
@@ -554,9 +592,10 @@ function chart(): void {
 async function main(): Promise<void> {
   emit({ bench: 'start', tree: process.env.CONCLAVE_BENCH_TREE ?? 'working', commit: process.env.CONCLAVE_BENCH_COMMIT ?? null, quick, withEtcd, duration, warmup, concurrencies, rounds, cores: cpus().length, node: process.version, outDir });
   if (only.has('micro')) await micro();
-  if (only.has('raft') || withEtcd) await endToEnd();
+  if (only.has('raft') || (withEtcd && only.has('pbft'))) await endToEnd();
   if (only.has('pbft') && !pbftAlternates) await pbft();
-  if (withEtcd) compare();
+  if (withEtcd && runs.length) compare();
+  if (only.has('reads')) await readRuns();
   if (args.profile) await profileRun();
   if (runs.length) chart();
   if (only.has('scale')) {

@@ -1,6 +1,6 @@
-// Owns the benchmark smoke test: `npm run bench -- --quick --only micro` with tiny durations, as a real process.
-// Checks only that it exits 0 and that stdout and results.jsonl are valid JSON lines covering every micro-benchmark;
-// never a timing assertion (benchmarks are not tests).
+// Owns the benchmark smoke test: `npm run bench -- --quick --only micro` and `--only reads` with tiny durations, as
+// real processes. Checks only that they exit 0 and print valid JSON lines covering every micro-benchmark and every
+// read case (and results.jsonl); never a timing assertion (benchmarks are not tests).
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -31,4 +31,20 @@ describe('npm run bench (smoke)', () => {
     const saved = readFileSync(join(out, 'results.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as unknown);
     expect(saved).toHaveLength(parsed.length);
   }, 180_000);
+
+  it('runs the read benchmark (plain and consistent reads, raft and pbft) and prints valid JSON lines', () => {
+    const readsOut = join(out, 'reads');
+    const run = spawnSync('npm', ['run', '--silent', 'bench', '--', '--quick', '--only', 'reads', '--concurrency', '2', '--duration', '1', '--warmup', '0.5', '--out', readsOut], {
+      cwd: repo,
+      encoding: 'utf8',
+      timeout: 230_000,
+    });
+    expect(run.error, String(run.error)).toBeUndefined();
+    expect(run.status, run.stderr.slice(-2000)).toBe(0);
+    const parsed = run.stdout.split('\n').filter((l) => l.trim().length > 0).map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(parsed.filter((p) => 'error' in p), JSON.stringify(parsed.filter((p) => 'error' in p))).toEqual([]);
+    const reads = parsed.filter((p) => typeof p.op === 'string');
+    expect(reads.map((p) => `${String(p.scenario)} ${String(p.op)}`).sort()).toEqual(['pbft-4 read', 'pbft-4 read-consistent', 'raft-3 read', 'raft-3 read-consistent']);
+    for (const line of reads) expect(line.committed, JSON.stringify(line)).toBeGreaterThan(0);
+  }, 240_000);
 });
