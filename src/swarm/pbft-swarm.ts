@@ -1,7 +1,7 @@
 // Drives one PBFT core for one swarm era: signs every outgoing message with the node's Ed25519 key and verifies
 // every incoming one before the core sees it, persists accepted protocol state (synced) before sending, executes
-// committed batches in order into the replicated state, answers state transfer from its audit records, and
-// collects the f+1 matching replies that make an agent's answer final.
+// committed batches in order into the replicated state, answers state transfer from its audit records, collects the
+// f+1 matching replies that make an agent's answer final, and serves linearizable reads (read-index rounds).
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import {

@@ -1,5 +1,6 @@
 // Drives one Raft core for one swarm: ticks it, feeds it peer messages, persists each Ready (one synced batch)
-// before sending what depends on it, applies committed entries in order, forwards proposals to the leader.
+// before sending what depends on it, applies committed entries in order, forwards proposals to the leader, and
+// serves linearizable reads (ReadIndex, one request out at a time for all the reads that arrive meanwhile).
 // An idle swarm quiesces (RaftConfig.quiesce) and is then taken off the node's ticker altogether, so a node hosting
 // many idle swarms spends nothing on them; node liveness (transport/liveness.ts) wakes the swarms of a peer whose
 // node went down (peerDown), which is what keeps a quiesced follower from waiting for ever on a dead leader.
