@@ -32,6 +32,7 @@ import { afterQueuedWrites, SwarmError, type Applier, type ConsensusEngine, type
 import type { AuditRecord } from '../audit/chain.ts';
 import { verifiedRecords } from './record-transfer.ts';
 import { ExecutedIds } from './executed-ids.ts';
+import { ReadRounds } from './read-rounds.ts';
 
 export interface PbftSwarmOptions {
   swarm: string;
@@ -74,7 +75,7 @@ interface ExecState {
   executedIds?: string[];
 }
 
-/** One read-index query of every peer (PbftSwarm.joinReadRound): this replica's answer first, then the peers'. */
+/** One read-index query of every peer (PbftSwarm.askReadRound): this replica's answer first, then the peers'. */
 interface ReadRound {
   answers: number[];
   /** Peers that did not answer with a read index (unreachable, another era, an earlier version). */
@@ -144,12 +145,10 @@ export class PbftSwarm implements ConsensusEngine {
   private readonly f: number;
   /** Read barriers waiting for this replica's execution (or a peer's read-index answer) to move. */
   private readonly executionWatchers = new Set<() => void>();
-  /** The read-index round that has not asked its peers yet: barriers arriving now share it (joinReadRound). */
-  private nextReadRound: ReadRound | null = null;
-  /** The round asking now, until it has its quorum of answers (or cannot get it). */
-  private readRoundOut: ReadRound | null = null;
-  /** Read barriers since start, and the read-index rounds (one query per peer each) that served them. */
-  private readonly reads = { barriers: 0, rounds: 0 };
+  /** Read-index rounds (one query of every peer each): the one out holds until it has its quorum of answers. */
+  private readonly readRounds = new ReadRounds<ReadRound>((round) => this.askReadRound(round));
+  /** Read barriers since start (served by readRounds.asked rounds). */
+  private readBarriers = 0;
 
   constructor(private readonly options: PbftSwarmOptions) {
     this.messageChannel = `pbft.e${options.era}`;
@@ -233,7 +232,7 @@ export class PbftSwarm implements ConsensusEngine {
         pendingRequests: status.pendingRequests,
         dropped: status.dropped,
         stateTransfer: { pending: status.stateTransferPending, ...this.transfers },
-        consistentReads: { ...this.reads },
+        consistentReads: { barriers: this.readBarriers, rounds: this.readRounds.asked },
         f: this.f,
       },
     };
@@ -381,8 +380,8 @@ export class PbftSwarm implements ConsensusEngine {
     const deadline = performance.now() + timeoutMs;
     const n = this.options.replicas.length;
     this.checkServingReads();
-    this.reads.barriers++;
-    const round = this.joinReadRound(timeoutMs);
+    this.readBarriers++;
+    const round = this.readRounds.join(() => ({ answers: [], failed: 0, timeoutMs }));
     const needed = pbftReadQuorum(n);
     for (;;) {
       this.checkServingReads();
@@ -410,33 +409,12 @@ export class PbftSwarm implements ConsensusEngine {
     }
   }
 
-  /**
-   * The read-index round a barrier waits on: the next one to ask. At most one round asks at a time (as etcd batches
-   * ReadIndex requests): barriers that arrive while one is out wait for the next, which asks as soon as the one out
-   * has its quorum of answers — answers given after every one of its barriers began — so concurrent reads cost one
-   * query per peer per round trip, not one each.
-   */
-  private joinReadRound(timeoutMs: number): ReadRound {
-    if (!this.nextReadRound) {
-      this.nextReadRound = { answers: [], failed: 0, timeoutMs };
-      if (!this.readRoundOut) setImmediate(() => this.startReadRound());
-    }
-    return this.nextReadRound;
-  }
-
-  private startReadRound(): void {
-    const round = this.nextReadRound;
-    if (!round || this.readRoundOut) return;
-    this.nextReadRound = null;
-    this.readRoundOut = round;
-    this.reads.rounds++;
+  /** Queries every peer for its read index for the barriers of `round` (ReadRounds asks it once the round before is done). */
+  private askReadRound(round: ReadRound): void {
     const n = this.options.replicas.length;
     const needed = pbftReadQuorum(n);
     const settle = () => {
-      if (this.readRoundOut === round && (round.answers.length >= needed || n - round.failed < needed)) {
-        this.readRoundOut = null;
-        if (this.nextReadRound) setImmediate(() => this.startReadRound());
-      }
+      if (round.answers.length >= needed || n - round.failed < needed) this.readRounds.release(round);
       this.notifyExecution();
     };
     round.answers.push(this.core.readIndex());

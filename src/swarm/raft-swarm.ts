@@ -10,6 +10,7 @@ import type { ConfChange, Entry, Message, RaftBasicStatus, RaftInitialState, Raf
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { onTick } from './ticker.ts';
+import { ReadRounds } from './read-rounds.ts';
 import { afterQueuedWrites, SwarmError, type Applier, type ConsensusEngine, type EngineStatus, type SwarmLink } from './engine.ts';
 
 export { SwarmError };
@@ -60,7 +61,7 @@ export interface RaftSwarmOptions {
   onStatus?: (status: RaftStatus) => void;
 }
 
-/** A ReadIndex request not answered within this time is asked again (RaftSwarm.startReadRound). */
+/** A ReadIndex request not answered within this time is asked again (RaftSwarm.askReadRound). */
 const READ_ROUND_RETRY_MS = 1000;
 /** A follower forwards again when its forwarded proposal has not been applied within this time. */
 const FORWARD_RETRY_MS = 5000;
@@ -127,11 +128,10 @@ export class RaftSwarm implements ConsensusEngine {
   private readonly appliedTerms = new Map<number, number>();
   private readonly readWaiters = new Map<string, (index: number) => void>();
   private readSeq = 0;
-  /** The ReadIndex round not asked yet (barriers arriving now join it), and the one asked and not answered. */
-  private nextReadRound: ReadRound | null = null;
-  private readRoundOut: ReadRound | null = null;
-  /** Read barriers since start, and the ReadIndex requests that served them. */
-  private readonly reads = { barriers: 0, rounds: 0 };
+  /** ReadIndex requests, one out at a time (askReadRound). */
+  private readonly readRounds = new ReadRounds<ReadRound>((round) => this.askReadRound(round));
+  /** Read barriers since start (served by readRounds.asked requests). */
+  private readBarriers = 0;
   private loopError: Error | null = null;
   /** Set by requestSnapshot (membership: a newcomer must be sent a snapshot); honoured at the next ready cycle. */
   private snapshotRequested = false;
@@ -249,7 +249,7 @@ export class RaftSwarm implements ConsensusEngine {
       commitIndex: status.commit,
       lastIndex: status.lastIndex,
       peers: Object.entries(status.progress).map(([org, p]) => ({ org, match: p.match, next: p.next, state: p.state, active: p.recentActive })),
-      detail: { quiesced: status.quiesced, snapshotIndex: status.snapshotIndex, snapshotsInstalled: this.snapshotsInstalled, consistentReads: { ...this.reads } },
+      detail: { quiesced: status.quiesced, snapshotIndex: status.snapshotIndex, snapshotsInstalled: this.snapshotsInstalled, consistentReads: { barriers: this.readBarriers, rounds: this.readRounds.asked } },
     };
   }
 
@@ -411,12 +411,12 @@ export class RaftSwarm implements ConsensusEngine {
 
   /**
    * Linearizable read barrier (ReadIndex): resolves once this node has applied everything committed before the call.
-   * One ReadIndex request is out at a time; barriers that arrive meanwhile share the next one (joinReadRound), as
+   * One ReadIndex request is out at a time; barriers that arrive meanwhile share the next one (ReadRounds), as
    * etcd's server batches its linearizable reads.
    */
   async readBarrier(timeoutMs: number): Promise<number> {
     const deadline = performance.now() + timeoutMs;
-    this.reads.barriers++;
+    this.readBarriers++;
     const index = await new Promise<number>((resolve, reject) => {
       const waiter: ReadRoundWaiter = {
         done: false,
@@ -429,7 +429,7 @@ export class RaftSwarm implements ConsensusEngine {
         },
       };
       const timer = setTimeout(() => waiter.settle(0, this.noReadQuorum(timeoutMs)), timeoutMs);
-      this.joinReadRound(timeoutMs).waiters.push(waiter);
+      this.readRounds.join(() => ({ waiters: [], timeoutMs })).waiters.push(waiter);
     });
     // Whatever the entry's term: the barrier needs it applied here, not proposed by us.
     while (index > this.appliedIndex) {
@@ -444,45 +444,26 @@ export class RaftSwarm implements ConsensusEngine {
     return new SwarmError(503, 'NO_QUORUM', `swarm ${this.swarm}: the leader could not confirm a quorum within ${timeoutMs} ms`);
   }
 
-  /** The ReadIndex round that has not been asked yet: barriers arriving now share it. */
-  private joinReadRound(timeoutMs: number): ReadRound {
-    if (!this.nextReadRound) {
-      this.nextReadRound = { waiters: [], timeoutMs };
-      if (!this.readRoundOut) setImmediate(() => this.startReadRound());
-    }
-    return this.nextReadRound;
-  }
-
   /**
-   * Asks the core for a read index on behalf of every barrier of the round (they all began before this). A round the
+   * Asks the core for a read index on behalf of every barrier of `round` (they all began before this). A round the
    * leader has not answered within READ_ROUND_RETRY_MS (no leader yet, a request lost on the way, a slow link) stops
    * holding back the next round, which asks again for its barriers still waiting: whichever answer comes first
    * serves them (both were asked after each of them began), so one lost request never holds the reads behind it for
    * their whole timeout. Each barrier's own timer bounds its wait; a round stops listening after the longest of them.
    */
-  private startReadRound(): void {
-    const round = this.nextReadRound;
-    if (!round || this.readRoundOut) return;
-    this.nextReadRound = null;
-    this.readRoundOut = round;
-    this.reads.rounds++;
+  private askReadRound(round: ReadRound): void {
     const ctx = `${this.options.self}:${++this.readSeq}`;
-    const letNextAsk = () => {
-      if (this.readRoundOut !== round) return;
-      this.readRoundOut = null;
-      if (this.nextReadRound) setImmediate(() => this.startReadRound());
-    };
     const retry = setTimeout(() => {
       const pending = round.waiters.filter((waiter) => !waiter.done);
-      if (pending.length && !this.stopped) this.joinReadRound(round.timeoutMs).waiters.push(...pending);
-      letNextAsk();
+      if (pending.length && !this.stopped) this.readRounds.join(() => ({ waiters: [], timeoutMs: round.timeoutMs })).waiters.push(...pending);
+      this.readRounds.release(round);
     }, Math.min(round.timeoutMs, READ_ROUND_RETRY_MS));
     const stopListening = setTimeout(() => this.readWaiters.delete(ctx), round.timeoutMs);
     this.readWaiters.set(ctx, (readIndex) => {
       clearTimeout(retry);
       clearTimeout(stopListening);
       this.readWaiters.delete(ctx);
-      letNextAsk();
+      this.readRounds.release(round);
       for (const waiter of round.waiters) waiter.settle(readIndex, null);
     });
     this.core.readIndex(Buffer.from(ctx));
