@@ -17,6 +17,18 @@ afterEach(async () => {
   fed = undefined;
 });
 
+/** 24 concurrent consistent reads on `org`'s node all answer, served by fewer read rounds than reads (status detail). */
+async function expectSharedRounds(org: string, swarm: string, readPath: string): Promise<void> {
+  const reads = () => fed!.api(org, 'GET', `/v1/swarms/${swarm}/status`).then((r) => r.json.detail.consistentReads as { barriers: number; rounds: number });
+  const before = await reads();
+  const answers = await Promise.all(Array.from({ length: 24 }, () => fed!.api(org, 'GET', readPath)));
+  expect(answers.map((a) => a.status)).toEqual(answers.map(() => 200));
+  const after = await reads();
+  expect(after.barriers - before.barriers).toBe(24);
+  expect(after.rounds - before.rounds).toBeGreaterThanOrEqual(1);
+  expect(after.rounds - before.rounds).toBeLessThan(24);
+}
+
 describe('consistent reads', () => {
   it('a follower reads what the leader committed; cut off it refuses rather than answer stale, and answers once healed', async () => {
     const started = await startRaftTrio('reads', undefined, { mesh: true });
@@ -60,14 +72,7 @@ describe('consistent reads', () => {
     expect(onLeader.status, onLeader.text).toBe(200);
 
     // Concurrent reads share ReadIndex requests: one is out at a time, those arriving meanwhile join the next.
-    const reads = () => fed!.api(follower, 'GET', '/v1/swarms/reads/status').then((r) => r.json.detail.consistentReads as { barriers: number; rounds: number });
-    const before = await reads();
-    const answers = await Promise.all(Array.from({ length: 24 }, () => fed!.api(follower, 'GET', path(second, true))));
-    expect(answers.map((a) => a.status)).toEqual(answers.map(() => 200));
-    const after = await reads();
-    expect(after.barriers - before.barriers).toBe(24);
-    expect(after.rounds - before.rounds).toBeGreaterThanOrEqual(1);
-    expect(after.rounds - before.rounds).toBeLessThan(24);
+    await expectSharedRounds(follower, 'reads', path(second, true));
   }, 120_000);
 
   it('pbft: a backup behind the others reads what they executed; cut off it refuses; answers once healed', async () => {
@@ -167,13 +172,6 @@ describe('consistent reads', () => {
       expect(answer.json.votes).toHaveLength(1);
     }
     // Concurrent reads share read-index rounds (one query per peer serves every read that began before it asked).
-    const reads = () => fed!.api(started.backup, 'GET', '/v1/swarms/bft-index/status').then((r) => r.json.detail.consistentReads as { barriers: number; rounds: number });
-    const before = await reads();
-    const answers = await Promise.all(Array.from({ length: 24 }, () => fed!.api(started.backup, 'GET', `/v1/swarms/bft-index/subjects/${encodeURIComponent(subject)}?consistent=true`)));
-    expect(answers.map((a) => a.status)).toEqual(answers.map(() => 200));
-    const after = await reads();
-    expect(after.barriers - before.barriers).toBe(24);
-    expect(after.rounds - before.rounds).toBeGreaterThanOrEqual(1);
-    expect(after.rounds - before.rounds).toBeLessThan(24);
+    await expectSharedRounds(started.backup, 'bft-index', `/v1/swarms/bft-index/subjects/${encodeURIComponent(subject)}?consistent=true`);
   }, 120_000);
 });
