@@ -152,6 +152,8 @@ export class SwarmState {
   private pendingBlocks = new Map<number, Uint8Array>();
   private readonly blockHasher = new BlockHasher();
   private readonly rootsAt = new Map<number, string>();
+  /** Remembered sizes (as rootsAt) this node may sign a checkpoint of: see rememberRoot. */
+  private readonly signerAt = new Set<number>();
   /** The newest RECENT_CHECKPOINTS checkpoints by size (stored or waiting in pendingCheckpoints). */
   private readonly recentCheckpoints = new Map<number, Checkpoint>();
   private newestCheckpoint: Checkpoint | null = null;
@@ -322,6 +324,7 @@ export class SwarmState {
     let admin: AdminChangeView | null = null;
     // The record carries the mode the entry was committed under, even when the entry itself switches modes.
     const modeBefore = this.mode;
+    const voterBefore = this.isVoter();
     if (entry.kind === 'conf') {
       const cc = confChangeOfData(entry.data);
       if (cc) this.applyConf(entry.index, cc);
@@ -338,7 +341,7 @@ export class SwarmState {
     const appended = this.audit.append({ index: entry.index, mode: modeBefore, epoch: entry.epoch, data: entry.data });
     const hash = appended.hash;
     const root = toHex(appended.root);
-    this.rememberRoot(entry.index, root, hash);
+    this.rememberRoot(entry.index, root, hash, voterBefore || this.isVoter());
     const endsEra = this.eraEnded;
     this.eraEnded = false;
     if (this.replaying) return endsEra ? 'halt' : 'continue';
@@ -434,11 +437,23 @@ export class SwarmState {
     return this.machine.apply(index, command, { verifyAgentSignatures: false, keysCheckedBeforeCommit: true });
   }
 
-  private rememberRoot(size: number, root: string, hash: string): void {
+  /**
+   * `signer`: whether this node was a voter at `size` (or, at the entry that changed the voters, just before it) —
+   * the only sizes it may sign a checkpoint of: an auditor replaying the membership refuses any other signature,
+   * and a newcomer catching up computes the same roots as the members long before it is one.
+   */
+  private rememberRoot(size: number, root: string, hash: string, signer: boolean): void {
     this.rootsAt.set(size, root);
     this.lastHashes.set(size, hash);
+    if (signer) this.signerAt.add(size);
+    else this.signerAt.delete(size);
     this.rootsAt.delete(size - MAX_REMEMBERED_ROOTS);
     this.lastHashes.delete(size - MAX_REMEMBERED_ROOTS);
+    this.signerAt.delete(size - MAX_REMEMBERED_ROOTS);
+  }
+
+  private isVoter(): boolean {
+    return this.membershipState.voters.includes(this.options.self);
   }
 
   /** Merkle root (hex) of the first `size` records, when `size` is recent enough to be remembered. */
@@ -464,6 +479,7 @@ export class SwarmState {
   /** Signs a checkpoint of the current tree (time-based checkpoints come through here too). */
   createCheckpoint(size = this.audit.size, root = toHex(this.audit.root())): Checkpoint | null {
     if (size === 0 || this.recentCheckpoints.has(size)) return this.recentCheckpoints.get(size) ?? null;
+    if (!this.signerAt.has(size)) return null;
     const now = Math.floor((this.options.now ?? Date.now)() / 1000);
     const checkpoint = signCheckpoint(
       { v: 1, federation: this.options.federation.federation, swarm: this.options.swarm.id, size, root, time: now, mode: this.mode },
@@ -498,7 +514,7 @@ export class SwarmState {
     let next: Checkpoint | null;
     try {
       next = nextCheckpoint(held, checkpoint, (c) =>
-        c.signatures.some((s) => s.org === this.options.self) ? c : signCheckpoint(c, this.options.self, this.options.signingKey),
+        c.signatures.some((s) => s.org === this.options.self) || !this.signerAt.has(checkpoint.size) ? c : signCheckpoint(c, this.options.self, this.options.signingKey),
       );
     } catch {
       return;
@@ -602,8 +618,7 @@ export class SwarmState {
     this.audit = AuditLog.restore(audit);
     this.adminChanges.clear();
     for (const change of admin) this.adminChanges.set(change.id, change);
-    this.rootsAt.set(this.audit.size, toHex(this.audit.root()));
-    this.lastHashes.set(this.audit.size, this.audit.head.hash);
+    this.rememberRoot(this.audit.size, toHex(this.audit.root()), this.audit.head.hash, this.isVoter());
   }
 
   /** A whole-state snapshot of an earlier version: its decisions are copied into the store (written by the next flush). */
