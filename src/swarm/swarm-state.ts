@@ -8,7 +8,7 @@ import { canonicalBytes } from '../crypto/canonical.ts';
 import { fromBase64Url, fromUtf8, toHex } from '../crypto/encoding.ts';
 import type { SigningKey } from '../crypto/ed25519.ts';
 import { AuditLog, GENESIS_PREV, type AuditRecord, type AuditState } from '../audit/chain.ts';
-import { nextCheckpoint, signCheckpoint, verifyCheckpoint, type Checkpoint } from '../audit/checkpoint.ts';
+import { checkpointTrustFromFederation, nextCheckpoint, signCheckpoint, verifyCheckpoint, type Checkpoint } from '../audit/checkpoint.ts';
 import { BlockHasher } from '../audit/stored-tree.ts';
 import { DecisionMachine, type ApplyOutcome, type MachineCounters } from '../verdict/machine.ts';
 import { StoredDecisions } from '../storage/decision-store.ts';
@@ -152,8 +152,8 @@ export class SwarmState {
   private pendingBlocks = new Map<number, Uint8Array>();
   private readonly blockHasher = new BlockHasher();
   private readonly rootsAt = new Map<number, string>();
-  /** Remembered sizes (as rootsAt) this node may sign a checkpoint of: see rememberRoot. */
-  private readonly signerAt = new Set<number>();
+  /** Who may sign a checkpoint of each remembered size (as rootsAt): see rememberRoot. */
+  private readonly signersAt = new Map<number, readonly string[]>();
   /** The newest RECENT_CHECKPOINTS checkpoints by size (stored or waiting in pendingCheckpoints). */
   private readonly recentCheckpoints = new Map<number, Checkpoint>();
   private newestCheckpoint: Checkpoint | null = null;
@@ -324,7 +324,7 @@ export class SwarmState {
     let admin: AdminChangeView | null = null;
     // The record carries the mode the entry was committed under, even when the entry itself switches modes.
     const modeBefore = this.mode;
-    const voterBefore = this.isVoter();
+    const votersBefore = this.membershipState.voters;
     if (entry.kind === 'conf') {
       const cc = confChangeOfData(entry.data);
       if (cc) this.applyConf(entry.index, cc);
@@ -341,7 +341,8 @@ export class SwarmState {
     const appended = this.audit.append({ index: entry.index, mode: modeBefore, epoch: entry.epoch, data: entry.data });
     const hash = appended.hash;
     const root = toHex(appended.root);
-    this.rememberRoot(entry.index, root, hash, voterBefore || this.isVoter());
+    const votersAfter = this.membershipState.voters;
+    this.rememberRoot(entry.index, root, hash, votersBefore === votersAfter ? votersAfter : [...new Set([...votersBefore, ...votersAfter])]);
     const endsEra = this.eraEnded;
     this.eraEnded = false;
     if (this.replaying) return endsEra ? 'halt' : 'continue';
@@ -438,22 +439,22 @@ export class SwarmState {
   }
 
   /**
-   * `signer`: whether this node was a voter at `size` (or, at the entry that changed the voters, just before it) —
-   * the only sizes it may sign a checkpoint of: an auditor replaying the membership refuses any other signature,
-   * and a newcomer catching up computes the same roots as the members long before it is one.
+   * `signers`: the voters of the swarm at `size` (and, at the entry that changed them, the voters just before it: the
+   * finishing era may sign its last entry) — the only orgs whose signature a checkpoint of that size may carry. An
+   * auditor replaying the membership refuses any other (CHECKPOINT_NOT_MEMBER): a newcomer catching up computes the
+   * roots the members signed long before it is one, and a removed org still computes the roots after its removal.
    */
-  private rememberRoot(size: number, root: string, hash: string, signer: boolean): void {
+  private rememberRoot(size: number, root: string, hash: string, signers: readonly string[]): void {
     this.rootsAt.set(size, root);
     this.lastHashes.set(size, hash);
-    if (signer) this.signerAt.add(size);
-    else this.signerAt.delete(size);
+    this.signersAt.set(size, signers);
     this.rootsAt.delete(size - MAX_REMEMBERED_ROOTS);
     this.lastHashes.delete(size - MAX_REMEMBERED_ROOTS);
-    this.signerAt.delete(size - MAX_REMEMBERED_ROOTS);
+    this.signersAt.delete(size - MAX_REMEMBERED_ROOTS);
   }
 
-  private isVoter(): boolean {
-    return this.membershipState.voters.includes(this.options.self);
+  private maySign(size: number): boolean {
+    return this.signersAt.get(size)?.includes(this.options.self) ?? false;
   }
 
   /** Merkle root (hex) of the first `size` records, when `size` is recent enough to be remembered. */
@@ -479,7 +480,7 @@ export class SwarmState {
   /** Signs a checkpoint of the current tree (time-based checkpoints come through here too). */
   createCheckpoint(size = this.audit.size, root = toHex(this.audit.root())): Checkpoint | null {
     if (size === 0 || this.recentCheckpoints.has(size)) return this.recentCheckpoints.get(size) ?? null;
-    if (!this.signerAt.has(size)) return null;
+    if (!this.maySign(size)) return null;
     const now = Math.floor((this.options.now ?? Date.now)() / 1000);
     const checkpoint = signCheckpoint(
       { v: 1, federation: this.options.federation.federation, swarm: this.options.swarm.id, size, root, time: now, mode: this.mode },
@@ -501,9 +502,10 @@ export class SwarmState {
     if (this.recentCheckpoints.size >= RECENT_CHECKPOINTS && checkpoint.size < this.oldestRecentSize()) return;
     const held = this.recentCheckpoints.get(checkpoint.size);
     if (held && held.time === checkpoint.time && held.root === checkpoint.root && checkpoint.signatures.every((s) => held.signatures.some((h) => h.sig === s.sig))) return;
-    const verification = verifyCheckpoint(checkpoint, this.options.federation);
-    if (verification.problems.length > 0 || verification.validOrgs.length === 0) return;
     if (checkpoint.size > this.audit.size) {
+      // Who may sign that size is known once we applied it: judged by the file until then, again when it is applied.
+      const verification = verifyCheckpoint(checkpoint, this.options.federation);
+      if (verification.problems.length > 0 || verification.validOrgs.length === 0) return;
       const list = this.waitingCheckpoints.get(checkpoint.size) ?? [];
       if (this.waitingCheckpoints.size < MAX_PENDING_CHECKPOINTS && list.length < 8) list.push(checkpoint);
       this.waitingCheckpoints.set(checkpoint.size, list);
@@ -511,10 +513,17 @@ export class SwarmState {
     }
     const ourRoot = this.rootsAt.get(checkpoint.size);
     if (ourRoot !== checkpoint.root) return; // too old to check, or a different tree: never co-sign that
+    // Signatures of orgs that were not voters at that size are dropped, not passed on: they would make every export
+    // carrying this checkpoint fail its audit (CHECKPOINT_NOT_MEMBER) — a Byzantine newcomer or a removed org could
+    // otherwise spoil the members' checkpoints. The others are each verified against the file's node keys.
+    const signers = this.signersAt.get(checkpoint.size) ?? [];
+    const cleaned = checkpoint.signatures.every((s) => signers.includes(s.org)) ? checkpoint : { ...checkpoint, signatures: checkpoint.signatures.filter((s) => signers.includes(s.org)) };
+    const verification = verifyCheckpoint(cleaned, { keyring: checkpointTrustFromFederation(this.options.federation, checkpoint.swarm).keyring, members: signers });
+    if (verification.problems.length > 0 || verification.validOrgs.length === 0) return;
     let next: Checkpoint | null;
     try {
-      next = nextCheckpoint(held, checkpoint, (c) =>
-        c.signatures.some((s) => s.org === this.options.self) || !this.signerAt.has(checkpoint.size) ? c : signCheckpoint(c, this.options.self, this.options.signingKey),
+      next = nextCheckpoint(held, cleaned, (c) =>
+        c.signatures.some((s) => s.org === this.options.self) || !this.maySign(c.size) ? c : signCheckpoint(c, this.options.self, this.options.signingKey),
       );
     } catch {
       return;
@@ -618,7 +627,7 @@ export class SwarmState {
     this.audit = AuditLog.restore(audit);
     this.adminChanges.clear();
     for (const change of admin) this.adminChanges.set(change.id, change);
-    this.rememberRoot(this.audit.size, toHex(this.audit.root()), this.audit.head.hash, this.isVoter());
+    this.rememberRoot(this.audit.size, toHex(this.audit.root()), this.audit.head.hash, this.membershipState.voters);
   }
 
   /** A whole-state snapshot of an earlier version: its decisions are copied into the store (written by the next flush). */
