@@ -717,20 +717,39 @@ export class VerdictSwarm implements SwarmService {
 
   /** Admission: every check that needs no consensus happens here, once; a refused verdict never enters the log. */
   async submitVerdict(jws: string, options: { wait: boolean; timeoutMs: number }): Promise<SubmitResult> {
-    const { verified, known, waiter } = this.admit(jws, true);
+    let admitted: ReturnType<VerdictSwarm['admit']>;
+    try {
+      admitted = this.admit(jws, true);
+    } catch (error) {
+      // A verdict applied already is answered as such, whatever this node would now say of it: its org may have left
+      // the swarm since, the policy or a key may have changed, its iat may have aged past the allowed skew. A client
+      // resubmitting after a lost answer must learn that it counted, never that it was refused.
+      const known = error instanceof VerdictError ? this.state.decisions().lookupVerdict(jwsHashOf(jws)) : undefined;
+      if (!known) throw error;
+      this.options.metrics.verdicts.inc({ swarm: this.id, status: 'duplicate' });
+      return this.result('duplicate', jwsHashOf(jws), known.index, await this.entryHashAt(known.index), known.subject);
+    }
+    const { verified, known, waiter } = admitted;
     if (known) {
       this.options.metrics.verdicts.inc({ swarm: this.id, status: 'duplicate' });
       return this.result('duplicate', verified.jwsHash, known.index, await this.entryHashAt(known.index), known.subject);
     }
     if (!options.wait) return this.result('accepted', verified.jwsHash, null, null, verified.payload.subject);
-    const timeout = new Promise<never>((_, reject) =>
-      setTimeout(
+    // Cleared once answered: a timer left to run kept every answered request's promises and result alive until
+    // the timeout (30 s by default) passed.
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
         () => reject(new SwarmError(504, 'COMMIT_TIMEOUT', `swarm ${this.id}: the verdict was not committed within ${options.timeoutMs} ms; it may still commit — resubmitting the same JWS is safe`)),
         options.timeoutMs,
-      ).unref(),
-    );
-    const { outcome, entryHash } = await Promise.race([waiter!.promise, timeout]);
-    return this.outcomeResult(outcome, entryHash);
+      );
+    });
+    try {
+      const { outcome, entryHash } = await Promise.race([waiter!.promise, timeout]);
+      return this.outcomeResult(outcome, entryHash);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /**
