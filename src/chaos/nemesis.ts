@@ -3,8 +3,10 @@
 // one-way in or out, black-holed links) and link delays — one fault at a time touching at most `maxFaulty` nodes
 // (a minority for raft, f for pbft), each healed after a few seconds, all within the run's duration. Opt-in, a live
 // mode switch (raft ↔ pbft, approved by every org's admin) between the faults, so that the next faults hit the other
-// protocol and nodes killed or cut off in one era come back in the next.
-import { readFileSync } from 'node:fs';
+// protocol and nodes killed or cut off in one era come back in the next. Opt-in too, a member leaving and joining
+// again (remove-member approved by every admin, the node killed and its data folder deleted; when healed,
+// add-member and the node started empty: it must catch up from the others and take part again).
+import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { importPrivateJwk, type PrivateJwk } from '../crypto/ed25519.ts';
 import { currentLeader, killNode, restartNode, isNodeRunning, readCluster, findNode, logTail, apiFetch, apiJson } from '../devcluster/cluster.ts';
@@ -13,12 +15,31 @@ import { signAdminApproval } from '../verdict/admin.ts';
 import type { AdminAction } from '../verdict/proposal.ts';
 import type { ProxyMesh } from './proxy.ts';
 
-export type FaultKind = 'kill' | 'kill-leader' | 'pause' | 'isolate' | 'blackhole' | 'bridge' | 'one-way-out' | 'one-way-in' | 'delay' | 'switch-mode';
+export type FaultKind = 'kill' | 'kill-leader' | 'pause' | 'isolate' | 'blackhole' | 'bridge' | 'one-way-out' | 'one-way-in' | 'delay' | 'switch-mode' | 'leave-join';
 
 /** The faults a run injects by default. */
 export const FAULT_KINDS: readonly FaultKind[] = ['kill', 'kill-leader', 'pause', 'isolate', 'blackhole', 'bridge', 'one-way-out', 'one-way-in', 'delay'];
-/** Every kind `--faults` accepts: the defaults and the opt-in live mode switch (needs at least 4 orgs). */
-export const ALL_FAULT_KINDS: readonly FaultKind[] = [...FAULT_KINDS, 'switch-mode'];
+/**
+ * Every kind `--faults` accepts: the defaults, the opt-in live mode switch (needs at least 4 orgs) and a member
+ * leaving and joining again with an empty data folder (pbft: needs 5 orgs, as 4 must remain).
+ */
+export const ALL_FAULT_KINDS: readonly FaultKind[] = [...FAULT_KINDS, 'switch-mode', 'leave-join'];
+
+/** What the admin route answers (an AdminChangeView, or an error body). */
+interface AdminAnswer {
+  status?: string;
+  index?: number;
+  code?: string;
+  message?: string;
+  reason?: string;
+}
+
+/** How long a leave-join waits for the configuration to follow an approved change. */
+const MEMBERSHIP_WAIT_MS = 60_000;
+
+function describeAnswer(httpStatus: number, answer: AdminAnswer | null): string {
+  return httpStatus === 200 ? `${answer?.status} at index ${answer?.index}` : `${httpStatus} ${answer?.code ?? ''}`.trim();
+}
 
 export interface FaultRecord {
   kind: FaultKind;
@@ -53,6 +74,8 @@ export class Nemesis {
   private wake: (() => void) | null = null;
   private readonly paused = new Set<string>();
   private readonly killed = new Set<string>();
+  /** Orgs removed from the swarm by a leave-join (node down, data deleted) and not admitted again yet. */
+  private readonly out = new Set<string>();
   /** Nodes found dead that the nemesis had not killed (a crash: reported, then restarted). */
   readonly unexpectedExits: { org: string; at: number; logTail: string }[] = [];
 
@@ -207,6 +230,12 @@ export class Nemesis {
           }
         };
       }
+      case 'leave-join': {
+        const [org] = this.pickNodes(1);
+        record.nodes = [org!];
+        await this.leave(record, org!);
+        return () => this.join(record, org!);
+      }
       case 'delay': {
         const nodes = this.pickNodes(count);
         record.nodes = nodes;
@@ -223,40 +252,111 @@ export class Nemesis {
   }
 
   /**
-   * Proposes switching the swarm to the other protocol through a random running node (not one of `down`, the nodes
-   * killed for the switch), approved by every org's admin in one command, and waits for the answer. A switch that is refused or times out is recorded (`error`), not
-   * retried: the run is judged by what happened to the verdicts.
+   * leave-join, first half: `org` is removed from the swarm (every admin approves, through another running node).
+   * Once it is out of the swarm's configuration — in raft that is the conf change after the approval, not the
+   * approval itself: a voter wiped before it left would come back empty and vote, the disk loss Raft cannot survive —
+   * its node is killed and its data folder deleted. A refused removal (the swarm too small, say) is the fault's error
+   * and changes nothing.
    */
-  private async switchMode(record: FaultRecord, down: string[]): Promise<void> {
+  private async leave(record: FaultRecord, org: string): Promise<void> {
+    const { answer, via, httpStatus } = await this.proposeAdmin({ kind: 'remove-member', org }, [org]);
+    record.detail = `${org} removed through ${via}: ${describeAnswer(httpStatus, answer)}`;
+    if (httpStatus !== 200 || answer?.status !== 'applied') throw new Error(`${record.detail} ${answer?.message ?? answer?.reason ?? ''}`.trim());
     const info = readCluster(this.options.dir);
-    const running = info.nodes.filter((node) => !down.includes(node.org) && isNodeRunning(node) && !this.paused.has(node.org));
-    if (running.length === 0) throw new Error('no running node to propose the switch through');
+    const left = await this.membershipOf(via, (m) => !m.voters.includes(org) && !m.learners.includes(org));
+    if (!left) {
+      // Still in the configuration: its data stays (the org is admitted again, or its removal completes, later).
+      record.detail += `; still in the configuration after ${MEMBERSHIP_WAIT_MS} ms: its node stays`;
+      throw new Error(record.detail);
+    }
+    await killNode(this.options.dir, org, 'SIGKILL');
+    this.killed.add(org);
+    this.out.add(org);
+    rmSync(findNode(info, org).dataDir, { recursive: true, force: true });
+  }
+
+  /**
+   * leave-join, second half: `org` is admitted again and its node started with an empty data folder; waits (bounded)
+   * until it is a voter again, so that the next fault meets a whole swarm.
+   */
+  private async join(record: FaultRecord, org: string): Promise<void> {
+    const { answer, via, httpStatus } = await this.proposeAdmin({ kind: 'add-member', org }, [org]);
+    record.detail += `; admitted again through ${via}: ${describeAnswer(httpStatus, answer)}`;
+    if (httpStatus !== 200 || answer?.status !== 'applied') throw new Error(`${record.detail} ${answer?.message ?? answer?.reason ?? ''}`.trim());
+    this.out.delete(org);
+    if (!isNodeRunning(findNode(readCluster(this.options.dir), org))) await restartNode(this.options.dir, org, { timeoutMs: 120_000 });
+    this.killed.delete(org);
+    if (!(await this.membershipOf(via, (m) => m.voters.includes(org)))) record.detail += `; not a voter yet after ${MEMBERSHIP_WAIT_MS} ms`;
+  }
+
+  /** Polls `org`'s node's view of the swarm's membership until `done` holds (true), or MEMBERSHIP_WAIT_MS passed (false). */
+  private async membershipOf(org: string, done: (membership: { voters: string[]; learners: string[] }) => boolean): Promise<boolean> {
+    const info = readCluster(this.options.dir);
+    const node = findNode(info, org);
+    const deadline = Date.now() + MEMBERSHIP_WAIT_MS;
+    while (Date.now() < deadline) {
+      const status = await apiJson<{ membership: { voters: string[]; learners: string[] } }>(node, `/v1/swarms/${info.swarm}/status`, { timeoutMs: 10_000 }).catch(() => null);
+      if (status && done(status.membership)) return true;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    return false;
+  }
+
+  /**
+   * Submits an admin change approved by every org's admin in one command through a random running node (not one of
+   * `avoid`, nor an org left out of the swarm) and waits for the answer.
+   */
+  private async proposeAdmin(action: AdminAction | ((status: { mode: string }) => AdminAction), avoid: string[]): Promise<{ via: string; httpStatus: number; answer: AdminAnswer | null; action: AdminAction; before: { mode: string } }> {
+    const info = readCluster(this.options.dir);
+    const running = info.nodes.filter((node) => !avoid.includes(node.org) && !this.out.has(node.org) && isNodeRunning(node) && !this.paused.has(node.org));
+    if (running.length === 0) throw new Error('no running node to propose the admin change through');
     const via = running[this.prng.int(running.length)]!;
-    record.nodes = [via.org, ...down];
-    const status = await apiJson<{ mode: string; members: string[] }>(via, `/v1/swarms/${info.swarm}/status`, { timeoutMs: 10_000 });
-    const mode = status.mode === 'raft' ? 'pbft' : 'raft';
-    const id = `chaos-switch-${this.options.seed}-${this.faults.length}`;
-    const action: AdminAction = { kind: 'set-mode', mode };
+    const before = await apiJson<{ mode: string }>(via, `/v1/swarms/${info.swarm}/status`, { timeoutMs: 10_000 });
+    const chosen = typeof action === 'function' ? action(before) : action;
+    const id = `chaos-${chosen.kind}-${this.options.seed}-${this.faults.length}`;
     const approvals = info.nodes.map((node) => {
       const key = importPrivateJwk(JSON.parse(readFileSync(join(node.orgDir, 'admin.jwk'), 'utf8')) as PrivateJwk);
-      return signAdminApproval(key, { v: 1, swarm: info.swarm, id, action });
+      return signAdminApproval(key, { v: 1, swarm: info.swarm, id, action: chosen });
     });
-    const command = { v: 1, type: 'admin', swarm: info.swarm, id, action, approvals };
+    const command = { v: 1, type: 'admin', swarm: info.swarm, id, action: chosen, approvals };
     const response = await apiFetch(via, `/v1/swarms/${info.swarm}/admin`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify(command),
       timeoutMs: 60_000,
     });
-    const answer = (await response.json().catch(() => null)) as { status?: string; index?: number; code?: string; message?: string } | null;
-    record.detail = `${status.mode} → ${mode}${down.length ? ` with ${down.join(',')} down` : ''}: ${response.status === 200 ? `${answer?.status} at index ${answer?.index}` : `${response.status} ${answer?.code ?? ''}`}`;
-    if (response.status !== 200 || answer?.status !== 'applied') record.error = `${record.detail} ${answer?.message ?? ''}`.trim();
+    const answer = (await response.json().catch(() => null)) as AdminAnswer | null;
+    return { via: via.org, httpStatus: response.status, answer, action: chosen, before };
+  }
+
+  /**
+   * Proposes switching the swarm to the other protocol through a random running node (not one of `down`, the nodes
+   * killed for the switch), approved by every org's admin in one command, and waits for the answer. A switch that is
+   * refused or times out is recorded (`error`), not retried: the run is judged by what happened to the verdicts.
+   */
+  private async switchMode(record: FaultRecord, down: string[]): Promise<void> {
+    const { via, httpStatus, answer, action, before } = await this.proposeAdmin((status) => ({ kind: 'set-mode', mode: status.mode === 'raft' ? 'pbft' : 'raft' }), down);
+    record.nodes = [via, ...down];
+    const mode = action.kind === 'set-mode' ? action.mode : '?';
+    record.detail = `${before.mode} → ${mode}${down.length ? ` with ${down.join(',')} down` : ''}: ${describeAnswer(httpStatus, answer)}`;
+    if (httpStatus !== 200 || answer?.status !== 'applied') record.error = `${record.detail} ${answer?.message ?? ''}`.trim();
   }
 
   /** Heals everything: every link, every paused node resumed, every dead node restarted. */
   async healAll(): Promise<void> {
     const { mesh, dir } = this.options;
     mesh.healAll();
+    // An org a failed leave-join left out of the swarm is admitted again before its node starts (empty).
+    for (const org of [...this.out]) {
+      const record: FaultRecord = { kind: 'leave-join', nodes: [org], at: this.now(), healedAt: null, detail: `${org} admitted again after a failed leave-join` };
+      this.faults.push(record);
+      try {
+        await this.join(record, org);
+      } catch (error) {
+        record.error = (error as Error).message;
+      }
+      record.healedAt = this.now();
+    }
     const info = readCluster(dir);
     for (const org of this.options.orgs) {
       const node = findNode(info, org);

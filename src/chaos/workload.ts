@@ -44,7 +44,7 @@ export interface ReadStats {
   total: number;
   found: number;
   stale: number;
-  /** 503, timeouts, connection errors: the read refused to answer, which is allowed. */
+  /** 503, timeouts, connection errors, 409 NOT_A_MEMBER: the read refused to answer, which is allowed. */
   unavailable: number;
   /** Any other answer (a 4xx but 404, a malformed body): a problem. */
   unexpected: number;
@@ -167,7 +167,8 @@ export class Workload {
           this.reads.stale++;
           if (this.reads.problems.length < 5) this.reads.problems.push(`consistent read of ${pick.subject} on ${node.org} answered ${response.status} without the verdict acknowledged before it (${text.slice(0, 160)})`);
           history.add('ok', process, { ...value, found: false, plainFound }, 'read');
-        } else if (response.status >= 500) {
+        } else if (response.status >= 500 || (response.status === 409 && body.code === 'NOT_A_MEMBER')) {
+          // Refused to answer: a node cut off, catching up, or (a leave-join) out of the swarm — none of them lies.
           this.reads.unavailable++;
           history.add('info', process, { ...value, error: `HTTP ${response.status} ${body.code ?? ''}`.trim(), plainFound }, 'read');
         } else {

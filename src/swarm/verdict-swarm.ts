@@ -11,7 +11,7 @@ import { exportLines } from '../audit/export.ts';
 import { consistencyProof, inclusionProof, type FrontierState, type SubtreeHasher } from '../audit/merkle.ts';
 import { appliedTreeSource, RecordsUnavailable, StoredMerkleTree, TreeMismatch } from '../audit/stored-tree.ts';
 import type { Checkpoint } from '../audit/checkpoint.ts';
-import { VerdictError } from '../verdict/format.ts';
+import { VerdictError, type VerdictErrorCode } from '../verdict/format.ts';
 import type { Keyring } from '../verdict/keyring.ts';
 import type { ApplyOutcome, SubjectState } from '../verdict/machine.ts';
 import { adminCommandVerifies, admitAdminCommand, decodeCommand, encodeCommand, signProposalEncoded, verifyProposal, type AdminCommand } from '../verdict/proposal.ts';
@@ -83,6 +83,9 @@ export interface VerdictSwarmOptions {
 interface QueuedVerdict {
   jws: string;
   jwsHash: string;
+  /** Its org and value: checked again against the swarm as committed when it is proposed (stillAdmissible). */
+  org: string;
+  value: string;
   /** Admitted from an agent of this node (not relayed to it): a follower or backup may hand it to the leader or primary. */
   relay: boolean;
   reject: (error: Error) => void;
@@ -93,6 +96,8 @@ interface Waiter {
   promise: Promise<{ outcome: ApplyOutcome; entryHash: string }>;
   resolve: (value: { outcome: ApplyOutcome; entryHash: string }) => void;
   receivedAt: number;
+  /** The verdict waited for (admitted again when the proposal carrying it is refused: readmit). */
+  jws: string;
 }
 
 const CHECKPOINT_CHANNEL = 'checkpoint';
@@ -772,7 +777,7 @@ export class VerdictSwarm implements SwarmService {
     if (!waiter) {
       let resolve!: Waiter['resolve'];
       const promise = new Promise<{ outcome: ApplyOutcome; entryHash: string }>((r) => (resolve = r));
-      waiter = { promise, resolve, receivedAt };
+      waiter = { promise, resolve, receivedAt, jws: verified.jws };
       this.waiters.set(verified.jwsHash, waiter);
       // The proposal's own confirmation: Raft — applied here; PBFT — f+1 replicas reported the same result.
       let confirm!: () => void;
@@ -782,7 +787,7 @@ export class VerdictSwarm implements SwarmService {
         fail = reject;
       });
       confirmed.catch(() => undefined);
-      this.enqueue({ jws: verified.jws, jwsHash: verified.jwsHash, relay, reject: fail, confirm });
+      this.enqueue({ jws: verified.jws, jwsHash: verified.jwsHash, org: verified.payload.org, value: verified.payload.verdict, relay, reject: fail, confirm });
       waiter.promise = Promise.all([promise, confirmed]).then(([outcome]) => outcome);
       waiter.promise.catch(() => undefined);
     }
@@ -826,7 +831,8 @@ export class VerdictSwarm implements SwarmService {
     const maxBatch = this.options.maxBatch ?? 256;
     if (this.proposalsInFlight.size > 0 || this.relayed.size > 0) this.relayToLeader(maxBatch);
     while (this.queue.length && this.mayPropose()) {
-      const batch = this.queue.splice(0, maxBatch);
+      const batch = this.stillAdmissible(this.queue.splice(0, maxBatch));
+      if (batch.length === 0) continue;
       const { bytes } = signProposalEncoded(this.id, this.options.self, batch.map((item) => item.jws), this.options.signingKey, this.options.keyring);
       this.options.metrics.proposals.inc({ swarm: this.id, outcome: 'proposed' });
       this.options.metrics.proposalVerdicts.observe({ swarm: this.id }, batch.length);
@@ -912,7 +918,13 @@ export class VerdictSwarm implements SwarmService {
     const inFlight = { started: performance.now() };
     this.proposalsInFlight.add(inFlight);
     try {
-      await this.proposeAcrossEngines(bytes, PROPOSAL_TIMEOUT_MS);
+      // Into the next era only what is still admissible there (its members and policy may differ), re-signed.
+      await this.proposeAcrossEngines(bytes, PROPOSAL_TIMEOUT_MS, () => {
+        const kept = this.stillAdmissible(batch);
+        if (kept.length === batch.length) return bytes;
+        batch = kept;
+        return kept.length ? signProposalEncoded(this.id, this.options.self, kept.map((item) => item.jws), this.options.signingKey, this.options.keyring).bytes : null;
+      });
       for (const item of batch) item.confirm();
     } catch (error) {
       this.failBatch(batch, error as Error);
@@ -928,18 +940,45 @@ export class VerdictSwarm implements SwarmService {
    * that follows, within `timeoutMs` in all; re-proposing a committed command is harmless (a verdict's nonce and JWS
    * hash make it a duplicate, an admin change counts each approval once).
    */
-  private async proposeAcrossEngines(bytes: Uint8Array, timeoutMs: number): Promise<void> {
+  private async proposeAcrossEngines(bytes: Uint8Array, timeoutMs: number, forNextEngine?: () => Uint8Array | null): Promise<void> {
     const started = performance.now();
-    for (;;) {
+    for (let next: Uint8Array | null = bytes; next; ) {
       try {
-        await this.engine.propose(bytes, Math.max(1, timeoutMs - (performance.now() - started)));
+        await this.engine.propose(next, Math.max(1, timeoutMs - (performance.now() - started)));
         return;
       } catch (error) {
         const code = (error as { code?: string }).code ?? '';
         if (!ENGINE_CHANGE_CODES.has(code) || this.stopped || performance.now() - started >= timeoutMs) throw error;
         await new Promise((resolve) => setTimeout(resolve, 50));
+        next = forNextEngine ? forNextEngine() : next;
       }
     }
+  }
+
+  /**
+   * The queued verdicts still admissible by the swarm as committed now; the others are refused (their waiters get
+   * the code: ORG_NOT_IN_SWARM, VALUE_NOT_ALLOWED). A verdict admitted before its org left the swarm (or before a
+   * set-policy dropped its value) must not be carried into a proposal — in pbft the replicas would refuse to prepare
+   * the whole batch, holding every verdict in it until the membership changed back (seen in a chaos leave-join: a
+   * removed org's verdict, relayed before the removal, committed after its org was admitted again, while its agent
+   * had been told 403 ORG_NOT_IN_SWARM). Keys and signatures were checked at admission and need no second look.
+   */
+  private stillAdmissible(items: QueuedVerdict[]): QueuedVerdict[] {
+    const config = this.config;
+    const kept: QueuedVerdict[] = [];
+    for (const item of items) {
+      if (config.members.includes(item.org) && config.policy.values.includes(item.value)) {
+        kept.push(item);
+        continue;
+      }
+      const error = config.members.includes(item.org)
+        ? new VerdictError('VALUE_NOT_ALLOWED', `verdict ${JSON.stringify(item.value)} is no longer allowed in swarm ${JSON.stringify(this.id)}; allowed: ${config.policy.values.join(', ')}`)
+        : new VerdictError('ORG_NOT_IN_SWARM', `org ${JSON.stringify(item.org)} left swarm ${JSON.stringify(this.id)} before the verdict was proposed`);
+      this.options.metrics.verdicts.inc({ swarm: this.id, status: 'rejected' });
+      item.reject(error);
+      this.waiters.delete(item.jwsHash);
+    }
+    return kept;
   }
 
   private failBatch(batch: QueuedVerdict[], error: Error): void {
@@ -961,9 +1000,30 @@ export class VerdictSwarm implements SwarmService {
       }
       const waiter = this.waiters.get(outcome.jwsHash);
       if (!waiter) continue;
+      const readmitted = outcome.status === 'rejected' && outcome.code === 'BAD_PROPOSAL' ? this.readmit(waiter) : null;
+      if (readmitted === 'proposed-again') continue;
+      const delivered = readmitted ? { ...outcome, ...readmitted } : outcome;
       this.waiters.delete(outcome.jwsHash);
       this.options.metrics.commitLatency.observe({ swarm: this.id }, (performance.now() - waiter.receivedAt) / 1000);
-      waiter.resolve({ outcome, entryHash: outcome.status === 'duplicate' ? '' : entry.hash });
+      waiter.resolve({ outcome: delivered, entryHash: outcome.status === 'duplicate' ? '' : entry.hash });
+    }
+  }
+
+  /**
+   * Raft: the proposal that carried a waited-for verdict was refused when applied — its proposer had left the swarm
+   * by then (its batch was proposed before the conf change that removed it, and committed after) — not the verdict
+   * itself. The agent must not be told its verdict was refused for that: it is admitted again, as if just submitted,
+   * and proposed anew ('proposed-again', the waiter keeps waiting); or, refused now (its own org left, say), the
+   * waiter gets that refusal. pbft ends the era at a removal, so no batch of a removed proposer executes there.
+   */
+  private readmit(waiter: Waiter): 'proposed-again' | { code: VerdictErrorCode; reason: string } | null {
+    if (this.state.currentMode !== 'raft') return null;
+    try {
+      const verified = verifyVerdict(waiter.jws, { keyring: this.options.keyring, swarms: [this.config], expectedSwarm: this.id, now: Math.floor(Date.now() / 1000) });
+      this.enqueue({ jws: verified.jws, jwsHash: verified.jwsHash, org: verified.payload.org, value: verified.payload.verdict, relay: true, reject: () => undefined, confirm: () => undefined });
+      return 'proposed-again';
+    } catch (error) {
+      return error instanceof VerdictError ? { code: error.code, reason: error.message } : null;
     }
   }
 

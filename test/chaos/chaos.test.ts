@@ -33,7 +33,7 @@ async function chaosRun(mode: 'raft' | 'pbft', seed: number, extra: { name?: str
   expect(Number(faults?.[1] ?? 0), transcript).toBeGreaterThan(0);
 
   // Consistent readers ran throughout: every read that answered held the verdict acknowledged before it began.
-  const reads = /^consistent reads: (\d+) in all, (\d+) held the acknowledged verdict, (\d+) stale, (\d+) unavailable \(503 or timeout\), (\d+) unexpected;/m.exec(stdout);
+  const reads = /^consistent reads: (\d+) in all, (\d+) held the acknowledged verdict, (\d+) stale, (\d+) unavailable \(503, timeout, or 409 NOT_A_MEMBER\), (\d+) unexpected;/m.exec(stdout);
   expect(reads, transcript).not.toBeNull();
   const [total, found, stale, unavailable, unexpected] = reads!.slice(1).map(Number) as [number, number, number, number, number];
   expect(found, transcript).toBeGreaterThan(0);

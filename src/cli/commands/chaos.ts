@@ -45,7 +45,7 @@ export function register(program: Command): void {
     .option('--clients <n>', 'concurrent clients per org', positiveInt, 2)
     .option('--readers <n>', 'consistent readers per org: each reads verdicts other orgs saw acknowledged, which must be there (0: none)', nonNegativeInt, 1)
     .option('--max-ops <n>', 'upper bound on the verdicts one client submits', positiveInt, 5000)
-    .option('--faults <kinds>', 'comma-separated fault kinds (default: all but switch-mode): kill,kill-leader,pause,isolate,blackhole,bridge,one-way-out,one-way-in,delay; switch-mode: a live raft ↔ pbft switch approved by every admin (needs --orgs 4 or more)')
+    .option('--faults <kinds>', 'comma-separated fault kinds (default: all but switch-mode): kill,kill-leader,pause,isolate,blackhole,bridge,one-way-out,one-way-in,delay; switch-mode: a live raft ↔ pbft switch approved by every admin (needs --orgs 4 or more); leave-join: a member removed, its data deleted, admitted again and started empty (pbft at some point: needs --orgs 5 or more)')
     .option('--keep-dir', 'keep the working folder even when the run passes')
     .addHelpText(
       'after',
@@ -80,6 +80,11 @@ async function runChaosCli(options: ChaosCliOptions): Promise<number> {
     const orgs = options.orgs ?? (options.mode === 'pbft' ? 4 : 3);
     if (kinds.includes('switch-mode') && orgs < 4) {
       console.error(`conclave chaos: switch-mode switches to pbft, which needs at least 4 orgs: add --orgs 4`);
+      return 2;
+    }
+    const pbftAtSomePoint = options.mode === 'pbft' || kinds.includes('switch-mode');
+    if (kinds.includes('leave-join') && orgs < (pbftAtSomePoint ? 5 : 3)) {
+      console.error(`conclave chaos: leave-join removes a member${pbftAtSomePoint ? ', and pbft needs at least 4 that remain: add --orgs 5' : ': add --orgs 3'}`);
       return 2;
     }
   }
@@ -123,7 +128,7 @@ async function runChaosCli(options: ChaosCliOptions): Promise<number> {
   const r = result.reads;
   if (r.total > 0) {
     console.log(
-      `consistent reads: ${r.total} in all, ${r.found} held the acknowledged verdict, ${r.stale} stale, ${r.unavailable} unavailable (503 or timeout), ` +
+      `consistent reads: ${r.total} in all, ${r.found} held the acknowledged verdict, ${r.stale} stale, ${r.unavailable} unavailable (503, timeout, or 409 NOT_A_MEMBER), ` +
         `${r.unexpected} unexpected; the plain reads just before them: ${r.plainStale} without it`,
     );
   }
