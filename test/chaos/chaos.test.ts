@@ -1,5 +1,6 @@
 // Owns the CI-sized chaos runs: `node bin/conclave.js chaos --duration 20` as a real process, for raft (3 orgs),
-// pbft (4 orgs) and 4 orgs switching live between raft and pbft between the faults, asserting exit 0, the final line with lost/duplicated/divergent 0 and acked > 0, a non-empty fault
+// pbft (4 orgs), 4 orgs switching live between raft and pbft between the faults, and raft with a member leaving and
+// joining again with an empty data folder, asserting exit 0, the final line with lost/duplicated/divergent 0 and acked > 0, a non-empty fault
 // summary, consistent reads that never missed an acknowledged verdict, a well-formed JSON Lines history (submits and
 // reads), and that no node process outlives the run. Also the proxy on its own.
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -95,6 +96,14 @@ describe('conclave chaos (real processes, fault-injecting proxies)', () => {
     expect(stdout).toMatch(/switch-mode +\S+ +raft → pbft( with \S+ down)?: applied at index \d+/);
     expect(stdout).toMatch(/switch-mode +\S+ +pbft → raft( with \S+ down)?: applied at index \d+/);
     expect(stdout).not.toMatch(/switch-mode .* — FAILED/);
+  }, 300_000);
+
+  it('raft, 3 orgs, 25 s with a member leaving and joining again empty: nothing lost, duplicated or divergent; the audit verifies', async () => {
+    // Seed 6 begins with the leave-join: initech is removed, its data deleted, admitted again and started empty; the
+    // kills and partitions after it hit the swarm it rejoined.
+    const stdout = await chaosRun('raft', 6, { name: 'leave-join', durationS: 25, args: ['--faults', 'leave-join,kill,isolate'] });
+    expect(stdout).toMatch(/leave-join +\S+ +(\S+) removed through \S+: applied at index \d+; admitted again through \S+: applied at index \d+/);
+    expect(stdout).not.toMatch(/leave-join .* — FAILED/);
   }, 300_000);
 });
 
