@@ -971,6 +971,12 @@ export class VerdictSwarm implements SwarmService {
         kept.push(item);
         continue;
       }
+      if (this.state.decisions().lookupVerdict(item.jwsHash)) {
+        // Applied meanwhile, carried by another proposer (a relay that expired here, then applied late): its waiter
+        // has its outcome, and a refusal now would be a lie. Nothing left to propose.
+        item.confirm();
+        continue;
+      }
       const error = config.members.includes(item.org)
         ? new VerdictError('VALUE_NOT_ALLOWED', `verdict ${JSON.stringify(item.value)} is no longer allowed in swarm ${JSON.stringify(this.id)}; allowed: ${config.policy.values.join(', ')}`)
         : new VerdictError('ORG_NOT_IN_SWARM', `org ${JSON.stringify(item.org)} left swarm ${JSON.stringify(this.id)} before the verdict was proposed`);
