@@ -8,46 +8,28 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { signCheckpoint, type Checkpoint } from '../../src/audit/checkpoint.ts';
-import type { FederationConfig } from '../../src/config/types.ts';
 import { encodeConfChange } from '../../src/consensus/raft/confchange.ts';
 import type { ConfChange } from '../../src/consensus/raft/types.ts';
-import { AppliedStateStore } from '../../src/storage/applied-state.ts';
-import { NodeStore } from '../../src/storage/node-store.ts';
 import { SwarmState } from '../../src/swarm/swarm-state.ts';
 import { encodeCommand } from '../../src/verdict/proposal.ts';
 import { makeFederation, makeSwarm } from '../verdict/fixtures.ts';
+import { openSwarmState } from '../support/swarm-state.ts';
 
 const fed = makeFederation(['acme', 'globex', 'initech', 'eve']);
 // The file lists eve already (as the newcomer's own file does); the swarm's history starts without it.
 const swarm = makeSwarm('s1', ['acme', 'globex', 'initech', 'eve']);
 const GENESIS = ['acme', 'globex', 'initech'];
-const federation = { version: 1, federation: 'fed-test', sourcePath: '/dev/null', node: { org: 'eve' }, members: fed.members, swarms: [swarm] } as unknown as FederationConfig;
 const dirs: string[] = [];
 
 afterEach(() => {
   for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 });
 
-/** A swarm state of `self` over a fresh RocksDB folder; every size is checkpointed, so each shows who signs it. */
+/** A swarm state of `self` over a fresh RocksDB folder, its history starting without eve. */
 async function openState(self: string): Promise<{ state: SwarmState; gossip: Checkpoint[]; close: () => Promise<void> }> {
   const dir = mkdtempSync(join(tmpdir(), 'conclave-signers-'));
   dirs.push(dir);
-  const store = await NodeStore.open(dir);
-  const gossip: Checkpoint[] = [];
-  const state = new SwarmState({
-    federation,
-    swarm,
-    self,
-    keyring: fed.keyring,
-    signingKey: fed.keys[self]!.node,
-    applied: new AppliedStateStore(store.kv('s1', 'applied')),
-    checkpointEvery: 1,
-    onOutcomes: () => undefined,
-    onCheckpoint: (checkpoint) => gossip.push(checkpoint),
-  });
-  state.setGenesis(GENESIS);
-  await state.loadCheckpoints();
-  await state.rebuild();
+  const { store, state, gossip } = await openSwarmState(fed, swarm, dir, self, GENESIS);
   return { state, gossip, close: () => store.close() };
 }
 

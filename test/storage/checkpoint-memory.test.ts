@@ -6,39 +6,21 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Checkpoint } from '../../src/audit/checkpoint.ts';
-import type { FederationConfig } from '../../src/config/types.ts';
-import { AppliedStateStore } from '../../src/storage/applied-state.ts';
-import { NodeStore } from '../../src/storage/node-store.ts';
 import { RECENT_CHECKPOINTS, SwarmState } from '../../src/swarm/swarm-state.ts';
 import { encodeCommand } from '../../src/verdict/proposal.ts';
 import { makeFederation, makeSwarm } from '../verdict/fixtures.ts';
+import { openSwarmState, type OpenedSwarmState } from '../support/swarm-state.ts';
 
 const fed = makeFederation(['acme', 'globex', 'initech']);
 const swarm = makeSwarm('s1', ['acme', 'globex', 'initech']);
-const federation = { version: 1, federation: 'fed-test', sourcePath: '/dev/null', node: { org: 'acme' }, members: fed.members, swarms: [swarm] } as unknown as FederationConfig;
 const dirs: string[] = [];
 
 afterEach(() => {
   for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 });
 
-async function openState(dir: string, self = 'acme'): Promise<{ store: NodeStore; state: SwarmState; gossip: Checkpoint[] }> {
-  const store = await NodeStore.open(dir);
-  const gossip: Checkpoint[] = [];
-  const state = new SwarmState({
-    federation,
-    swarm,
-    self,
-    keyring: fed.keyring,
-    signingKey: fed.keys[self]!.node,
-    applied: new AppliedStateStore(store.kv('s1', 'applied')),
-    checkpointEvery: 1, // one checkpoint per entry: many sizes quickly
-    onOutcomes: () => undefined,
-    onCheckpoint: (checkpoint) => gossip.push(checkpoint),
-  });
-  await state.loadCheckpoints();
-  await state.rebuild();
-  return { store, state, gossip };
+function openState(dir: string, self = 'acme'): Promise<OpenedSwarmState> {
+  return openSwarmState(fed, swarm, dir, self);
 }
 
 /** Applies `count` no-op entries after the current size, flushing every 50 (each size gets a checkpoint). */
