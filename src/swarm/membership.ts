@@ -218,7 +218,9 @@ export function decideAdminAction(
   }
   return {
     status: 'applied',
-    reason: `${org} removed at index ${index}: the leader takes it out of the Raft configuration, then its certificate is refused`,
+    reason:
+      `${org} removed at index ${index}: the leader takes it out of the Raft configuration, then its certificate is refused; ` +
+      `keep ${org}'s node running (with its data) until this change says it left the configuration — until then the others may need its vote`,
     next: { ...governance, membership: { ...membership, pending: [...membership.pending, { id: context.changeId, kind: 'remove', org, index }] } },
     endsEra: false,
   };

@@ -126,6 +126,8 @@ describe('membership: join and leave by approved admin changes (raft)', () => {
     expect(two.json.reason).toMatch(/approved by 2 of the 3 orgs required/);
     const approved = await fx.approve('bolt', 'bolt', ID_REMOVE, { kind: 'remove-member', org: 'dora' });
     expect(approved.json.status).toBe('applied');
+    // Approved is not yet out: the answer says to keep dora's node until the change says it left.
+    expect(approved.json.reason).toMatch(/keep dora's node running \(with its data\) until this change says it left the configuration/);
     await waitFor('dora out of the configuration on the three', async () => {
       for (const org of ['acme', 'bolt', 'cato']) {
         const s = await status(org);
@@ -133,6 +135,7 @@ describe('membership: join and leave by approved admin changes (raft)', () => {
       }
       return true;
     });
+    await waitFor('the change to say dora left', async () => /dora left the Raft configuration at index \d+/.test((await fx.api('acme', 'GET', `/v1/swarms/${SWARM}/admin/${ID_REMOVE}`)).json.reason));
     const jws = await fx.sign('bolt', 'github.com/acme/widget/pull/after-removal', 'approve');
     expect((await fx.api('bolt', 'POST', `/v1/swarms/${SWARM}/verdicts?wait=true`, { jws })).status).toBe(200);
     // dora's agents no longer count.
