@@ -1,17 +1,11 @@
 // What a running swarm offers the public API: the one boundary between api/ and the consensus drivers.
 import type { ConsensusMode } from '../config/types.ts';
+import type { VoteRecord } from '../verdict/machine.ts';
 import type { AdminCommand } from '../verdict/proposal.ts';
 import type { AdminChangeView } from './swarm-state.ts';
 
-export interface VoteView {
-  org: string;
-  agent: string;
-  verdict: string;
-  reason: string;
-  iat: number;
-  index: number;
-  jwsHash: string;
-}
+/** One counted verdict as the API shows it: the state machine's record of it. */
+export type VoteView = VoteRecord;
 
 export interface DecisionView {
   value: string;

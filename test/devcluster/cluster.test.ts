@@ -24,6 +24,27 @@ import { signVerdict, type AgentPrivateJwk } from '../../src/verdict/agent.ts';
 
 const SUBJECT = 'github.com/acme/widget/pull/7@abc123';
 
+/** Submits `org`'s agent verdict to its own node and waits (retrying while the node catches up) until it commits. */
+async function submitUntilCommitted(clusterDir: string, org: string, verdict: string, subject: string): Promise<any> {
+  const node = findNode(readCluster(clusterDir), org);
+  const jwk = JSON.parse(readFileSync(join(node.orgDir, 'agent.jwk'), 'utf8')) as AgentPrivateJwk;
+  const jws = await signVerdict({ privateJwk: jwk, swarm: 'reviews', subject, org, agent: 'test-agent', verdict });
+  // A node that just restarted may still be catching up: retry until the verdict commits.
+  return waitFor(
+    async () => {
+      const response = await apiFetch(node, '/v1/swarms/reviews/verdicts', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ jws }),
+      });
+      const body = (await response.json()) as any;
+      if (response.status !== 200) throw new Error(`HTTP ${response.status}: ${JSON.stringify(body)}`);
+      return body;
+    },
+    { timeoutMs: 90_000, what: `${org}'s verdict on ${subject} to commit` },
+  );
+}
+
 describe('dev cluster: three raft node processes', () => {
   let dir: string;
   let info: ClusterInfo;
@@ -41,26 +62,6 @@ describe('dev cluster: three raft node processes', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   }, 120_000);
-
-  async function submit(org: string, verdict: string, subject: string): Promise<any> {
-    const node = findNode(readCluster(join(dir, 'cluster')), org);
-    const jwk = JSON.parse(readFileSync(join(node.orgDir, 'agent.jwk'), 'utf8')) as AgentPrivateJwk;
-    const jws = await signVerdict({ privateJwk: jwk, swarm: 'reviews', subject, org, agent: 'test-agent', verdict });
-    // A node that just restarted may still be catching up: retry until the verdict commits.
-    return waitFor(
-      async () => {
-        const response = await apiFetch(node, '/v1/swarms/reviews/verdicts', {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify({ jws }),
-        });
-        const body = (await response.json()) as any;
-        if (response.status !== 200) throw new Error(`HTTP ${response.status}: ${JSON.stringify(body)}`);
-        return body;
-      },
-      { timeoutMs: 90_000, what: `${org}'s verdict on ${subject} to commit` },
-    );
-  }
 
   it('writes cluster.json with the documented shape and every node is ready over HTTPS', async () => {
     const onDisk = JSON.parse(readFileSync(join(dir, 'cluster', 'cluster.json'), 'utf8'));
@@ -95,7 +96,7 @@ describe('dev cluster: three raft node processes', () => {
     expect(isNodeRunning(killed)).toBe(false);
 
     // Two of three still commit.
-    const first = await submit(survivor, 'approve', SUBJECT);
+    const first = await submitUntilCommitted(join(dir, 'cluster'), survivor, 'approve', SUBJECT);
     expect(first.status).toBe('committed');
 
     const restarted = await restartNode(clusterDir, follower, { waitReady: true });
@@ -111,7 +112,7 @@ describe('dev cluster: three raft node processes', () => {
       },
       { timeoutMs: 90_000, what: `${follower} to catch up on ${SUBJECT}` },
     );
-    const second = await submit(follower, 'approve', SUBJECT);
+    const second = await submitUntilCommitted(join(dir, 'cluster'), follower, 'approve', SUBJECT);
     expect(['committed', 'decided-already']).toContain(second.status);
 
     // Every node reports the same decision.
@@ -166,22 +167,7 @@ describe('dev cluster: four pbft node processes', () => {
     expect(info.nodes.map((n) => n.org)).toEqual(['acme', 'globex', 'initech', 'umbrella']);
     expect(await waitFor(() => currentLeader(clusterDir), { timeoutMs: 90_000, what: 'a primary a majority agrees on' })).toBeTruthy();
 
-    const node = findNode(info, 'umbrella');
-    const jwk = JSON.parse(readFileSync(join(node.orgDir, 'agent.jwk'), 'utf8')) as AgentPrivateJwk;
-    const jws = await signVerdict({ privateJwk: jwk, swarm: 'reviews', subject: SUBJECT, org: 'umbrella', agent: 'test-agent', verdict: 'reject' });
-    const answer = await waitFor(
-      async () => {
-        const response = await apiFetch(node, '/v1/swarms/reviews/verdicts', {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify({ jws }),
-        });
-        const body = (await response.json()) as any;
-        if (response.status !== 200) throw new Error(`HTTP ${response.status}: ${JSON.stringify(body)}`);
-        return body;
-      },
-      { timeoutMs: 90_000, what: "umbrella's verdict to commit under pbft" },
-    );
+    const answer = await submitUntilCommitted(clusterDir, 'umbrella', 'reject', SUBJECT);
     expect(['committed', 'duplicate']).toContain(answer.status);
     await waitFor(
       async () => {
