@@ -5,7 +5,7 @@
 // checks; `--only reads` measures plain and consistent reads instead (readRuns). Every result is one JSON line on
 // stdout and in <out>/results.jsonl; <out>/chart.svg is drawn beside it.
 //   npm run bench [-- --quick] [--with-etcd] [--duration S] [--concurrency 1,16,64,256] [--out DIR]
-//                 [--rounds N] [--only micro,raft,pbft,scale,reads] [--idle-swarms N] [--memory-seconds S]
+//                 [--rounds N] [--only micro,raft,pbft,scale,reads,floor] [--idle-swarms N] [--memory-seconds S]
 //                 [--warmup S] [--prime S] [--micro-seconds S] [--audit-entries N] [--tree head|working] [--profile [--perf] [--profile-concurrency N] [--profile-mode raft|pbft]]
 //                 [--only memory --verdicts N]   (memory per node sampled at every tenth of N verdicts)
 import { appendFileSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -19,6 +19,7 @@ import { ensureEtcd, startEtcd, stopEtcd, type EtcdCluster } from './lib/etcd.ts
 import { cpuPercent, cpuSample, loadAverage, probeFsyncs, rssMb, runQueuePercent, type CpuSample } from './lib/proc.ts';
 import { perfAvailable, readPerfData, startPerfRecord, summarizeThread } from './lib/perf-profile.ts';
 import { profilesIn, summarizeProfile } from './lib/profile.ts';
+import { startFloor, type AdmissionFloor } from './lib/floor.ts';
 import { memoryAtScale } from './lib/memory.ts';
 import { idleSwarms } from './lib/scale.ts';
 import { renderChart, type ChartSeries } from './lib/svg.ts';
@@ -282,11 +283,23 @@ function conclaveProcs(cluster: ConclaveCluster): Proc[] {
 /** With etcd, pbft-4 runs inside endToEnd's rounds (raft, etcd, pbft at each concurrency), not after them. */
 const pbftAlternates = withEtcd && only.has('pbft') && pbftWired();
 
+/**
+ * `--only floor`: one process serving the real API that admits each verdict (signature included) and answers at
+ * once — no replication, no storage (bench/lib/admission-floor.ts). Its CPU per verdict, with the load generator's,
+ * is what every verdict costs before consensus: a floor under any node built on this API, on this machine.
+ */
+const FLOOR_SCENARIO = 'admission-1';
+
 async function endToEnd(): Promise<void> {
   let raft: ConclaveCluster | null = null;
   let bft: ConclaveCluster | null = null;
   let etcd: EtcdCluster | null = null;
+  let floor: AdmissionFloor | null = null;
   try {
+    if (only.has('floor')) {
+      progress('starting the admission floor (one process: the API and admission, nothing else)');
+      floor = await startFloor(join(workDir, 'floor'));
+    }
     if (only.has('raft')) {
       progress('starting Conclave raft-3 cluster');
       raft = await startConclave(join(workDir, 'raft-3'), 3, 'raft', progress);
@@ -305,8 +318,13 @@ async function endToEnd(): Promise<void> {
     if (raft) await prime('raft-3', 'conclave', raft.targets, raft.info.swarm);
     if (etcd) await prime('etcd-3', 'etcd', etcd.targets);
     if (bft) await prime('pbft-4', 'conclave', bft.targets, bft.info.swarm);
+    if (floor) await prime(FLOOR_SCENARIO, 'conclave', floor.targets, floor.swarm);
     for (let round = 1; round <= rounds; round++) {
       for (const c of concurrencies) {
+        if (floor) {
+          const r = await loadRun(FLOOR_SCENARIO, 'conclave', [{ name: 'floor', pid: floor.pid }], floor.targets, c, 'unique', round, floor.swarm);
+          if (r) runs.push(r);
+        }
         if (raft) {
           const r = await loadRun('raft-3', 'conclave', conclaveProcs(raft), raft.targets, c, 'unique', round, raft.info.swarm, undefined, raft);
           if (r) runs.push(r);
@@ -339,6 +357,7 @@ async function endToEnd(): Promise<void> {
       });
     }
   } finally {
+    if (floor) await floor.stop();
     if (raft) await stopConclave(raft);
     if (bft) await stopConclave(bft);
     if (etcd) await stopEtcd(etcd);
@@ -431,6 +450,7 @@ function compare(): void {
       label: pbftAlternates ? 'conclave pbft-4 vs etcd-3 (medians of alternating rounds)' : 'conclave pbft-4 vs etcd-3 (pbft ran after the etcd rounds, not alternated)',
       targets: { '64': { text: 'throughput >= etcd 3-member', met: (a, e) => a.committedPerSec >= e.committedPerSec } },
     },
+    { scenario: FLOOR_SCENARIO, label: 'admission floor (one process: API + admission, no replication, no storage) vs etcd-3', targets: {} },
   ];
   for (const k of cases) {
     for (const c of concurrencies) {
@@ -570,6 +590,7 @@ function chart(): void {
     ['Conclave raft, 3 orgs', (r) => r.scenario === 'raft-3' && r.subjects === 'unique'],
     ['Conclave pbft, 4 orgs', (r) => r.scenario === 'pbft-4'],
     ['etcd, 3 members', (r) => r.scenario === 'etcd-3'],
+    ['admission floor (no replication)', (r) => r.scenario === FLOOR_SCENARIO],
   ];
   for (const [name, pick] of bySystem) {
     const rs = runs.filter(pick);
@@ -592,7 +613,7 @@ function chart(): void {
 async function main(): Promise<void> {
   emit({ bench: 'start', tree: process.env.CONCLAVE_BENCH_TREE ?? 'working', commit: process.env.CONCLAVE_BENCH_COMMIT ?? null, quick, withEtcd, duration, warmup, concurrencies, rounds, cores: cpus().length, node: process.version, outDir });
   if (only.has('micro')) await micro();
-  if (only.has('raft') || (withEtcd && only.has('pbft'))) await endToEnd();
+  if (only.has('raft') || only.has('floor') || (withEtcd && only.has('pbft'))) await endToEnd();
   if (only.has('pbft') && !pbftAlternates) await pbft();
   if (withEtcd && runs.length) compare();
   if (only.has('reads')) await readRuns();

@@ -1,6 +1,6 @@
-// Owns the benchmark smoke test: `npm run bench -- --quick --only micro` and `--only reads` with tiny durations, as
+// Owns the benchmark smoke test: `npm run bench -- --quick --only micro`, `--only reads` and `--only floor` with tiny durations, as
 // real processes. Checks only that they exit 0 and print valid JSON lines covering every micro-benchmark and every
-// read case (and results.jsonl); never a timing assertion (benchmarks are not tests).
+// read case, the admission floor's run (and results.jsonl); never a timing assertion (benchmarks are not tests).
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -47,4 +47,22 @@ describe('npm run bench (smoke)', () => {
     expect(reads.map((p) => `${String(p.scenario)} ${String(p.op)}`).sort()).toEqual(['pbft-4 read', 'pbft-4 read-consistent', 'raft-3 read', 'raft-3 read-consistent']);
     for (const line of reads) expect(line.committed, JSON.stringify(line)).toBeGreaterThan(0);
   }, 240_000);
+
+  it('runs the admission floor (the API and admission alone, one process) and prints valid JSON lines', () => {
+    const floorOut = join(out, 'floor');
+    const run = spawnSync('npm', ['run', '--silent', 'bench', '--', '--quick', '--only', 'floor', '--concurrency', '2', '--duration', '1', '--warmup', '0.5', '--out', floorOut], {
+      cwd: repo,
+      encoding: 'utf8',
+      timeout: 110_000,
+    });
+    expect(run.error, String(run.error)).toBeUndefined();
+    expect(run.status, run.stderr.slice(-2000)).toBe(0);
+    const parsed = run.stdout.split('\n').filter((l) => l.trim().length > 0).map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(parsed.filter((p) => 'error' in p), JSON.stringify(parsed.filter((p) => 'error' in p))).toEqual([]);
+    const floor = parsed.filter((p) => p.scenario === 'admission-1' && typeof p.concurrency === 'number');
+    expect(floor).toHaveLength(1);
+    // every posted verdict admitted (signature checked) and answered: the floor refuses nothing the real node accepts
+    expect(floor[0]!.committed, JSON.stringify(floor[0])).toBeGreaterThan(0);
+    expect(floor[0]!.errors, JSON.stringify(floor[0])).toBe(0);
+  }, 120_000);
 });
