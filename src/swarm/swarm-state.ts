@@ -350,8 +350,11 @@ export class SwarmState {
     this.unstoredRecords++;
     const block = this.blockHasher.append(entry.index - 1, appended.leafHash);
     if (block) this.pendingBlocks.set(block[0], block[1]);
-    if (this.installing) return 'continue';
+    // Also while installing a snapshot: a submission waiting here for a verdict this replay applies is answered with
+    // the entry that carried it (committed, durable on a majority), not left to a second proposal of it — which a
+    // node still catching up (a learner, an org just admitted again) may see refused as a whole.
     if (outcomes.length) this.options.onOutcomes(outcomes, { index: entry.index, hash });
+    if (this.installing) return 'continue';
     if (admin) this.options.onAdmin?.(admin);
     this.afterAppend(entry.index, root);
     if (endsEra) {

@@ -1006,12 +1006,19 @@ export class VerdictSwarm implements SwarmService {
       }
       const waiter = this.waiters.get(outcome.jwsHash);
       if (!waiter) continue;
-      const readmitted = outcome.status === 'rejected' && outcome.code === 'BAD_PROPOSAL' ? this.readmit(waiter) : null;
+      // A refusal of a verdict applied here already (a batch that carried it again refused as a whole: its proposer,
+      // a learner catching up, was no voter yet) is not the verdict's fate: it counted where it was first applied.
+      const applied = outcome.status === 'rejected' ? this.state.decisions().lookupVerdict(outcome.jwsHash) : undefined;
+      const readmitted = !applied && outcome.status === 'rejected' && outcome.code === 'BAD_PROPOSAL' ? this.readmit(waiter) : null;
       if (readmitted === 'proposed-again') continue;
-      const delivered = readmitted ? { ...outcome, ...readmitted } : outcome;
+      const delivered: ApplyOutcome = applied
+        ? { jwsHash: outcome.jwsHash, status: 'duplicate', subject: applied.subject, index: applied.index }
+        : readmitted
+          ? { ...outcome, ...readmitted }
+          : outcome;
       this.waiters.delete(outcome.jwsHash);
       this.options.metrics.commitLatency.observe({ swarm: this.id }, (performance.now() - waiter.receivedAt) / 1000);
-      waiter.resolve({ outcome: delivered, entryHash: outcome.status === 'duplicate' ? '' : entry.hash });
+      waiter.resolve({ outcome: delivered, entryHash: delivered.status === 'duplicate' ? '' : entry.hash });
     }
   }
 
