@@ -12,17 +12,18 @@ const out = mkdtempSync(join(tmpdir(), 'conclave-bench-smoke-'));
 
 afterAll(() => rmSync(out, { recursive: true, force: true }));
 
+/** Runs `npm run bench -- ARGS --out OUT` as a real process; asserts it exits 0; its stdout lines, parsed. */
+function runBench(args: string[], outDir: string, timeoutMs: number): Record<string, unknown>[] {
+  const run = spawnSync('npm', ['run', '--silent', 'bench', '--', ...args, '--out', outDir], { cwd: repo, encoding: 'utf8', timeout: timeoutMs });
+  expect(run.error, String(run.error)).toBeUndefined();
+  expect(run.status, run.stderr.slice(-2000)).toBe(0);
+  return run.stdout.split('\n').filter((l) => l.trim().length > 0).map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
 describe('npm run bench (smoke)', () => {
   it('runs the micro-benchmarks and prints valid JSON lines', () => {
-    const run = spawnSync('npm', ['run', '--silent', 'bench', '--', '--quick', '--only', 'micro', '--micro-seconds', '0.1', '--audit-entries', '300', '--out', out], {
-      cwd: repo,
-      encoding: 'utf8',
-      timeout: 170_000, // ~40 s on this machine under load; generous so a busy CI box does not flake
-    });
-    expect(run.error, String(run.error)).toBeUndefined();
-    expect(run.status, run.stderr.slice(-2000)).toBe(0);
-    const lines = run.stdout.split('\n').filter((l) => l.trim().length > 0);
-    const parsed = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    // ~40 s on this machine under load; generous so a busy CI box does not flake
+    const parsed = runBench(['--quick', '--only', 'micro', '--micro-seconds', '0.1', '--audit-entries', '300'], out, 170_000);
     expect(parsed[0]).toMatchObject({ bench: 'start' });
     expect(parsed.at(-1)).toMatchObject({ bench: 'end' });
     const micro = parsed.filter((p) => p.group === 'micro');
@@ -34,14 +35,7 @@ describe('npm run bench (smoke)', () => {
 
   it('runs the read benchmark (plain and consistent reads, raft and pbft) and prints valid JSON lines', () => {
     const readsOut = join(out, 'reads');
-    const run = spawnSync('npm', ['run', '--silent', 'bench', '--', '--quick', '--only', 'reads', '--concurrency', '2', '--duration', '1', '--warmup', '0.5', '--out', readsOut], {
-      cwd: repo,
-      encoding: 'utf8',
-      timeout: 230_000,
-    });
-    expect(run.error, String(run.error)).toBeUndefined();
-    expect(run.status, run.stderr.slice(-2000)).toBe(0);
-    const parsed = run.stdout.split('\n').filter((l) => l.trim().length > 0).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const parsed = runBench(['--quick', '--only', 'reads', '--concurrency', '2', '--duration', '1', '--warmup', '0.5'], readsOut, 230_000);
     expect(parsed.filter((p) => 'error' in p), JSON.stringify(parsed.filter((p) => 'error' in p))).toEqual([]);
     const reads = parsed.filter((p) => typeof p.op === 'string');
     expect(reads.map((p) => `${String(p.scenario)} ${String(p.op)}`).sort()).toEqual(['pbft-4 read', 'pbft-4 read-consistent', 'raft-3 read', 'raft-3 read-consistent']);
@@ -50,14 +44,7 @@ describe('npm run bench (smoke)', () => {
 
   it('runs the admission floor (the API and admission alone, one process) and prints valid JSON lines', () => {
     const floorOut = join(out, 'floor');
-    const run = spawnSync('npm', ['run', '--silent', 'bench', '--', '--quick', '--only', 'floor', '--concurrency', '2', '--duration', '1', '--warmup', '0.5', '--out', floorOut], {
-      cwd: repo,
-      encoding: 'utf8',
-      timeout: 110_000,
-    });
-    expect(run.error, String(run.error)).toBeUndefined();
-    expect(run.status, run.stderr.slice(-2000)).toBe(0);
-    const parsed = run.stdout.split('\n').filter((l) => l.trim().length > 0).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const parsed = runBench(['--quick', '--only', 'floor', '--concurrency', '2', '--duration', '1', '--warmup', '0.5'], floorOut, 110_000);
     expect(parsed.filter((p) => 'error' in p), JSON.stringify(parsed.filter((p) => 'error' in p))).toEqual([]);
     const floor = parsed.filter((p) => p.scenario === 'admission-1' && typeof p.concurrency === 'number');
     expect(floor).toHaveLength(1);
