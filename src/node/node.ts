@@ -85,6 +85,8 @@ export interface NodeOptions {
   relayVerdicts?: boolean;
   /** TEST ONLY: each swarm starts the engine of a new era this much later (see VerdictSwarmOptions.eraStartDelayMs). */
   eraStartDelayMs?: number;
+  /** TEST ONLY: each copy of records from a peer waits this long first (see VerdictSwarmOptions.recordCopyDelayMs). */
+  recordCopyDelayMs?: number;
   /** TEST ONLY: the protocol level this node announces (default PROTOCOL_LEVEL), to play a node of an earlier version. */
   announcedLevel?: number;
 }
@@ -178,6 +180,7 @@ export class ConclaveNode implements NodeService {
         onMembership: () => setImmediate(() => this.applyTransportMembers()),
         ...(byzantine ? { byzantine } : {}),
         ...(options.eraStartDelayMs ? { eraStartDelayMs: options.eraStartDelayMs } : {}),
+        ...(options.recordCopyDelayMs ? { recordCopyDelayMs: options.recordCopyDelayMs } : {}),
         peerLevel: (org) => this.liveness?.levelOf(org) ?? null,
         peerLevelWaitMs: LIVENESS_LAPSE_INTERVALS * LIVENESS_INTERVAL_TICKS * (options.tickMs ?? 100),
       });

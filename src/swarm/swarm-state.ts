@@ -242,6 +242,11 @@ export class SwarmState {
     if (!this.replaying) this.options.onMembership?.(this.membership(), index);
   }
 
+  /** A Raft snapshot is being installed: the state replays copied records and lags the swarm meanwhile. */
+  get installingSnapshot(): boolean {
+    return this.installing;
+  }
+
   get swarmId(): string {
     return this.options.swarm.id;
   }

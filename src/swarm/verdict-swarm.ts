@@ -11,7 +11,7 @@ import { exportLines } from '../audit/export.ts';
 import { consistencyProof, inclusionProof, type FrontierState, type SubtreeHasher } from '../audit/merkle.ts';
 import { appliedTreeSource, RecordsUnavailable, StoredMerkleTree, TreeMismatch } from '../audit/stored-tree.ts';
 import type { Checkpoint } from '../audit/checkpoint.ts';
-import { VerdictError, type VerdictErrorCode } from '../verdict/format.ts';
+import { parseVerdictJws, VerdictError, type VerdictErrorCode } from '../verdict/format.ts';
 import type { Keyring } from '../verdict/keyring.ts';
 import type { ApplyOutcome, SubjectState } from '../verdict/machine.ts';
 import { adminCommandVerifies, admitAdminCommand, decodeCommand, encodeCommand, signProposalEncoded, verifyProposal, type AdminCommand } from '../verdict/proposal.ts';
@@ -78,6 +78,8 @@ export interface VerdictSwarmOptions {
   peerLevelWaitMs?: number;
   /** TEST ONLY: the engine of a new era starts this much later (a slow node at an era change). */
   eraStartDelayMs?: number;
+  /** TEST ONLY: each copy of records from a peer (snapshot install, era catch-up) waits this long first (a slow copy). */
+  recordCopyDelayMs?: number;
 }
 
 interface QueuedVerdict {
@@ -157,6 +159,8 @@ const ADMIN_PROTOCOL_LEVEL = 2;
  * replaced it (CATCHING_UP), or the catch-up stopped it (NODE_STOPPING while the swarm itself runs).
  */
 const ENGINE_CHANGE_CODES = new Set(['MODE_SWITCHED', 'CATCHING_UP', 'NODE_STOPPING']);
+/** Refusals judged against the committed membership or policy: a node whose state lags the swarm's may judge wrong. */
+const STATE_DEPENDENT_REFUSALS = new Set<VerdictErrorCode>(['ORG_NOT_IN_SWARM', 'VALUE_NOT_ALLOWED']);
 /** An empty node asks its peers where the swarm stands after 1–2 of these (unless its log filled meanwhile). */
 const FRESH_PROBE_MS = 3000;
 
@@ -498,6 +502,7 @@ export class VerdictSwarm implements SwarmService {
 
   /** A peer's stored audit records [from, from + limit) (unverified: verifiedRecords checks them). */
   private async peerRecords(peer: string, from: number, limit: number): Promise<AuditRecord[]> {
+    if (this.options.recordCopyDelayMs) await new Promise((resolve) => setTimeout(resolve, this.options.recordCopyDelayMs));
     const answer = await this.options.link.call(peer, this.id, RECORDS_CALL, Buffer.from(JSON.stringify({ from, limit })), 15_000);
     return (JSON.parse(fromUtf8(answer)) as { records: AuditRecord[] }).records;
   }
@@ -730,7 +735,7 @@ export class VerdictSwarm implements SwarmService {
       // the swarm since, the policy or a key may have changed, its iat may have aged past the allowed skew. A client
       // resubmitting after a lost answer must learn that it counted, never that it was refused.
       const known = error instanceof VerdictError ? this.state.decisions().lookupVerdict(jwsHashOf(jws)) : undefined;
-      if (!known) throw error;
+      if (!known) throw this.unlessCatchingUp(error);
       this.options.metrics.verdicts.inc({ swarm: this.id, status: 'duplicate' });
       return this.result('duplicate', jwsHashOf(jws), known.index, await this.entryHashAt(known.index), known.subject);
     }
@@ -964,6 +969,9 @@ export class VerdictSwarm implements SwarmService {
    * had been told 403 ORG_NOT_IN_SWARM). Keys and signatures were checked at admission and need no second look.
    */
   private stillAdmissible(items: QueuedVerdict[]): QueuedVerdict[] {
+    // Catching up, this node's state is older than the swarm's (the org may be back, the value allowed again): it
+    // judges nothing now; the items are judged when proposed to the engine it catches up to.
+    if (this.catchingUpNow()) return items;
     const config = this.config;
     const kept: QueuedVerdict[] = [];
     for (const item of items) {
@@ -985,6 +993,22 @@ export class VerdictSwarm implements SwarmService {
       this.waiters.delete(item.jwsHash);
     }
     return kept;
+  }
+
+  /** Copying the swarm's records (era catch-up, or a Raft snapshot install): this node's state lags the swarm's. */
+  private catchingUpNow(): boolean {
+    return this.catchingUp || this.state.installingSnapshot;
+  }
+
+  /**
+   * A refusal that depends on the committed membership or policy (ORG_NOT_IN_SWARM, VALUE_NOT_ALLOWED), made while
+   * this node is catching up, judged a state the swarm has left behind — seen in chaos runs: a node replaying the
+   * records between its org's removal and its return refused its agents' verdicts, which then committed through
+   * another node. It becomes 503 CATCHING_UP (retry); every other error is as it was.
+   */
+  private unlessCatchingUp(error: unknown): unknown {
+    if (!(error instanceof VerdictError) || !STATE_DEPENDENT_REFUSALS.has(error.code) || !this.catchingUpNow()) return error;
+    return new SwarmError(503, 'CATCHING_UP', `swarm ${this.id} is catching up on this node (its state lags the swarm's), so it cannot judge this verdict yet (${error.code}: ${error.message}); retry shortly`);
   }
 
   private failBatch(batch: QueuedVerdict[], error: Error): void {
@@ -1027,7 +1051,8 @@ export class VerdictSwarm implements SwarmService {
    * by then (its batch was proposed before the conf change that removed it, and committed after) — not the verdict
    * itself. The agent must not be told its verdict was refused for that: it is admitted again, as if just submitted,
    * and proposed anew ('proposed-again', the waiter keeps waiting); or, refused now (its own org left, say), the
-   * waiter gets that refusal. pbft ends the era at a removal, so no batch of a removed proposer executes there.
+   * waiter gets that refusal (held instead while this node catches up: its state lags the swarm's). pbft ends the era
+   * at a removal, so no batch of a removed proposer executes there.
    */
   private readmit(waiter: Waiter): 'proposed-again' | { code: VerdictErrorCode; reason: string } | null {
     if (this.state.currentMode !== 'raft') return null;
@@ -1036,7 +1061,14 @@ export class VerdictSwarm implements SwarmService {
       this.enqueue({ jws: verified.jws, jwsHash: verified.jwsHash, org: verified.payload.org, value: verified.payload.verdict, relay: true, reject: () => undefined, confirm: () => undefined });
       return 'proposed-again';
     } catch (error) {
-      return error instanceof VerdictError ? { code: error.code, reason: error.message } : null;
+      if (!(error instanceof VerdictError)) return null;
+      if (this.unlessCatchingUp(error) !== error) {
+        // Judged against a state the swarm has left behind: held, and judged when proposed after the catch-up.
+        const { payload } = parseVerdictJws(waiter.jws);
+        this.enqueue({ jws: waiter.jws, jwsHash: jwsHashOf(waiter.jws), org: payload.org, value: payload.verdict, relay: true, reject: () => undefined, confirm: () => undefined });
+        return 'proposed-again';
+      }
+      return { code: error.code, reason: error.message };
     }
   }
 
