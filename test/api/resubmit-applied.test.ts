@@ -4,7 +4,7 @@
 // 403 ORG_NOT_IN_SWARM for a verdict committed before the removal took effect. Here the refusal that appears with
 // time is the issue time aging past the swarm's allowed clock skew.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startInProcessFederation, type InProcessFederation } from '../support/inproc-federation.ts';
+import { everyNodeReady, startInProcessFederation, type InProcessFederation } from '../support/inproc-federation.ts';
 
 const SKEW_SECONDS = 3;
 let fed: InProcessFederation;
@@ -14,10 +14,7 @@ beforeAll(async () => {
     orgs: ['acme', 'globex', 'initech'],
     swarms: [{ id: 'reviews', mode: 'raft', policy: { values: ['approve', 'reject'], quorum: 'all', rule: 'majority', maxClockSkewSeconds: SKEW_SECONDS } }],
   });
-  await fed.waitFor('every node to be ready', async () => {
-    for (const org of ['acme', 'globex', 'initech']) if ((await fed.api(org, 'GET', '/readyz')).status !== 200) return false;
-    return true;
-  });
+  await everyNodeReady(fed);
 });
 
 afterAll(async () => {

@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startInProcessFederation, type InProcessFederation } from '../support/inproc-federation.ts';
+import { everyNodeReady, startInProcessFederation, type InProcessFederation } from '../support/inproc-federation.ts';
 
 const run = promisify(execFile);
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -36,10 +36,7 @@ beforeAll(async () => {
       { id: 'pair', mode: 'raft', members: ['acme', 'globex'], policy: { values: ['approve', 'reject'], quorum: 'all', rule: 'unanimity', fallback: 'reject' } },
     ],
   });
-  await fed.waitFor('every node to be ready', async () => {
-    for (const org of ['acme', 'globex', 'initech']) if ((await fed.api(org, 'GET', '/readyz')).status !== 200) return false;
-    return true;
-  });
+  await everyNodeReady(fed);
 });
 
 afterAll(async () => {

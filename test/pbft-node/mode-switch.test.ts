@@ -9,7 +9,7 @@ import { adminCommand, newChangeId } from '../../src/verdict/admin.ts';
 import type { AdminAction } from '../../src/verdict/proposal.ts';
 import { verifyExport } from '../../src/audit/verifier.ts';
 import { loadFederation } from '../../src/config/load.ts';
-import { startInProcessFederation, type InProcessFederation } from '../support/inproc-federation.ts';
+import { everyNodeReady, startInProcessFederation, type InProcessFederation } from '../support/inproc-federation.ts';
 
 const orgs = ['acme', 'globex', 'initech', 'umbrella'];
 let fed: InProcessFederation;
@@ -31,10 +31,7 @@ beforeAll(async () => {
       { id: 'trio', mode: 'raft', members: ['acme', 'globex', 'initech'], policy: { values: ['approve', 'reject'], quorum: 1, rule: 'majority' } },
     ],
   });
-  await fed.waitFor('every node to be ready', async () => {
-    for (const org of orgs) if ((await fed.api(org, 'GET', '/readyz')).status !== 200) return false;
-    return true;
-  });
+  await everyNodeReady(fed);
 });
 
 afterAll(async () => {

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Readable } from 'node:stream';
 import { verifyExport } from '../../src/audit/verifier.ts';
 import { loadFederation } from '../../src/config/load.ts';
-import { startInProcessFederation, type InProcessFederation } from '../support/inproc-federation.ts';
+import { everyNodeReady, startInProcessFederation, type InProcessFederation } from '../support/inproc-federation.ts';
 
 const orgs = ['acme', 'globex', 'initech', 'umbrella'];
 let fed: InProcessFederation;
@@ -14,10 +14,7 @@ beforeAll(async () => {
     orgs,
     swarms: [{ id: 'audit', mode: 'pbft', policy: { values: ['approve', 'reject'], quorum: 'all', rule: 'majority' } }],
   });
-  await fed.waitFor('every node to be ready', async () => {
-    for (const org of orgs) if ((await fed.api(org, 'GET', '/readyz')).status !== 200) return false;
-    return true;
-  });
+  await everyNodeReady(fed);
 });
 
 afterAll(async () => {

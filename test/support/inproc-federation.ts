@@ -128,6 +128,14 @@ export async function metricOf(fed: InProcessFederation, org: string, name: stri
   return line ? Number(line.split(' ').at(-1)) : 0;
 }
 
+/** Waits until every node of the federation answers /readyz with 200. */
+export function everyNodeReady(fed: InProcessFederation): Promise<boolean> {
+  return fed.waitFor('every node to be ready', async () => {
+    for (const { org } of fed.orgs) if ((await fed.api(org, 'GET', '/readyz')).status !== 200) return false;
+    return true;
+  });
+}
+
 /** Waits until every node names the same leader of `swarm`; returns it. */
 export function agreedLeader(fed: InProcessFederation, swarm: string): Promise<string> {
   return fed.waitFor(`a leader of ${swarm} all nodes agree on`, async () => {
